@@ -1,0 +1,124 @@
+//! One log line per HTTP or gRPC request (method/route, status, latency, request
+//! id), and the `x-request-id` header: kept when the client sends one, generated
+//! otherwise, and returned in the response.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use axum::extract::MatchedPath;
+use http::{HeaderValue, Request, Response};
+use tower::{Layer, Service};
+
+/// Header carrying the request id.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Which protocol a log line is for.
+#[derive(Clone, Copy, Debug)]
+pub enum Protocol {
+    Http,
+    Grpc,
+}
+
+/// Layer adding request ids and access logs.
+#[derive(Clone, Copy, Debug)]
+pub struct AccessLogLayer(pub Protocol);
+
+impl<S> Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+    fn layer(&self, inner: S) -> AccessLog<S> {
+        AccessLog {
+            inner,
+            protocol: self.0,
+        }
+    }
+}
+
+/// See [`AccessLogLayer`].
+#[derive(Clone, Debug)]
+pub struct AccessLog<S> {
+    inner: S,
+    protocol: Protocol,
+}
+
+/// The request id of a request, available to handlers as an extension.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for AccessLog<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + Clone + 'static,
+    S::Future: Send + 'static,
+    ReqB: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
+        let started = Instant::now();
+        let request_id = request
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            request.headers_mut().insert(REQUEST_ID, value);
+        }
+        request
+            .extensions_mut()
+            .insert(RequestId(request_id.clone()));
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let protocol = self.protocol;
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = future.await?;
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert(REQUEST_ID, value);
+            }
+            let status = response.status().as_u16();
+            match protocol {
+                Protocol::Http => {
+                    // The router copies the matched route template into the response
+                    // (see `api::remember_route`); unmatched paths share one label.
+                    let route = response
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(|p| p.as_str().to_owned());
+                    crate::metrics::record_http(
+                        &method,
+                        route.as_deref().unwrap_or("unmatched"),
+                        status,
+                        latency_ms,
+                    );
+                    tracing::info!(%method, path, route, status, latency_ms, request_id, "http request");
+                }
+                Protocol::Grpc => {
+                    // Errors come back trailers-only, with grpc-status in the headers;
+                    // a success puts grpc-status 0 in the trailers.
+                    let grpc_status = response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i32>().ok())
+                        .unwrap_or(0);
+                    let code = tonic::Code::from_i32(grpc_status);
+                    crate::metrics::record_grpc(&path, code, latency_ms);
+                    tracing::info!(method = %path, grpc_status = ?code, latency_ms, request_id, "grpc request");
+                }
+            }
+            Ok(response)
+        })
+    }
+}

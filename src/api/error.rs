@@ -1,0 +1,285 @@
+//! The one error table: every domain error becomes a gRPC status here, and the
+//! gateway turns a status into grpc-gateway's HTTP status and JSON body.
+
+use std::collections::HashMap;
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::{json, Value};
+use tonic::Code;
+use tonic_types::{ErrorDetail, ErrorDetails, FieldViolation, StatusExt};
+
+/// The `domain` of our `google.rpc.ErrorInfo` details.
+pub const ERROR_DOMAIN: &str = "spacet.v1";
+
+/// An error an RPC returns: what the client did wrong, or that we failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// One or more fields are invalid; all of them are named.
+    #[error("invalid request: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    #[error("{0}")]
+    NotFound(String),
+    /// A business rule refuses the request: `reason` is machine-readable.
+    #[error("{message}")]
+    FailedPrecondition {
+        reason: &'static str,
+        message: String,
+        metadata: HashMap<String, String>,
+    },
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The database (or another dependency) cannot be reached.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: the cause is logged, never sent.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ApiError {
+    /// A single field violation.
+    pub fn field(field: &str, description: impl Into<String>) -> ApiError {
+        ApiError::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    /// Wraps a database error: unreachable → UNAVAILABLE, anything else → INTERNAL.
+    pub fn database(error: sqlx::Error) -> ApiError {
+        if crate::db::is_unavailable(&error) {
+            ApiError::Unavailable("the database is not reachable".into())
+        } else {
+            ApiError::Internal(error.into())
+        }
+    }
+
+    /// The gRPC code, the one mapping from domain errors.
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::InvalidArgument(_) => Code::InvalidArgument,
+            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::FailedPrecondition { .. } => Code::FailedPrecondition,
+            ApiError::AlreadyExists(_) => Code::AlreadyExists,
+            ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(error: ApiError) -> tonic::Status {
+        let code = error.code();
+        match error {
+            ApiError::InvalidArgument(violations) => {
+                let message = format!("invalid request: {}", describe(&violations));
+                tonic::Status::with_error_details(
+                    code,
+                    message,
+                    ErrorDetails::with_bad_request(violations),
+                )
+            }
+            ApiError::FailedPrecondition {
+                reason,
+                message,
+                metadata,
+            } => tonic::Status::with_error_details(
+                code,
+                message,
+                ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
+            ),
+            ApiError::Internal(cause) => {
+                tracing::error!(error = ?cause, "internal error");
+                tonic::Status::new(code, "internal error")
+            }
+            ApiError::Unavailable(ref what) => {
+                tracing::warn!(%what, "dependency unavailable");
+                tonic::Status::new(code, error.to_string())
+            }
+            other => tonic::Status::new(code, other.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> ApiError {
+        ApiError::database(error)
+    }
+}
+
+/// grpc-gateway's mapping from gRPC code to HTTP status.
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// grpc-gateway's error body: `{"code", "message", "details": [{"@type", ...}]}`.
+pub fn error_body(status: &tonic::Status) -> Value {
+    let details: Vec<Value> = status
+        .get_error_details_vec()
+        .into_iter()
+        .filter_map(|detail| match detail {
+            ErrorDetail::BadRequest(bad) => Some(json!({
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": bad.field_violations.iter().map(|v| json!({
+                    "field": v.field,
+                    "description": v.description,
+                })).collect::<Vec<_>>(),
+            })),
+            ErrorDetail::ErrorInfo(info) => Some(json!({
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": info.reason,
+                "domain": info.domain,
+                "metadata": info.metadata,
+            })),
+            _ => None,
+        })
+        .collect();
+    json!({
+        "code": status.code() as i32,
+        "message": status.message(),
+        "details": details,
+    })
+}
+
+/// A gRPC status rendered the grpc-gateway way, as an HTTP response.
+#[derive(Debug)]
+pub struct GatewayError {
+    pub status: tonic::Status,
+    /// Overrides the HTTP status grpc-gateway derives from the code.
+    pub http: Option<StatusCode>,
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let http = self.http.unwrap_or_else(|| http_status(self.status.code()));
+        (http, Json(error_body(&self.status))).into_response()
+    }
+}
+
+impl From<ApiError> for GatewayError {
+    fn from(error: ApiError) -> GatewayError {
+        GatewayError::from_status(error.into())
+    }
+}
+
+impl GatewayError {
+    /// A status with one field violation, for request decoding errors.
+    pub fn bad_request(field: &str, description: impl Into<String>) -> GatewayError {
+        ApiError::field(field, description).into()
+    }
+
+    /// A bare status with a code and a message.
+    pub fn new(code: Code, message: impl Into<String>) -> GatewayError {
+        GatewayError::from_status(tonic::Status::new(code, message))
+    }
+
+    /// A status with an HTTP status of its own (413, 415, 405), which grpc-gateway
+    /// writes for transport-level problems.
+    pub fn with_http(http: StatusCode, code: Code, message: impl Into<String>) -> GatewayError {
+        GatewayError {
+            status: tonic::Status::new(code, message),
+            http: Some(http),
+        }
+    }
+
+    /// A status rendered with the HTTP status grpc-gateway gives its code.
+    pub fn from_status(status: tonic::Status) -> GatewayError {
+        GatewayError { status, http: None }
+    }
+}
+
+impl From<crate::booking::BookingError> for ApiError {
+    fn from(error: crate::booking::BookingError) -> ApiError {
+        use crate::booking::BookingError as E;
+        let message = error.to_string();
+        let precondition =
+            |reason: &'static str, pairs: &[(&str, String)]| ApiError::FailedPrecondition {
+                reason,
+                message: message.clone(),
+                metadata: pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            };
+        match &error {
+            E::TicketNotFound(_) => ApiError::NotFound(message),
+            E::LaunchpadDayTaken { pad, day, taken_by } => precondition(
+                "LAUNCHPAD_DAY_TAKEN",
+                &[
+                    ("launchpad_id", pad.clone()),
+                    ("launch_date", day.to_string()),
+                    ("destination", taken_by.to_string()),
+                ],
+            ),
+            E::DestinationUsedThisWeek {
+                pad,
+                day,
+                destination,
+                flown_on,
+            } => precondition(
+                "DESTINATION_USED_THIS_WEEK",
+                &[
+                    ("launchpad_id", pad.clone()),
+                    ("launch_date", day.to_string()),
+                    ("destination", destination.to_string()),
+                    ("flown_on", flown_on.to_string()),
+                ],
+            ),
+            E::FlightFull {
+                pad,
+                day,
+                destination,
+                seats,
+            } => precondition(
+                "FLIGHT_FULL",
+                &[
+                    ("launchpad_id", pad.clone()),
+                    ("launch_date", day.to_string()),
+                    ("destination", destination.to_string()),
+                    ("seats", seats.to_string()),
+                ],
+            ),
+            E::SpacexConflict { pad, day, launch } => precondition(
+                "SPACEX_CONFLICT",
+                &[
+                    ("launchpad_id", pad.clone()),
+                    ("launch_date", day.to_string()),
+                    ("spacex_launch", launch.clone()),
+                ],
+            ),
+            E::LaunchpadInactive { pad, status } => precondition(
+                "LAUNCHPAD_INACTIVE",
+                &[("launchpad_id", pad.clone()), ("status", status.clone())],
+            ),
+            E::IdempotencyKeyReused(_) => ApiError::AlreadyExists(message),
+            E::Database(_) => match error {
+                E::Database(e) => ApiError::database(e),
+                _ => unreachable!(),
+            },
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The gRPC `SpaceTService`: converts proto requests into domain values, calls the
+//! booking functions, converts the results back. The HTTP gateway calls these same
+//! methods in-process.
+
+use chrono::{Days, NaiveDate};
+use tonic::{Request, Response, Status};
+
+use super::error::ApiError;
+use crate::{
+    app::AppState,
+    booking::{
+        self,
+        list::ListQuery,
+        schedule::{self, DEFAULT_WINDOW_DAYS, MAX_WINDOW_DAYS},
+        BookingFields, Gender, NewBooking, TicketId, TicketStatus,
+    },
+    proto::{self, space_t_service_server::SpaceTService},
+};
+
+/// gRPC metadata key carrying an idempotency key (the `Idempotency-Key` HTTP header).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Implementation of `spacet.v1.SpaceTService`.
+#[derive(Clone)]
+pub struct BookingApi {
+    pub state: AppState,
+}
+
+type RpcResult<T> = Result<Response<T>, Status>;
+
+fn ticket_id(raw: &str) -> Result<TicketId, ApiError> {
+    TicketId::parse("id", raw).map_err(|v| ApiError::InvalidArgument(vec![v]))
+}
+
+fn parse_day(field: &str, raw: &str) -> Result<Option<NaiveDate>, tonic_types::FieldViolation> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .or_else(|_| chrono::DateTime::parse_from_rfc3339(raw).map(|t| t.naive_utc().date()))
+        .map(Some)
+        .map_err(|_| {
+            tonic_types::FieldViolation::new(field, format!("{raw:?} is not a date (YYYY-MM-DD)"))
+        })
+}
+
+impl BookingApi {
+    async fn launch_booking_inner(
+        &self,
+        request: Request<proto::BookingRequest>,
+    ) -> Result<proto::Ticket, ApiError> {
+        let header_key = request
+            .metadata()
+            .get(IDEMPOTENCY_KEY)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let req = request.into_inner();
+        let pad = booking::find_pad(&self.state.pool, &req.launchpad_id).await?;
+        let fields = BookingFields {
+            first_name: req.first_name,
+            last_name: req.last_name,
+            gender: proto::Gender::try_from(req.gender)
+                .ok()
+                .and_then(|g| Gender::parse(g.as_str_name())),
+            birthday: req.birthday.as_ref().map(proto::from_timestamp),
+            launchpad_id: req.launchpad_id,
+            launch_date: req.launch_date.as_ref().map(proto::from_timestamp),
+            destination: proto::destination(req.destination_id),
+            request_id: req.request_id,
+            idempotency_key_header: header_key,
+        };
+        let outcome = NewBooking::parse(fields, pad.as_ref(), self.state.clock.now())
+            .map_err(ApiError::InvalidArgument);
+        let result = match outcome {
+            Ok(new_booking) => booking::book(
+                &self.state.pool,
+                &new_booking,
+                self.state.settings.seats_per_flight,
+            )
+            .await
+            .map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+        let label = match &result {
+            Ok(_) => "confirmed",
+            Err(ApiError::FailedPrecondition { reason, .. }) => reason,
+            Err(ApiError::InvalidArgument(_)) => "invalid",
+            Err(ApiError::AlreadyExists(_)) => "idempotency_conflict",
+            Err(_) => "error",
+        };
+        crate::metrics::BOOKINGS.with_label_values(&[label]).inc();
+        let booked = result?;
+        if !booked.replayed {
+            tracing::info!(ticket = %booked.ticket.id, pad = %booked.ticket.launchpad_id, day = %booked.ticket.launch_day, "ticket booked");
+        }
+        Ok(proto::Ticket::from(&booked.ticket))
+    }
+
+    async fn list_bookings_inner(
+        &self,
+        req: proto::ListTicketsRequest,
+    ) -> Result<proto::ListTicketsResponse, ApiError> {
+        let mut violations = Vec::new();
+        let (limit, after) = ListQuery::page(req.limit, &req.cursor).unwrap_or_else(|v| {
+            violations.extend(v);
+            (0, None)
+        });
+        let destination = match req.destination_id {
+            0 => None,
+            n => {
+                let d = proto::destination(n);
+                if d.is_none() {
+                    violations.push(tonic_types::FieldViolation::new(
+                        "destination_id",
+                        format!("{n} is not a destination"),
+                    ));
+                }
+                d
+            }
+        };
+        let status = match proto::TicketStatus::try_from(req.status) {
+            Ok(proto::TicketStatus::Unspecified) => None,
+            Ok(proto::TicketStatus::Confirmed) => Some(TicketStatus::Confirmed),
+            Ok(proto::TicketStatus::Cancelled) => Some(TicketStatus::Cancelled),
+            Err(_) => {
+                violations.push(tonic_types::FieldViolation::new(
+                    "status",
+                    "is not CONFIRMED or CANCELLED",
+                ));
+                None
+            }
+        };
+        let mut day = |field: &str, t: &Option<pbjson_types::Timestamp>| match t
+            .as_ref()
+            .map(proto::from_timestamp)
+        {
+            None => None,
+            Some(Ok(t)) => Some(t.date_naive()),
+            Some(Err(e)) => {
+                violations.push(tonic_types::FieldViolation::new(field, e));
+                None
+            }
+        };
+        let launch_from = day("launch_date_from", &req.launch_date_from);
+        let launch_to = day("launch_date_to", &req.launch_date_to);
+        let non_empty = |s: String| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+        if !violations.is_empty() {
+            return Err(ApiError::InvalidArgument(violations));
+        }
+        let query = ListQuery {
+            limit,
+            after,
+            first_name_prefix: non_empty(req.first_name),
+            last_name_prefix: non_empty(req.last_name),
+            launchpad_id: non_empty(req.launchpad_id),
+            destination,
+            status,
+            launch_from,
+            launch_to,
+        };
+        let (tickets, next) = booking::list::list(&self.state.pool, &query).await?;
+        Ok(proto::ListTicketsResponse {
+            tickets: tickets.iter().map(proto::Ticket::from).collect(),
+            next_cursor: next.map(|c| c.encode()).unwrap_or_default(),
+        })
+    }
+
+    async fn schedule_inner(
+        &self,
+        req: proto::GetLaunchpadScheduleRequest,
+    ) -> Result<proto::LaunchpadSchedule, ApiError> {
+        let pad = match booking::is_launchpad_id(req.id.trim()) {
+            true => schedule::launchpad(&self.state.pool, req.id.trim()).await?,
+            false => {
+                return Err(ApiError::field(
+                    "id",
+                    format!("{:?} is not a launchpad id", req.id),
+                ))
+            }
+        }
+        .ok_or_else(|| ApiError::NotFound(format!("launchpad {} not found", req.id.trim())))?;
+        let now = self.state.clock.now();
+        let mut violations = Vec::new();
+        let from = parse_day("from", &req.from).unwrap_or_else(|v| {
+            violations.push(v);
+            None
+        });
+        let to = parse_day("to", &req.to).unwrap_or_else(|v| {
+            violations.push(v);
+            None
+        });
+        let from = from.unwrap_or_else(|| now.with_timezone(&pad.tz()).date_naive() + Days::new(1));
+        let to = to.unwrap_or(from + Days::new(DEFAULT_WINDOW_DAYS - 1));
+        if violations.is_empty() {
+            if to < from {
+                violations.push(tonic_types::FieldViolation::new(
+                    "to",
+                    "must not be before from",
+                ));
+            } else if (to - from).num_days() + 1 > MAX_WINDOW_DAYS {
+                violations.push(tonic_types::FieldViolation::new(
+                    "to",
+                    format!("the window must be at most {MAX_WINDOW_DAYS} days"),
+                ));
+            }
+        }
+        if !violations.is_empty() {
+            return Err(ApiError::InvalidArgument(violations));
+        }
+        let days = schedule::schedule(&self.state.pool, &pad, from, to, now).await?;
+        Ok(proto::LaunchpadSchedule {
+            launchpad: Some(launchpad_proto(&pad)),
+            days: days
+                .into_iter()
+                .map(|d| proto::ScheduleDay {
+                    date: d.date.to_string(),
+                    flight: d.flight.map(|f| proto::Flight {
+                        destination_id: proto::Destination::from(f.destination) as i32,
+                        seats_booked: f.seats_booked,
+                        seats_left: f.seats_left,
+                    }),
+                    spacex_launches: d
+                        .spacex
+                        .into_iter()
+                        .map(|l| proto::SpaceXLaunch {
+                            tentative: l.blocked_day.is_none(),
+                            id: l.id,
+                            name: l.name,
+                            date_utc: Some(proto::timestamp(l.date_utc)),
+                            date_precision: l.date_precision,
+                        })
+                        .collect(),
+                    free_destinations: d
+                        .free_destinations
+                        .into_iter()
+                        .map(|dest| proto::Destination::from(dest) as i32)
+                        .collect(),
+                    bookable: d.bookable,
+                })
+                .collect(),
+        })
+    }
+}
+
+fn launchpad_proto(pad: &schedule::Launchpad) -> proto::Launchpad {
+    proto::Launchpad {
+        id: pad.id.clone(),
+        name: pad.name.clone(),
+        full_name: pad.full_name.clone(),
+        locality: pad.locality.clone(),
+        region: pad.region.clone(),
+        timezone: pad.timezone.clone(),
+        status: pad.status.clone(),
+        bookable: pad.status == "active",
+    }
+}
+
+#[tonic::async_trait]
+impl SpaceTService for BookingApi {
+    async fn launch_booking(
+        &self,
+        request: Request<proto::BookingRequest>,
+    ) -> RpcResult<proto::Ticket> {
+        Ok(Response::new(self.launch_booking_inner(request).await?))
+    }
+
+    async fn cancel_booking(
+        &self,
+        request: Request<proto::TicketId>,
+    ) -> RpcResult<proto::TicketId> {
+        let id = ticket_id(&request.get_ref().id)?;
+        booking::cancel(&self.state.pool, id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(proto::TicketId { id: id.to_string() }))
+    }
+
+    async fn list_bookings(
+        &self,
+        request: Request<proto::ListTicketsRequest>,
+    ) -> RpcResult<proto::ListTicketsResponse> {
+        Ok(Response::new(
+            self.list_bookings_inner(request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_booking(&self, request: Request<proto::TicketId>) -> RpcResult<proto::Ticket> {
+        let id = ticket_id(&request.get_ref().id)?;
+        let ticket = booking::get(&self.state.pool, id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(proto::Ticket::from(&ticket)))
+    }
+
+    async fn list_launchpads(
+        &self,
+        _request: Request<proto::ListLaunchpadsRequest>,
+    ) -> RpcResult<proto::ListLaunchpadsResponse> {
+        let pads = schedule::launchpads(&self.state.pool)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(proto::ListLaunchpadsResponse {
+            launchpads: pads.iter().map(launchpad_proto).collect(),
+        }))
+    }
+
+    async fn get_launchpad_schedule(
+        &self,
+        request: Request<proto::GetLaunchpadScheduleRequest>,
+    ) -> RpcResult<proto::LaunchpadSchedule> {
+        Ok(Response::new(
+            self.schedule_inner(request.into_inner()).await?,
+        ))
+    }
+
+    async fn trigger_sync(
+        &self,
+        _request: Request<proto::TriggerSyncRequest>,
+    ) -> RpcResult<proto::SyncReport> {
+        let report = crate::spacex::sync_now(&self.state).await?;
+        Ok(Response::new(report))
+    }
+}

@@ -1,0 +1,99 @@
+//! Kubernetes probes, metrics and the OpenAPI document.
+
+use axum::{
+    extract::State,
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::json;
+
+use crate::{app::AppState, health::CheckStatus};
+
+/// Probe and document routes: (method, path), for the OpenAPI test.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readiness"),
+    ("get", "/liveness"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+];
+
+/// The OpenAPI 3.1 document of the HTTP surface (kept in `openapi/spacet.json`).
+pub const OPENAPI: &str = include_str!("../../openapi/spacet.json");
+
+/// The probe routes.
+pub fn router() -> axum::Router<AppState> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readiness", get(readiness))
+        .route("/liveness", get(liveness))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+}
+
+/// 200 while the process is up.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// 200 once migrations are applied and the database answers; 503 before that
+/// and from the moment shutdown begins.
+async fn readiness(State(state): State<AppState>) -> Response {
+    if state.shutdown.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "reason": "shutting down"})),
+        )
+            .into_response();
+    }
+    if !state.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready", "reason": "starting: database or migrations not ready"}))).into_response();
+    }
+    let answered = tokio::time::timeout(
+        crate::health::CHECK_TIMEOUT,
+        sqlx::query("SELECT 1").execute(&state.pool),
+    )
+    .await;
+    match answered {
+        Ok(Ok(_)) => (StatusCode::OK, Json(json!({"status": "ready"}))).into_response(),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "reason": "the database does not answer"})),
+        )
+            .into_response(),
+    }
+}
+
+/// 200 healthy (degraded checks included) or 500 unhealthy, one entry per dependency.
+async fn liveness(State(state): State<AppState>) -> Response {
+    let (overall, checks) = crate::health::run_all(&state.checks()).await;
+    match overall {
+        CheckStatus::Unhealthy => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"status": "unhealthy", "checks": checks})),
+        )
+            .into_response(),
+        _ => (
+            StatusCode::OK,
+            Json(json!({"status": "healthy", "checks": checks})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&state.pool),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}

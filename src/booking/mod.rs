@@ -1,0 +1,356 @@
+//! Booking and cancelling tickets. The rules are enforced by the database's
+//! constraints (see `migrations/0001_bookings.sql`); this module maps their
+//! violations to the domain errors clients can act on.
+
+pub mod domain;
+pub mod list;
+pub mod schedule;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+pub use domain::*;
+
+use crate::outbox::{self, Event};
+
+/// Why a booking or cancellation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BookingError {
+    #[error("ticket {0} not found")]
+    TicketNotFound(TicketId),
+    #[error("launchpad {pad} is taken on {day} by a flight to {taken_by}; book {taken_by} or another day")]
+    LaunchpadDayTaken {
+        pad: String,
+        day: NaiveDate,
+        taken_by: Destination,
+    },
+    #[error("{destination} is already flown from launchpad {pad} on {flown_on}, in the same week as {day}; choose another destination or week")]
+    DestinationUsedThisWeek {
+        pad: String,
+        day: NaiveDate,
+        destination: Destination,
+        flown_on: NaiveDate,
+    },
+    #[error("the flight to {destination} from launchpad {pad} on {day} is full ({seats} seats)")]
+    FlightFull {
+        pad: String,
+        day: NaiveDate,
+        destination: Destination,
+        seats: i32,
+    },
+    #[error(
+        "SpaceX launches {launch} from launchpad {pad} on {day}; choose another day or launchpad"
+    )]
+    SpacexConflict {
+        pad: String,
+        day: NaiveDate,
+        launch: String,
+    },
+    #[error("launchpad {pad} is {status}; only active launchpads can be booked")]
+    LaunchpadInactive { pad: String, status: String },
+    #[error("idempotency key {0:?} was already used for a different booking")]
+    IdempotencyKeyReused(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// A ticket as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Ticket {
+    pub id: Uuid,
+    pub first_name: String,
+    pub last_name: String,
+    pub gender: String,
+    pub birthday: NaiveDate,
+    pub launchpad_id: String,
+    pub launch_day: NaiveDate,
+    pub destination: String,
+    pub status: String,
+    pub cancellation_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Columns of [`Ticket`], for `SELECT` and `RETURNING`.
+pub const TICKET_COLUMNS: &str = "id, first_name, last_name, gender, birthday, launchpad_id, launch_day, destination, status, cancellation_reason, created_at, updated_at";
+
+/// What [`NewBooking::parse`] needs to know about a launchpad, if it exists.
+pub async fn find_pad(pool: &PgPool, id: &str) -> Result<Option<PadInfo>, sqlx::Error> {
+    if !is_launchpad_id(id.trim()) {
+        return Ok(None);
+    }
+    let row: Option<(String, String, String)> =
+        sqlx::query_as("SELECT id, timezone, status FROM launchpads WHERE id = $1")
+            .bind(id.trim())
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(id, timezone, status)| PadInfo {
+        id,
+        timezone: timezone.parse().unwrap_or(chrono_tz::UTC),
+        status,
+    }))
+}
+
+/// The outcome of a booking.
+#[derive(Debug)]
+pub struct Booked {
+    pub ticket: Ticket,
+    /// True when an earlier booking with the same idempotency key was returned.
+    pub replayed: bool,
+}
+
+/// Books one seat, in one transaction with its outbox event.
+#[tracing::instrument(skip_all, fields(pad = %booking.launchpad_id, day = %booking.launch_day, destination = %booking.destination))]
+pub async fn book(
+    pool: &PgPool,
+    booking: &NewBooking,
+    seats_per_flight: i32,
+) -> Result<Booked, BookingError> {
+    if let Some(key) = &booking.idempotency_key {
+        if let Some(existing) = replay(pool, key, booking).await? {
+            return Ok(existing);
+        }
+    }
+    let result = book_once(pool, booking, seats_per_flight).await;
+    match result {
+        // A concurrent retry with the same key won the race: return its ticket.
+        Err(BookingError::Database(sqlx::Error::Database(e)))
+            if e.constraint() == Some("tickets_idempotency_key_key") =>
+        {
+            let key = booking.idempotency_key.as_deref().unwrap_or_default();
+            replay(pool, key, booking)
+                .await?
+                .ok_or_else(|| BookingError::IdempotencyKeyReused(key.to_string()))
+        }
+        other => other,
+    }
+}
+
+async fn replay(
+    pool: &PgPool,
+    key: &str,
+    booking: &NewBooking,
+) -> Result<Option<Booked>, BookingError> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT request_hash FROM tickets WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(pool)
+            .await?;
+    match row {
+        None => Ok(None),
+        Some((hash,)) if hash == booking.fingerprint() => {
+            let ticket = sqlx::query_as::<_, Ticket>(&format!(
+                "SELECT {TICKET_COLUMNS} FROM tickets WHERE idempotency_key = $1"
+            ))
+            .bind(key)
+            .fetch_one(pool)
+            .await?;
+            Ok(Some(Booked {
+                ticket,
+                replayed: true,
+            }))
+        }
+        Some(_) => Err(BookingError::IdempotencyKeyReused(key.to_string())),
+    }
+}
+
+async fn book_once(
+    pool: &PgPool,
+    booking: &NewBooking,
+    seats_per_flight: i32,
+) -> Result<Booked, BookingError> {
+    let mut tx = pool.begin().await?;
+    let pad = booking.launchpad_id.as_str();
+    let day = booking.launch_day;
+
+    // KEY SHARE on the pad serialises us with the SpaceX sync (which takes FOR
+    // UPDATE on the pads it changes) without serialising bookings among themselves:
+    // either the sync sees our flight, or we see its launch.
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM launchpads WHERE id = $1 FOR KEY SHARE")
+            .bind(pad)
+            .fetch_one(&mut *tx)
+            .await?;
+    if status != "active" {
+        return Err(BookingError::LaunchpadInactive {
+            pad: pad.to_string(),
+            status,
+        });
+    }
+    let spacex: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM spacex_launches WHERE launchpad_id = $1 AND blocked_day = $2 AND upcoming LIMIT 1",
+    )
+    .bind(pad)
+    .bind(day)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(launch) = spacex {
+        return Err(BookingError::SpacexConflict {
+            pad: pad.to_string(),
+            day,
+            launch,
+        });
+    }
+
+    let flight_id = take_seat(&mut tx, booking, seats_per_flight).await?;
+    let ticket = sqlx::query_as::<_, Ticket>(&format!(
+        "INSERT INTO tickets (id, flight_id, first_name, last_name, gender, birthday, launchpad_id, launch_day, destination, idempotency_key, request_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         RETURNING {TICKET_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(flight_id)
+    .bind(booking.first_name.as_str())
+    .bind(booking.last_name.as_str())
+    .bind(booking.gender.as_str())
+    .bind(booking.birthday)
+    .bind(pad)
+    .bind(day)
+    .bind(booking.destination.as_str())
+    .bind(booking.idempotency_key.as_deref())
+    .bind(booking.fingerprint())
+    .fetch_one(&mut *tx)
+    .await?;
+    outbox::enqueue(&mut tx, &Event::TicketBooked(ticket.clone())).await?;
+    tx.commit().await?;
+    Ok(Booked {
+        ticket,
+        replayed: false,
+    })
+}
+
+/// Takes a seat on the pad and day's flight, opening the flight if there is none.
+async fn take_seat(
+    conn: &mut PgConnection,
+    booking: &NewBooking,
+    seats_per_flight: i32,
+) -> Result<Uuid, BookingError> {
+    let pad = booking.launchpad_id.as_str();
+    let day = booking.launch_day;
+    // Two rounds at most: if a concurrent booking opened the flight between our
+    // look-up and our insert, the second round joins it.
+    for _ in 0..3 {
+        let flight: Option<(Uuid, String, i32, i32)> = sqlx::query_as(
+            "SELECT id, destination, seats, seats_booked FROM flights
+             WHERE launchpad_id = $1 AND launch_day = $2 AND status = 'scheduled' FOR UPDATE",
+        )
+        .bind(pad)
+        .bind(day)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some((id, destination, seats, booked)) = flight {
+            let taken_by = Destination::parse(&destination).unwrap_or(Destination::Mars);
+            if taken_by != booking.destination {
+                return Err(BookingError::LaunchpadDayTaken {
+                    pad: pad.to_string(),
+                    day,
+                    taken_by,
+                });
+            }
+            if booked >= seats {
+                return Err(BookingError::FlightFull {
+                    pad: pad.to_string(),
+                    day,
+                    destination: taken_by,
+                    seats,
+                });
+            }
+            sqlx::query("UPDATE flights SET seats_booked = seats_booked + 1, updated_at = now() WHERE id = $1")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            return Ok(id);
+        }
+        let inserted: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO flights (id, launchpad_id, launch_day, destination, seats, seats_booked)
+             VALUES ($1, $2, $3, $4, $5, 1)
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(Uuid::now_v7())
+        .bind(pad)
+        .bind(day)
+        .bind(booking.destination.as_str())
+        .bind(seats_per_flight)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(id) = inserted {
+            return Ok(id);
+        }
+        // A unique index refused the flight: either the pad and day were just
+        // taken (next round joins or refuses) or the destination flies this week.
+        let same_week: Option<NaiveDate> = sqlx::query_scalar(
+            "SELECT launch_day FROM flights
+             WHERE launchpad_id = $1 AND week_start = $2 AND destination = $3 AND status = 'scheduled'",
+        )
+        .bind(pad)
+        .bind(week_start(day))
+        .bind(booking.destination.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(flown_on) = same_week.filter(|d| *d != day) {
+            return Err(BookingError::DestinationUsedThisWeek {
+                pad: pad.to_string(),
+                day,
+                destination: booking.destination,
+                flown_on,
+            });
+        }
+    }
+    Err(BookingError::Database(sqlx::Error::Protocol(
+        "flight could not be opened or joined after three rounds".into(),
+    )))
+}
+
+/// Returns one ticket.
+pub async fn get(pool: &PgPool, id: TicketId) -> Result<Ticket, BookingError> {
+    sqlx::query_as::<_, Ticket>(&format!(
+        "SELECT {TICKET_COLUMNS} FROM tickets WHERE id = $1"
+    ))
+    .bind(id.0)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(BookingError::TicketNotFound(id))
+}
+
+/// Cancels a ticket at its holder's request. Cancelling a cancelled ticket changes
+/// nothing. The last confirmed ticket of a flight cancels the flight, freeing its
+/// day and destination.
+#[tracing::instrument(skip_all, fields(ticket = %id))]
+pub async fn cancel(pool: &PgPool, id: TicketId) -> Result<Ticket, BookingError> {
+    let mut tx = pool.begin().await?;
+    let ticket = sqlx::query_as::<_, Ticket>(&format!(
+        "SELECT {TICKET_COLUMNS} FROM tickets WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id.0)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(BookingError::TicketNotFound(id))?;
+    if ticket.status == TicketStatus::Cancelled.as_str() {
+        return Ok(ticket);
+    }
+    let ticket = sqlx::query_as::<_, Ticket>(&format!(
+        "UPDATE tickets SET status = 'CANCELLED', cancellation_reason = 'USER_REQUESTED', updated_at = clock_timestamp()
+         WHERE id = $1 RETURNING {TICKET_COLUMNS}"
+    ))
+    .bind(id.0)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE flights SET seats_booked = seats_booked - 1,
+                status = CASE WHEN seats_booked = 1 THEN 'cancelled' ELSE status END,
+                cancellation_reason = CASE WHEN seats_booked = 1 THEN 'USER_REQUESTED' ELSE cancellation_reason END,
+                updated_at = now()
+         WHERE id = (SELECT flight_id FROM tickets WHERE id = $1)",
+    )
+    .bind(id.0)
+    .execute(&mut *tx)
+    .await?;
+    outbox::enqueue(
+        &mut tx,
+        &Event::TicketCancelled(ticket.clone(), CancellationReason::UserRequested),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(ticket)
+}

@@ -1,0 +1,669 @@
+//! Settings in layers: built-in defaults → `config/default.yaml` (or the file given
+//! with `--config`) → environment variables. Every setting has one flat name: the
+//! lowercase key in YAML, the uppercase name in the environment (`http_port` / `HTTP_PORT`).
+
+use std::{
+    fmt,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+
+/// Every setting: key, built-in default, description. The README's table mirrors this.
+pub const SETTINGS: &[(&str, &str, &str)] = &[
+    (
+        "app_name",
+        "spacet",
+        "Service name, in logs and Pub/Sub attributes",
+    ),
+    (
+        "app_version",
+        env!("CARGO_PKG_VERSION"),
+        "Version reported in logs",
+    ),
+    (
+        "log_level",
+        "info",
+        "Tracing filter (`info`, `debug`, `spacet=debug,sqlx=warn`)",
+    ),
+    (
+        "log_format",
+        "auto",
+        "`auto` (pretty on a terminal, JSON otherwise), `pretty` or `json`",
+    ),
+    ("bind_address", "0.0.0.0", "Address both servers listen on"),
+    (
+        "http_port",
+        "8080",
+        "HTTP port (gateway, probes, metrics); 0 picks a free port",
+    ),
+    ("grpc_port", "8081", "gRPC port; 0 picks a free port"),
+    (
+        "shutdown_grace_period",
+        "10s",
+        "Time in-flight requests get to finish after SIGTERM",
+    ),
+    (
+        "shutdown_drain_delay",
+        "0s",
+        "Time readiness reports 503 before the listeners close (give load balancers time)",
+    ),
+    (
+        "http_body_limit",
+        "65536",
+        "Largest accepted HTTP request body, in bytes",
+    ),
+    (
+        "cors_allowed_origins",
+        "",
+        "Comma-separated origins allowed by CORS, `*` for any; empty turns CORS off",
+    ),
+    (
+        "pg_dsn",
+        "",
+        "PostgreSQL DSN (libpq key/value or postgres:// URL); empty starts an embedded PostgreSQL",
+    ),
+    (
+        "pg_pool_max",
+        "10",
+        "Largest number of pooled database connections",
+    ),
+    (
+        "pg_connect_timeout",
+        "60s",
+        "How long start-up waits for the database to come up",
+    ),
+    (
+        "embedded_pg_dir",
+        "./.spacet/postgres",
+        "Data directory of the embedded PostgreSQL",
+    ),
+    ("seats_per_flight", "100", "Seats on each flight"),
+    (
+        "spacex_api_url",
+        "https://api.spacexdata.com/v4",
+        "Base URL of the SpaceX v4 API",
+    ),
+    (
+        "spacex_sync_enabled",
+        "true",
+        "Run the scheduled SpaceX sync",
+    ),
+    (
+        "orchestrator_interval",
+        "1h",
+        "Time between SpaceX syncs (a bare number means hours)",
+    ),
+    (
+        "spacex_timeout",
+        "10s",
+        "Timeout of one SpaceX HTTP request",
+    ),
+    (
+        "spacex_retries",
+        "3",
+        "Retries of a SpaceX request after a 5xx, timeout or connection error",
+    ),
+    (
+        "launchpads_max_age",
+        "24h",
+        "Launchpads are refreshed from SpaceX when older than this",
+    ),
+    (
+        "pubsub_enabled",
+        "false",
+        "Publish events to Pub/Sub (otherwise they are logged)",
+    ),
+    (
+        "pubsub_emulator_host",
+        "",
+        "host:port of a Pub/Sub emulator; anonymous credentials, topic created if missing",
+    ),
+    (
+        "pubsub_project_id",
+        "spacet",
+        "Google Cloud project of the topic",
+    ),
+    (
+        "pubsub_launches_topic",
+        "launches",
+        "Topic the ticket events go to",
+    ),
+    (
+        "pubsub_publish_timeout",
+        "5s",
+        "Bound on one publish (the client's own retries can hang for minutes)",
+    ),
+    (
+        "notifications_batch_size_max",
+        "100",
+        "Outbox rows claimed per relay round",
+    ),
+    (
+        "notifications_interval",
+        "5s",
+        "Outbox poll interval besides LISTEN/NOTIFY wake-ups (a bare number means seconds)",
+    ),
+    (
+        "notifications_max_attempts",
+        "10",
+        "Failed publishes of one event before it is parked",
+    ),
+    (
+        "outbox_retention",
+        "24h",
+        "How long published events are kept before deletion",
+    ),
+    (
+        "outbox_backlog_threshold",
+        "1000",
+        "Unpublished events above which /liveness reports the outbox degraded",
+    ),
+    (
+        "outbox_backlog_max_age",
+        "5m",
+        "Age of the oldest unpublished event above which the outbox is degraded",
+    ),
+];
+
+/// A setting that failed to load: names the setting and the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Environment name of the setting (or `--config`).
+    pub setting: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid configuration: {}: {}",
+            self.setting, self.problem
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Output format of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Auto,
+    Pretty,
+    Json,
+}
+
+/// Where the database is.
+#[derive(Clone)]
+pub enum Database {
+    /// A server given by `PG_DSN`.
+    External(PgConnectOptions),
+    /// An embedded PostgreSQL started from the system binaries in this directory.
+    Embedded(PathBuf),
+}
+
+impl fmt::Debug for Database {
+    // Never print a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::External(o) => write!(
+                f,
+                "External(host={} port={} db={:?})",
+                o.get_host(),
+                o.get_port(),
+                o.get_database()
+            ),
+            Database::Embedded(dir) => write!(f, "Embedded({})", dir.display()),
+        }
+    }
+}
+
+/// All settings, parsed and checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub app_name: String,
+    pub app_version: String,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub bind_address: IpAddr,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    pub shutdown_grace_period: Duration,
+    pub shutdown_drain_delay: Option<Duration>,
+    pub http_body_limit: usize,
+    pub cors_allowed_origins: Vec<String>,
+    pub database: Database,
+    pub pg_pool_max: u32,
+    pub pg_connect_timeout: Duration,
+    pub seats_per_flight: i32,
+    pub spacex: SpaceXSettings,
+    pub pubsub: PubSubSettings,
+    pub outbox: OutboxSettings,
+}
+
+/// SpaceX sync settings.
+#[derive(Debug, Clone)]
+pub struct SpaceXSettings {
+    pub api_url: String,
+    pub sync_enabled: bool,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub launchpads_max_age: Duration,
+}
+
+/// Pub/Sub settings.
+#[derive(Debug, Clone)]
+pub struct PubSubSettings {
+    pub enabled: bool,
+    pub emulator_host: Option<String>,
+    pub project_id: String,
+    pub topic: String,
+    pub publish_timeout: Duration,
+}
+
+/// Outbox relay settings.
+#[derive(Debug, Clone)]
+pub struct OutboxSettings {
+    pub batch_size_max: i64,
+    pub interval: Duration,
+    pub max_attempts: i32,
+    pub retention: Duration,
+    pub backlog_threshold: i64,
+    pub backlog_max_age: Duration,
+}
+
+impl Settings {
+    /// Loads defaults, then the file (`--config`, or `config/default.yaml` when it
+    /// exists), then the variables `env` returns, and checks every value.
+    pub fn load(
+        config_file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder();
+        for (key, default, _) in SETTINGS {
+            builder = builder
+                .set_default(*key, *default)
+                .expect("static defaults are valid");
+        }
+        builder = match config_file {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(ConfigError {
+                        setting: "--config".into(),
+                        problem: format!("file {} does not exist", path.display()),
+                    });
+                }
+                builder.add_source(config::File::from(path).required(true))
+            }
+            None => builder.add_source(config::File::with_name("config/default").required(false)),
+        };
+        for (key, _, _) in SETTINGS {
+            if let Some(value) = env(&key.to_uppercase()) {
+                builder = builder
+                    .set_override(*key, value)
+                    .expect("string overrides are valid");
+            }
+        }
+        let raw = builder.build().map_err(|e| ConfigError {
+            setting: "--config".into(),
+            problem: e.to_string(),
+        })?;
+        if let Some(unknown) = raw
+            .clone()
+            .try_deserialize::<std::collections::HashMap<String, config::Value>>()
+            .ok()
+            .and_then(|map| {
+                map.into_keys()
+                    .find(|k| !SETTINGS.iter().any(|(s, _, _)| s == k))
+            })
+        {
+            return Err(ConfigError {
+                setting: unknown.to_uppercase(),
+                problem: "unknown setting (see the README's configuration table)".into(),
+            });
+        }
+        let r = Reader { raw };
+        let pg_dsn = r.string("pg_dsn")?;
+        let database = if pg_dsn.trim().is_empty() {
+            Database::Embedded(PathBuf::from(r.string("embedded_pg_dir")?))
+        } else {
+            Database::External(parse_dsn(&pg_dsn).map_err(|problem| ConfigError {
+                setting: "PG_DSN".into(),
+                problem,
+            })?)
+        };
+        let settings = Settings {
+            app_name: r.non_empty("app_name")?,
+            app_version: r.non_empty("app_version")?,
+            log_level: r.non_empty("log_level")?,
+            log_format: match r.string("log_format")?.to_lowercase().as_str() {
+                "auto" | "" => LogFormat::Auto,
+                "pretty" | "text" => LogFormat::Pretty,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(r.error(
+                        "log_format",
+                        format!("{other:?} is not one of auto, pretty, json"),
+                    ))
+                }
+            },
+            bind_address: r.parse("bind_address")?,
+            http_port: r.parse("http_port")?,
+            grpc_port: r.parse("grpc_port")?,
+            shutdown_grace_period: r.duration("shutdown_grace_period", Duration::from_secs(1))?,
+            shutdown_drain_delay: {
+                let value = r.string("shutdown_drain_delay")?;
+                if matches!(value.trim(), "0" | "0s" | "") {
+                    None
+                } else {
+                    Some(r.duration("shutdown_drain_delay", Duration::from_secs(1))?)
+                }
+            },
+            http_body_limit: r.positive("http_body_limit")?,
+            cors_allowed_origins: r
+                .string("cors_allowed_origins")?
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            database,
+            pg_pool_max: r.positive("pg_pool_max")?,
+            pg_connect_timeout: r.duration("pg_connect_timeout", Duration::from_secs(1))?,
+            seats_per_flight: r.positive("seats_per_flight")?,
+            spacex: SpaceXSettings {
+                api_url: {
+                    let url = r.non_empty("spacex_api_url")?;
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(
+                            r.error("spacex_api_url", format!("{url:?} is not an http(s) URL"))
+                        );
+                    }
+                    url.trim_end_matches('/').to_string()
+                },
+                sync_enabled: r.bool("spacex_sync_enabled")?,
+                interval: r.duration("orchestrator_interval", Duration::from_secs(3600))?,
+                timeout: r.duration("spacex_timeout", Duration::from_secs(1))?,
+                retries: r.parse("spacex_retries")?,
+                launchpads_max_age: r.duration("launchpads_max_age", Duration::from_secs(3600))?,
+            },
+            pubsub: PubSubSettings {
+                enabled: r.bool("pubsub_enabled")?,
+                emulator_host: Some(r.string("pubsub_emulator_host")?.trim().to_string())
+                    .filter(|s| !s.is_empty()),
+                project_id: r.non_empty("pubsub_project_id")?,
+                topic: r.non_empty("pubsub_launches_topic")?,
+                publish_timeout: r.duration("pubsub_publish_timeout", Duration::from_secs(1))?,
+            },
+            outbox: OutboxSettings {
+                batch_size_max: r.positive("notifications_batch_size_max")?,
+                interval: r.duration("notifications_interval", Duration::from_secs(1))?,
+                max_attempts: r.positive("notifications_max_attempts")?,
+                retention: r.duration("outbox_retention", Duration::from_secs(3600))?,
+                backlog_threshold: r.positive("outbox_backlog_threshold")?,
+                backlog_max_age: r.duration("outbox_backlog_max_age", Duration::from_secs(1))?,
+            },
+        };
+        Ok(settings)
+    }
+
+    /// Loads from the process environment.
+    pub fn from_env(config_file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Settings::load(config_file, |name| std::env::var(name).ok())
+    }
+}
+
+struct Reader {
+    raw: config::Config,
+}
+
+impl Reader {
+    fn error(&self, key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            setting: key.to_uppercase(),
+            problem: problem.into(),
+        }
+    }
+
+    fn string(&self, key: &str) -> Result<String, ConfigError> {
+        self.raw
+            .get_string(key)
+            .map_err(|e| self.error(key, e.to_string()))
+    }
+
+    fn non_empty(&self, key: &str) -> Result<String, ConfigError> {
+        let value = self.string(key)?;
+        if value.trim().is_empty() {
+            return Err(self.error(key, "must not be empty"));
+        }
+        Ok(value.trim().to_string())
+    }
+
+    fn parse<T: FromStr>(&self, key: &str) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        let value = self.string(key)?;
+        value
+            .trim()
+            .parse()
+            .map_err(|e| self.error(key, format!("{value:?}: {e}")))
+    }
+
+    fn positive<T: FromStr + PartialOrd + Default>(&self, key: &str) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        let value: T = self.parse(key)?;
+        if value <= T::default() {
+            return Err(self.error(key, "must be greater than zero"));
+        }
+        Ok(value)
+    }
+
+    fn bool(&self, key: &str) -> Result<bool, ConfigError> {
+        let value = self.string(key)?;
+        match value.trim().to_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(self.error(key, format!("{value:?} is not a boolean (true or false)"))),
+        }
+    }
+
+    fn duration(&self, key: &str, bare_unit: Duration) -> Result<Duration, ConfigError> {
+        let value = self.string(key)?;
+        parse_duration(&value, bare_unit)
+            .map_err(|problem| self.error(key, format!("{value:?}: {problem}")))
+    }
+}
+
+/// Parses `90s`, `30m`, `1h30m`, `1.5h`, `250ms`, or a bare number of `bare_unit`s
+/// (the Go service's form). Zero, negative, fractional overflow and garbage are errors.
+pub fn parse_duration(input: &str, bare_unit: Duration) -> Result<Duration, String> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    let seconds = if let Ok(n) = s.parse::<f64>() {
+        n * bare_unit.as_secs_f64()
+    } else {
+        let mut total = 0.0;
+        let mut rest = s;
+        while !rest.is_empty() {
+            let number_len = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .ok_or("missing unit (use ms, s, m, h or d)")?;
+            if number_len == 0 {
+                return Err("expected a number such as 90s, 30m or 1h".into());
+            }
+            let number: f64 = rest[..number_len].parse().map_err(|_| "bad number")?;
+            rest = &rest[number_len..];
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(rest.len());
+            let unit = match rest[..unit_len].trim() {
+                "ns" => 1e-9,
+                "us" | "µs" => 1e-6,
+                "ms" => 1e-3,
+                "s" | "sec" => 1.0,
+                "m" | "min" => 60.0,
+                "h" => 3600.0,
+                "d" => 86400.0,
+                other => return Err(format!("unknown unit {other:?} (use ms, s, m, h or d)")),
+            };
+            total += number * unit;
+            rest = &rest[unit_len..];
+        }
+        total
+    };
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err("must be greater than zero".into());
+    }
+    let duration = Duration::try_from_secs_f64(seconds).map_err(|_| "too large".to_string())?;
+    if duration < Duration::from_millis(1) {
+        return Err("must be at least 1ms".into());
+    }
+    if duration > Duration::from_secs(10 * 365 * 86400) {
+        return Err("too large".into());
+    }
+    Ok(duration)
+}
+
+/// Parses a libpq key/value DSN (`host=... port=... user=... dbname=... password=...
+/// sslmode=...`) or a `postgres://` URL.
+pub fn parse_dsn(dsn: &str) -> Result<PgConnectOptions, String> {
+    let dsn = dsn.trim();
+    if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
+        return PgConnectOptions::from_str(dsn)
+            .map_err(|e| format!("not a valid postgres:// URL: {e}"));
+    }
+    let mut options = PgConnectOptions::new_without_pgpass()
+        .host("localhost")
+        .port(5432);
+    for (key, value) in split_key_values(dsn)? {
+        options = match key.as_str() {
+            "host" => options.host(&value),
+            "port" => options.port(value.parse().map_err(|_| format!("port {value:?} is not a number"))?),
+            "user" => options.username(&value),
+            "password" => options.password(&value),
+            "dbname" => options.database(&value),
+            "application_name" => options.application_name(&value),
+            "sslmode" => options.ssl_mode(
+                PgSslMode::from_str(&value).map_err(|_| format!("sslmode {value:?} is not a libpq sslmode"))?,
+            ),
+            "sslrootcert" => options.ssl_root_cert(&value),
+            "connect_timeout" => options,
+            other => {
+                return Err(format!(
+                    "unknown key {other:?} (known: host, port, user, password, dbname, sslmode, sslrootcert, application_name, connect_timeout)"
+                ))
+            }
+        };
+    }
+    Ok(options)
+}
+
+fn split_key_values(dsn: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut chars = dsn.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Ok(pairs);
+        }
+        let key: String =
+            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next() != Some('=') {
+            return Err(format!("expected key=value, found {key:?} without a value"));
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => value.extend(chars.next()),
+                    Some('\'') => break,
+                    Some(c) => value.push(c),
+                    None => return Err(format!("unterminated quote in the value of {key:?}")),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.extend(chars.next());
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        pairs.push((key, value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_go_and_human_forms() {
+        let h = Duration::from_secs(3600);
+        assert_eq!(parse_duration("90s", h), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m", h), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("1h30m", h), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1.5h", h), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2", h), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("0.5", h), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("250ms", h), Ok(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn zero_negative_and_garbage_durations_are_errors_not_panics() {
+        let s = Duration::from_secs(1);
+        for bad in [
+            "0",
+            "0s",
+            "-1",
+            "-5m",
+            "abc",
+            "5 parsecs",
+            "",
+            "1e400",
+            "NaN",
+            "inf",
+            "s",
+            "0.0000000001",
+        ] {
+            assert!(
+                parse_duration(bad, s).is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn libpq_key_value_dsn_is_understood() {
+        let o = parse_dsn("host=db.internal port=6543 user=postgres dbname=spacet-db password='p w' sslmode=disable")
+            .unwrap();
+        assert_eq!(o.get_host(), "db.internal");
+        assert_eq!(o.get_port(), 6543);
+        assert_eq!(o.get_username(), "postgres");
+        assert_eq!(o.get_database(), Some("spacet-db"));
+        assert!(parse_dsn("host=x bogus=1").unwrap_err().contains("bogus"));
+        assert!(parse_dsn("host").is_err());
+        let url = parse_dsn("postgres://u:p@h:5433/d").unwrap();
+        assert_eq!((url.get_host(), url.get_port()), ("h", 5433));
+    }
+}

@@ -1,0 +1,302 @@
+//! An embedded PostgreSQL started from the system binaries, for the zero-setup
+//! default and for the test harness.
+//!
+//! The postmaster is our child process and gets SIGKILL if we die (a parent-death
+//! signal), so a crashed service leaves no server behind; a stale `postmaster.pid`
+//! or a server still running from an older start is cleaned up at the next start.
+
+use std::{
+    fs, io,
+    net::TcpListener,
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use sqlx::postgres::PgConnectOptions;
+
+/// A running PostgreSQL server owned by this process.
+pub struct EmbeddedPostgres {
+    data_dir: PathBuf,
+    port: u16,
+    pid: u32,
+    exited: mpsc::Receiver<()>,
+}
+
+/// Why the embedded PostgreSQL could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error(
+        "no PostgreSQL server binaries found (looked for initdb and postgres on PATH and under /usr/lib/postgresql/*/bin): install PostgreSQL (apt-get install postgresql) or set PG_DSN to an existing server"
+    )]
+    BinariesNotFound,
+    #[error("{step} failed: {detail}")]
+    Failed { step: &'static str, detail: String },
+}
+
+fn failed(step: &'static str) -> impl Fn(io::Error) -> EmbeddedError {
+    move |e| EmbeddedError::Failed {
+        step,
+        detail: e.to_string(),
+    }
+}
+
+/// The directory holding `initdb` and `postgres`.
+pub fn find_binaries() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .find(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file())
+    });
+    on_path.or_else(|| {
+        let mut versions: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|bin| bin.join("initdb").is_file() && bin.join("postgres").is_file())
+            .collect();
+        versions.sort_by_key(|p| {
+            p.parent()
+                .and_then(|v| v.file_name())
+                .and_then(|v| v.to_str())
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0)
+        });
+        versions.pop()
+    })
+}
+
+/// The `postgres` system user when we run as root (PostgreSQL refuses to run as root).
+fn run_as() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let name = std::ffi::CString::new("postgres").unwrap();
+    // SAFETY: getpwnam returns a pointer into static storage or null; we copy the ids at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: pw is non-null and points to a valid passwd record.
+    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
+}
+
+fn command(bin: &Path, program: &str) -> Command {
+    let mut cmd = Command::new(bin.join(program));
+    if let Some((uid, gid)) = run_as() {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd.env_remove("PGDATA").env("LC_ALL", "C");
+    cmd
+}
+
+fn chown(path: &Path) -> Result<(), EmbeddedError> {
+    if let Some((uid, gid)) = run_as() {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .map_err(failed("chown of the data directory"))?;
+    }
+    Ok(())
+}
+
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl EmbeddedPostgres {
+    /// Initialises `data_dir` if needed and starts a server on 127.0.0.1 and a free
+    /// port. `fast` trades durability for speed (for throwaway test clusters).
+    pub fn start(data_dir: &Path, fast: bool) -> Result<EmbeddedPostgres, EmbeddedError> {
+        let bin = find_binaries().ok_or(EmbeddedError::BinariesNotFound)?;
+        fs::create_dir_all(data_dir).map_err(failed("creating the data directory"))?;
+        let data_dir = data_dir
+            .canonicalize()
+            .map_err(failed("resolving the data directory"))?;
+        fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))
+            .map_err(failed("chmod of the data directory"))?;
+        chown(&data_dir)?;
+
+        if !data_dir.join("PG_VERSION").exists() {
+            tracing::info!(data_dir = %data_dir.display(), "initialising embedded postgresql");
+            let mut initdb = command(&bin, "initdb");
+            initdb.arg("-D").arg(&data_dir).args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]);
+            if fast {
+                initdb.arg("--no-sync");
+            }
+            let out = initdb.output().map_err(failed("running initdb"))?;
+            if !out.status.success() {
+                return Err(EmbeddedError::Failed {
+                    step: "initdb",
+                    detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
+            }
+        }
+        stop_leftover(&bin, &data_dir);
+
+        let port = free_port().map_err(failed("finding a free port"))?;
+        let log_path = data_dir.join("postgres.log");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(failed("opening postgres.log"))?;
+        let mut postgres = command(&bin, "postgres");
+        postgres
+            .arg("-D")
+            .arg(&data_dir)
+            .args([
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "unix_socket_directories=",
+            ])
+            .args(["-c", "max_connections=300"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(failed("opening postgres.log"))?)
+            .stderr(log);
+        if fast {
+            postgres.args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]);
+        }
+        // SAFETY: prctl and setsid are async-signal-safe; the child gets SIGKILL when
+        // the thread that spawned it ends, and that thread lives until the child exits.
+        unsafe {
+            postgres.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                libc::setsid();
+                Ok(())
+            });
+        }
+
+        // The spawning thread waits for the child, so the parent-death signal fires
+        // only if the whole process dies.
+        let (spawned_tx, spawned_rx) = mpsc::channel();
+        let (exited_tx, exited) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("embedded-postgres".into())
+            .spawn(move || match postgres.spawn() {
+                Ok(mut child) => {
+                    let _ = spawned_tx.send(Ok(child.id()));
+                    let _ = child.wait();
+                    let _ = exited_tx.send(());
+                }
+                Err(e) => {
+                    let _ = spawned_tx.send(Err(e));
+                }
+            })
+            .map_err(failed("spawning the postgres thread"))?;
+        let pid = spawned_rx
+            .recv()
+            .map_err(|_| EmbeddedError::Failed {
+                step: "starting postgres",
+                detail: "the spawning thread died".into(),
+            })?
+            .map_err(failed("starting postgres"))?;
+        tracing::info!(
+            data_dir = %data_dir.display(),
+            port,
+            pid,
+            log = %log_path.display(),
+            "embedded postgresql started (set PG_DSN to use another server)"
+        );
+        Ok(EmbeddedPostgres {
+            data_dir,
+            port,
+            pid,
+            exited,
+        })
+    }
+
+    /// Port the server listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Connection options for the `postgres` database as the `postgres` superuser.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        PgConnectOptions::new_without_pgpass()
+            .host("127.0.0.1")
+            .port(self.port)
+            .username("postgres")
+            .database("postgres")
+    }
+
+    /// Fast shutdown: waits up to 10 s, then kills.
+    pub fn stop(&self) {
+        // SAFETY: kill with a pid we spawned and have not yet reaped.
+        unsafe { libc::kill(self.pid as i32, libc::SIGINT) };
+        if self.exited.recv_timeout(Duration::from_secs(10)).is_err() {
+            tracing::warn!(
+                pid = self.pid,
+                "embedded postgresql did not stop in 10s, killing it"
+            );
+            unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+            let _ = self.exited.recv_timeout(Duration::from_secs(5));
+        }
+        tracing::info!(data_dir = %self.data_dir.display(), "embedded postgresql stopped");
+    }
+}
+
+impl Drop for EmbeddedPostgres {
+    fn drop(&mut self) {
+        if self.exited.try_recv().is_err() {
+            self.stop();
+        }
+    }
+}
+
+/// Stops a server left running in `data_dir` by an earlier start, and removes a
+/// stale pid file.
+fn stop_leftover(bin: &Path, data_dir: &Path) {
+    let pid_file = data_dir.join("postmaster.pid");
+    let Ok(contents) = fs::read_to_string(&pid_file) else {
+        return;
+    };
+    let pid: i32 = contents
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    let alive_postgres = pid > 0
+        && fs::read_to_string(format!("/proc/{pid}/cmdline"))
+            .map(|cmd| cmd.contains("postgres"))
+            .unwrap_or(false);
+    if alive_postgres {
+        tracing::warn!(
+            pid,
+            "a postgresql from an earlier run is still running in the data directory; stopping it"
+        );
+        let stopped = command(bin, "pg_ctl")
+            .arg("-D")
+            .arg(data_dir)
+            .args(["stop", "-m", "fast", "-w", "-t", "20"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !stopped {
+            // SAFETY: plain kill of the pid the pid file names, which is a postgres.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    if pid_file.exists() {
+        tracing::info!("removing a stale postmaster.pid");
+        let _ = fs::remove_file(&pid_file);
+    }
+}

@@ -1,0 +1,106 @@
+//! Dependency checks behind `/liveness`: each bounded by a timeout so the probe
+//! never hangs. Other modules register their own checks (SpaceX, Pub/Sub, outbox).
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+/// How long one check may take before it counts as failed.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Healthy,
+    /// Working around a problem: reported, but the probe still passes.
+    Degraded,
+    Unhealthy,
+}
+
+/// One check's answer: status and details for humans.
+#[derive(Debug, Clone)]
+pub struct CheckResult {
+    pub status: CheckStatus,
+    pub details: Value,
+}
+
+impl CheckResult {
+    pub fn healthy(details: Value) -> CheckResult {
+        CheckResult {
+            status: CheckStatus::Healthy,
+            details,
+        }
+    }
+    pub fn degraded(details: Value) -> CheckResult {
+        CheckResult {
+            status: CheckStatus::Degraded,
+            details,
+        }
+    }
+    pub fn unhealthy(details: Value) -> CheckResult {
+        CheckResult {
+            status: CheckStatus::Unhealthy,
+            details,
+        }
+    }
+}
+
+/// A dependency the liveness probe checks.
+#[async_trait::async_trait]
+pub trait HealthCheck: Send + Sync {
+    /// Key in the probe's `checks` object.
+    fn name(&self) -> &'static str;
+    /// Runs the check; the caller bounds it with [`CHECK_TIMEOUT`].
+    async fn check(&self) -> CheckResult;
+}
+
+/// The database answers a query.
+pub struct DatabaseCheck(pub PgPool);
+
+#[async_trait::async_trait]
+impl HealthCheck for DatabaseCheck {
+    fn name(&self) -> &'static str {
+        "database"
+    }
+    async fn check(&self) -> CheckResult {
+        match sqlx::query_scalar::<_, i32>("SELECT 1")
+            .fetch_one(&self.0)
+            .await
+        {
+            Ok(_) => CheckResult::healthy(json!({})),
+            Err(error) => {
+                tracing::warn!(%error, "liveness: database check failed");
+                CheckResult::unhealthy(json!({"error": "the database does not answer"}))
+            }
+        }
+    }
+}
+
+/// Runs every check concurrently; the overall status is the worst one.
+pub async fn run_all(checks: &[Arc<dyn HealthCheck>]) -> (CheckStatus, Value) {
+    let results = futures::future::join_all(checks.iter().map(|check| async move {
+        let result = match tokio::time::timeout(CHECK_TIMEOUT, check.check()).await {
+            Ok(result) => result,
+            Err(_) => CheckResult::unhealthy(
+                json!({"error": format!("no answer within {CHECK_TIMEOUT:?}")}),
+            ),
+        };
+        (check.name(), result)
+    }))
+    .await;
+    let mut overall = CheckStatus::Healthy;
+    let mut out = serde_json::Map::new();
+    for (name, result) in results {
+        if result.status == CheckStatus::Unhealthy {
+            overall = CheckStatus::Unhealthy;
+        }
+        let mut entry = json!({"status": result.status});
+        if let (Value::Object(entry), Value::Object(details)) = (&mut entry, result.details) {
+            entry.extend(details);
+        }
+        out.insert(name.to_string(), entry);
+    }
+    (overall, Value::Object(out))
+}
