@@ -1,0 +1,259 @@
+//! The test harness: the real app on port 0 against a real PostgreSQL, one fresh
+//! database per test so tests run in parallel.
+//!
+//! The PostgreSQL server is the one in `SPACET_TEST_PG_DSN` (the test script starts
+//! one ephemeral cluster per run), or else a cluster this process starts from the
+//! system binaries and that dies with it.
+
+use std::{
+    collections::HashMap,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, TimeZone, Utc};
+use spacet::{
+    app::App,
+    clock::Clock,
+    config::{Database, Settings},
+    embedded_pg::EmbeddedPostgres,
+    proto::space_t_service_client::SpaceTServiceClient,
+};
+use sqlx::{postgres::PgConnectOptions, Connection, Executor, PgConnection, PgPool};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// The instant test clocks start at: bookings in 2049 are in the future.
+pub fn test_now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2048, 6, 1, 12, 0, 0).unwrap()
+}
+
+/// Connection options of the test server's `postgres` database.
+pub fn server_options() -> PgConnectOptions {
+    static SERVER: OnceLock<PgConnectOptions> = OnceLock::new();
+    SERVER
+        .get_or_init(|| match std::env::var("SPACET_TEST_PG_DSN") {
+            Ok(dsn) if !dsn.trim().is_empty() => spacet::config::parse_dsn(&dsn).expect("SPACET_TEST_PG_DSN parses"),
+            _ => {
+                let dir = tempfile::Builder::new()
+                    .prefix("spacet-test-pg-")
+                    .tempdir()
+                    .expect("temp dir")
+                    .keep();
+                let pg = EmbeddedPostgres::start(&dir.join("data"), true).expect("embedded PostgreSQL for tests");
+                let options = pg.connect_options();
+                // Lives as long as the test process; the server dies with it.
+                std::mem::forget(pg);
+                options
+            }
+        })
+        .clone()
+}
+
+/// Creates an empty database and returns its connection options.
+pub async fn fresh_database() -> PgConnectOptions {
+    let name = format!("spacet_test_{}", uuid::Uuid::new_v4().simple());
+    let server = server_options();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut conn = loop {
+        match PgConnection::connect_with(&server).await {
+            Ok(conn) => break conn,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("test PostgreSQL unreachable: {e}"),
+        }
+    };
+    conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+        .await
+        .expect("create test database");
+    server.database(&name)
+}
+
+/// Settings for a test app: ports 0, the given database, no SpaceX sync, no Pub/Sub,
+/// then `overrides` (environment names) on top.
+pub fn test_settings(db: &PgConnectOptions, overrides: &[(&str, &str)]) -> Settings {
+    let mut env: HashMap<String, String> = [
+        ("HTTP_PORT", "0"),
+        ("GRPC_PORT", "0"),
+        ("BIND_ADDRESS", "127.0.0.1"),
+        ("LOG_LEVEL", "warn"),
+        ("SPACEX_SYNC_ENABLED", "false"),
+        ("SPACEX_API_URL", "http://127.0.0.1:9"),
+        ("PUBSUB_ENABLED", "false"),
+        ("PG_CONNECT_TIMEOUT", "30s"),
+        ("SHUTDOWN_GRACE_PERIOD", "5s"),
+        ("NOTIFICATIONS_INTERVAL", "200ms"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in overrides {
+        env.insert(k.to_string(), v.to_string());
+    }
+    let mut settings = Settings::load(None, |k| env.get(k).cloned()).expect("test settings are valid");
+    settings.database = Database::External(db.clone());
+    settings
+}
+
+/// A running app.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`
+    pub http: String,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    pub pool: PgPool,
+    pub clock: Clock,
+    pub db: PgConnectOptions,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// An app on a fresh database with the test clock.
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(&[]).await
+    }
+
+    /// An app on a fresh database with settings overridden by environment names.
+    pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
+        let db = fresh_database().await;
+        TestApp::spawn_on(&db, overrides, Clock::fixed(test_now())).await
+    }
+
+    /// An app on an existing database (for several replicas over one database).
+    pub async fn spawn_on(db: &PgConnectOptions, overrides: &[(&str, &str)], clock: Clock) -> TestApp {
+        let app = TestApp::start(test_settings(db, overrides), clock).await;
+        app.wait_ready().await;
+        app
+    }
+
+    /// Starts an app without waiting for readiness.
+    pub async fn start(settings: Settings, clock: Clock) -> TestApp {
+        spacet::telemetry::init(&std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()), spacet::config::LogFormat::Pretty);
+        let db = match &settings.database {
+            Database::External(o) => o.clone(),
+            Database::Embedded(_) => panic!("tests use an external database"),
+        };
+        let app = App::build(settings, clock.clone()).await.expect("app builds");
+        let http_port = app.http_port();
+        let grpc_port = app.grpc_port();
+        let pool = app.state().pool.clone();
+        let shutdown = app.shutdown_token();
+        let handle = tokio::spawn(app.run_until_stopped());
+        TestApp {
+            http: format!("http://127.0.0.1:{http_port}"),
+            http_port,
+            grpc_port,
+            pool,
+            clock,
+            db,
+            client: reqwest::Client::new(),
+            shutdown,
+            handle: Some(handle),
+        }
+    }
+
+    /// Polls `/readiness` until it answers 200 (30 s at most).
+    pub async fn wait_ready(&self) {
+        let ok = poll(Duration::from_secs(30), || async {
+            self.client
+                .get(format!("{}/readiness", self.http))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        assert!(ok, "app did not become ready in 30 s");
+    }
+
+    /// A gRPC client of the booking service.
+    pub async fn grpc(&self) -> SpaceTServiceClient<Channel> {
+        SpaceTServiceClient::new(self.channel().await)
+    }
+
+    /// A gRPC channel to the app.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://127.0.0.1:{}", self.grpc_port))
+            .unwrap()
+            .connect()
+            .await
+            .expect("gRPC connects")
+    }
+
+    /// Full URL of a path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.http, path)
+    }
+
+    /// Begins the graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Shuts down and returns the app's result.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let handle = self.handle.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .expect("app stops within 30 s")
+            .expect("app task does not panic")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Polls `check` every 20 ms until it holds or `deadline` passes.
+pub async fn poll<F, Fut>(deadline: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The six seeded launchpads.
+pub mod pads {
+    /// KSC LC 39A, active, America/New_York.
+    pub const KSC_39A: &str = "5e9e4502f509094188566f88";
+    /// CCSFS SLC 40, active, America/New_York.
+    pub const CCSFS_40: &str = "5e9e4501f509094ba4566f84";
+    /// VAFB SLC 4E, active, America/Los_Angeles.
+    pub const VAFB_4E: &str = "5e9e4502f509092b78566f87";
+    /// VAFB SLC 3W, retired.
+    pub const VAFB_3W: &str = "5e9e4501f5090910d4566f83";
+    /// STLS, under construction.
+    pub const STLS: &str = "5e9e4502f5090927f8566f85";
+}
+
+/// A valid booking request for `pad`, `day` (YYYY-MM-DD) and a destination.
+pub fn booking_request(pad: &str, day: &str, destination: spacet::proto::Destination) -> spacet::proto::BookingRequest {
+    let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap();
+    spacet::proto::BookingRequest {
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        gender: spacet::proto::Gender::Female as i32,
+        birthday: Some(spacet::proto::day_timestamp(chrono::NaiveDate::from_ymd_opt(1990, 12, 1).unwrap())),
+        launchpad_id: pad.into(),
+        launch_date: Some(spacet::proto::day_timestamp(date)),
+        destination_id: destination as i32,
+        request_id: String::new(),
+    }
+}
