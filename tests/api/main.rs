@@ -3,3 +3,5 @@
 #![allow(dead_code)]
 
 mod helpers;
+
+mod foundation;
