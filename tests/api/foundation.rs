@@ -6,7 +6,9 @@ use std::{
 };
 
 use spacet::{clock::Clock, config::Settings, embedded_pg::EmbeddedPostgres};
-use tonic_health::pb::{health_client::HealthClient, health_check_response::ServingStatus, HealthCheckRequest};
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
 use tonic_reflection::pb::v1::{
     server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
     server_reflection_response::MessageResponse, ServerReflectionRequest,
@@ -35,7 +37,10 @@ async fn probes_answer_once_the_app_is_ready() {
 async fn every_response_carries_a_request_id_and_keeps_the_callers() {
     let app = TestApp::spawn().await;
     let generated = app.client.get(app.url("/healthz")).send().await.unwrap();
-    let id = generated.headers()["x-request-id"].to_str().unwrap().to_string();
+    let id = generated.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
     let kept = app
         .client
@@ -56,7 +61,15 @@ async fn readiness_is_503_from_the_moment_shutdown_begins() {
     let body: serde_json::Value = during.json().await.unwrap();
     assert_eq!(body["status"], "not ready");
     // The process is still alive while it drains.
-    assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     app.stop().await.unwrap();
 }
 
@@ -73,7 +86,11 @@ async fn readiness_is_503_while_the_database_is_not_there_yet() {
     )
     .await;
     let ok = poll(Duration::from_secs(10), || async {
-        app.client.get(app.url("/healthz")).send().await.is_ok_and(|r| r.status() == 200)
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
     })
     .await;
     assert!(ok);
@@ -86,17 +103,44 @@ async fn readiness_is_503_while_the_database_is_not_there_yet() {
 async fn liveness_fails_when_the_database_stops_and_never_hangs() {
     let dir = tempfile::tempdir().unwrap();
     let pg = EmbeddedPostgres::start(&dir.path().join("data"), true).unwrap();
-    let app = TestApp::spawn_on(&pg.connect_options(), &[], Clock::fixed(crate::helpers::test_now())).await;
-    assert_eq!(app.client.get(app.url("/liveness")).send().await.unwrap().status(), 200);
-    tokio::task::spawn_blocking(move || pg.stop()).await.unwrap();
+    let app = TestApp::spawn_on(
+        &pg.connect_options(),
+        &[],
+        Clock::fixed(crate::helpers::test_now()),
+    )
+    .await;
+    assert_eq!(
+        app.client
+            .get(app.url("/liveness"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    tokio::task::spawn_blocking(move || pg.stop())
+        .await
+        .unwrap();
     let started = Instant::now();
     let response = app.client.get(app.url("/liveness")).send().await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5), "liveness took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "liveness took {:?}",
+        started.elapsed()
+    );
     assert_eq!(response.status(), 500);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["status"], "unhealthy");
     assert_eq!(body["checks"]["database"]["status"], "unhealthy");
-    assert_eq!(app.client.get(app.url("/readiness")).send().await.unwrap().status(), 503);
+    assert_eq!(
+        app.client
+            .get(app.url("/readiness"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
 }
 
 #[tokio::test]
@@ -105,7 +149,9 @@ async fn grpc_health_says_serving_and_reflection_lists_the_services() {
     let mut health = HealthClient::new(app.channel().await);
     for service in ["", "spacet.v1.SpaceTService"] {
         let status = health
-            .check(HealthCheckRequest { service: service.into() })
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -128,8 +174,15 @@ async fn grpc_health_says_serving_and_reflection_lists_the_services() {
         panic!("unexpected reflection answer: {answer:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["spacet.v1.SpaceTService", "spacet.v1.RocketService", "grpc.health.v1.Health"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    for expected in [
+        "spacet.v1.SpaceTService",
+        "spacet.v1.RocketService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
 }
 
@@ -137,7 +190,10 @@ async fn grpc_health_says_serving_and_reflection_lists_the_services() {
 async fn two_instances_migrate_one_empty_database_at_the_same_moment() {
     let db = fresh_database().await;
     let clock = Clock::fixed(crate::helpers::test_now());
-    let (a, b) = tokio::join!(TestApp::spawn_on(&db, &[], clock.clone()), TestApp::spawn_on(&db, &[], clock.clone()));
+    let (a, b) = tokio::join!(
+        TestApp::spawn_on(&db, &[], clock.clone()),
+        TestApp::spawn_on(&db, &[], clock.clone())
+    );
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
         .fetch_one(&a.pool)
         .await
@@ -156,19 +212,33 @@ async fn two_instances_migrate_one_empty_database_at_the_same_moment() {
 fn environment_overrides_the_file_which_overrides_defaults() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("spacet.yaml");
-    std::fs::write(&file, "http_port: 9000\ngrpc_port: 9001\norchestrator_interval: 2\nlog_level: debug\n").unwrap();
+    std::fs::write(
+        &file,
+        "http_port: 9000\ngrpc_port: 9001\norchestrator_interval: 2\nlog_level: debug\n",
+    )
+    .unwrap();
     let env = |name: &str| match name {
         "HTTP_PORT" => Some("9100".to_string()),
-        "PG_DSN" => Some("host=db port=5432 user=postgres dbname=spacet-db password=secret sslmode=disable".to_string()),
+        "PG_DSN" => Some(
+            "host=db port=5432 user=postgres dbname=spacet-db password=secret sslmode=disable"
+                .to_string(),
+        ),
         _ => None,
     };
     let settings = Settings::load(Some(&file), env).unwrap();
     assert_eq!(settings.http_port, 9100, "environment beats the file");
     assert_eq!(settings.grpc_port, 9001, "the file beats the defaults");
-    assert_eq!(settings.spacex.interval, Duration::from_secs(2 * 3600), "a bare ORCHESTRATOR_INTERVAL is hours");
+    assert_eq!(
+        settings.spacex.interval,
+        Duration::from_secs(2 * 3600),
+        "a bare ORCHESTRATOR_INTERVAL is hours"
+    );
     assert_eq!(settings.log_level, "debug");
     assert_eq!(settings.pg_pool_max, 10, "defaults fill the rest");
-    assert!(!format!("{settings:?}").contains("secret"), "the password never appears in Debug output");
+    assert!(
+        !format!("{settings:?}").contains("secret"),
+        "the password never appears in Debug output"
+    );
 
     let defaults = Settings::load(Some(&file), |_| None).unwrap();
     assert_eq!(defaults.http_port, 9000);
@@ -255,9 +325,13 @@ fn the_binary_runs_with_no_configuration_and_stops_cleanly() {
     let pg_pid = postmaster_pid();
     assert!(alive(pg_pid));
     unsafe { libc::kill(service.id() as i32, libc::SIGTERM) };
-    let status = wait_with_timeout(&mut service, Duration::from_secs(10)).expect("exits within 10 s of SIGTERM");
+    let status = wait_with_timeout(&mut service, Duration::from_secs(10))
+        .expect("exits within 10 s of SIGTERM");
     assert_eq!(status.code(), Some(0));
-    assert!(poll_blocking(Duration::from_secs(5), || !alive(pg_pid)), "postgres left behind");
+    assert!(
+        poll_blocking(Duration::from_secs(5), || !alive(pg_pid)),
+        "postgres left behind"
+    );
 
     // A crash (SIGKILL) takes the embedded postgres with it; the next start works.
     let mut service = start();
@@ -265,28 +339,47 @@ fn the_binary_runs_with_no_configuration_and_stops_cleanly() {
     let pg_pid = postmaster_pid();
     service.kill().unwrap();
     service.wait().unwrap();
-    assert!(poll_blocking(Duration::from_secs(10), || !alive(pg_pid)), "postgres survived a crash");
+    assert!(
+        poll_blocking(Duration::from_secs(10), || !alive(pg_pid)),
+        "postgres survived a crash"
+    );
     let mut service = start();
     assert!(ready(), "did not start after a crash");
     unsafe { libc::kill(service.id() as i32, libc::SIGTERM) };
-    assert_eq!(wait_with_timeout(&mut service, Duration::from_secs(10)).unwrap().code(), Some(0));
+    assert_eq!(
+        wait_with_timeout(&mut service, Duration::from_secs(10))
+            .unwrap()
+            .code(),
+        Some(0)
+    );
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn http_status(port: u16, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
     answer.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn wait_with_timeout(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+fn wait_with_timeout(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
