@@ -108,6 +108,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "Retries of a SpaceX request after a 5xx, timeout or connection error",
     ),
     (
+        "spacex_retry_backoff",
+        "500ms",
+        "Delay before the first SpaceX retry, doubled for each further one (at most 10s), with jitter (a bare number means milliseconds)",
+    ),
+    (
         "launchpads_max_age",
         "24h",
         "Launchpads are refreshed from SpaceX when older than this",
@@ -253,6 +258,8 @@ pub struct SpaceXSettings {
     pub interval: Duration,
     pub timeout: Duration,
     pub retries: u32,
+    /// Delay before the first retry; doubled for each further one.
+    pub retry_backoff: Duration,
     pub launchpads_max_age: Duration,
 }
 
@@ -390,6 +397,7 @@ impl Settings {
                 interval: r.duration("orchestrator_interval", Duration::from_secs(3600))?,
                 timeout: r.duration("spacex_timeout", Duration::from_secs(1))?,
                 retries: r.parse("spacex_retries")?,
+                retry_backoff: r.duration("spacex_retry_backoff", Duration::from_millis(1))?,
                 launchpads_max_age: r.duration("launchpads_max_age", Duration::from_secs(3600))?,
             },
             pubsub: PubSubSettings {

@@ -283,3 +283,15 @@ impl From<crate::booking::BookingError> for ApiError {
         }
     }
 }
+
+impl From<crate::spacex::SyncError> for ApiError {
+    fn from(error: crate::spacex::SyncError) -> ApiError {
+        use crate::spacex::SyncError as E;
+        match error {
+            // SpaceX down, slow or answering nonsense: nothing was applied, try later.
+            E::SpaceX(e) => ApiError::Unavailable(format!("the SpaceX sync failed: {e}")),
+            E::Database(e) => ApiError::database(e),
+            E::Interrupted => ApiError::Unavailable("the service is shutting down".into()),
+        }
+    }
+}

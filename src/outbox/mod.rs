@@ -58,6 +58,31 @@ pub async fn enqueue(conn: &mut PgConnection, event: &Event) -> Result<(), sqlx:
     notify(conn).await
 }
 
+/// Writes many events in the caller's transaction with one statement (the SpaceX
+/// sync cancels thousands of tickets at once) and wakes the relay on commit.
+pub async fn enqueue_all(conn: &mut PgConnection, events: &[Event]) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let types: Vec<&str> = events.iter().map(Event::event_type).collect();
+    let aggregates: Vec<uuid::Uuid> = events.iter().map(|e| e.ticket().id).collect();
+    let payloads: Vec<serde_json::Value> = events.iter().map(Event::payload).collect();
+    // WITH ORDINALITY keeps the events' order in the ids, as one enqueue per event would.
+    sqlx::query(
+        "INSERT INTO outbox (event_type, aggregate_id, payload)
+         SELECT event_type, aggregate_id, payload
+         FROM UNNEST($1::text[], $2::uuid[], $3::jsonb[]) WITH ORDINALITY
+              AS e(event_type, aggregate_id, payload, n)
+         ORDER BY n",
+    )
+    .bind(&types)
+    .bind(&aggregates)
+    .bind(&payloads)
+    .execute(&mut *conn)
+    .await?;
+    notify(conn).await
+}
+
 /// `NOTIFY outbox`: delivered when the transaction commits, once per transaction.
 pub async fn notify(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_notify('outbox', '')")

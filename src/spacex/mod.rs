@@ -1,17 +1,168 @@
-//! SpaceX sync (work in progress: see issue 5).
+//! SpaceX sync: keeps our copy of SpaceX's launchpads and upcoming launches fresh
+//! and cancels our flights when SpaceX takes their pad and day.
+//!
+//! - [`client`]: the SpaceX v4 HTTP client (timeouts, retries, tolerant decoding).
+//! - [`sync`]: one sync — fetch, then apply in one transaction, one replica at a time.
+//! - Here: the scheduled worker (a sync at start-up, then every
+//!   `ORCHESTRATOR_INTERVAL`), the admin entry point and the `/liveness` check.
+//!
+//! Which day a launch blocks depends on SpaceX's `date_precision`: see
+//! [`sync::blocked_day`].
 
+pub mod client;
+pub mod sync;
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
-use crate::{api::error::ApiError, app::AppState, proto};
+pub use client::{DatePrecision, SpaceXClient, SpaceXError};
+pub use sync::{blocked_day, SkipReason, SyncError, SyncReport, Trigger};
 
-/// Starts the scheduled sync.
-pub fn spawn(_state: &AppState) -> Vec<JoinHandle<()>> {
-    Vec::new()
+use crate::{
+    api::error::ApiError,
+    app::AppState,
+    clock::Clock,
+    health::{CheckResult, HealthCheck},
+    proto,
+};
+
+/// Starts the scheduled sync (unless `SPACEX_SYNC_ENABLED` is false) and registers
+/// its `/liveness` check.
+pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
+    if !state.settings.spacex.sync_enabled {
+        tracing::info!("spacex sync disabled (SPACEX_SYNC_ENABLED=false)");
+        return Vec::new();
+    }
+    state.register_check(Arc::new(SpaceXCheck::new(state)));
+    match SyncWorker::new(state) {
+        Ok(worker) => vec![tokio::spawn(worker.run_until_stopped())],
+        Err(error) => {
+            tracing::error!(%error, "spacex sync not started");
+            Vec::new()
+        }
+    }
 }
 
-/// Runs one sync now.
-pub async fn sync_now(_state: &AppState) -> Result<proto::SyncReport, ApiError> {
-    Err(ApiError::Unavailable(
-        "the SpaceX sync is not built yet".into(),
-    ))
+/// The scheduled sync, one [`SyncWorker::step`] at a time.
+pub struct SyncWorker {
+    state: AppState,
+    client: SpaceXClient,
+}
+
+impl SyncWorker {
+    /// A worker with its own HTTP client.
+    pub fn new(state: &AppState) -> Result<SyncWorker, SpaceXError> {
+        Ok(SyncWorker {
+            state: state.clone(),
+            client: SpaceXClient::new(&state.settings.spacex)?,
+        })
+    }
+
+    /// One scheduled sync: skipped when fresh or when another replica is applying.
+    pub async fn step(&self) -> Result<SyncReport, SyncError> {
+        sync::run(&self.state, &self.client, Trigger::Scheduled).await
+    }
+
+    /// A sync now, then one every interval, until shutdown. A failed sync is retried
+    /// at the next tick; in between the service serves what the last sync stored.
+    pub async fn run_until_stopped(self) {
+        let interval = self.state.settings.spacex.interval;
+        loop {
+            // Outcomes are logged, counted and recorded by `sync::run`.
+            let _ = self.step().await;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = self.state.shutdown.cancelled() => break,
+            }
+        }
+        tracing::debug!("spacex sync stopped");
+    }
+}
+
+/// One scheduled step with a new client (tests and tools drive the worker this way).
+pub async fn step(state: &AppState) -> Result<SyncReport, SyncError> {
+    SyncWorker::new(state)?.step().await
+}
+
+/// Runs one sync now, whatever the schedule (`TriggerSync`, `spacet sync`).
+pub async fn sync_now(state: &AppState) -> Result<proto::SyncReport, ApiError> {
+    let client = SpaceXClient::new(&state.settings.spacex).map_err(SyncError::from)?;
+    let report = sync::run(state, &client, Trigger::Forced).await?;
+    Ok(proto::SyncReport::from(&report))
+}
+
+/// `/liveness` entry `spacex`: degraded — never unhealthy, we serve from the last
+/// sync — when the last sync failed (with the error and its age), when none has
+/// succeeded yet, or when the last success is older than three intervals.
+pub struct SpaceXCheck {
+    pool: PgPool,
+    clock: Clock,
+    interval: Duration,
+}
+
+impl SpaceXCheck {
+    /// The check of `state`'s database and schedule.
+    pub fn new(state: &AppState) -> SpaceXCheck {
+        SpaceXCheck {
+            pool: state.pool.clone(),
+            clock: state.clock.clone(),
+            interval: state.settings.spacex.interval,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl HealthCheck for SpaceXCheck {
+    fn name(&self) -> &'static str {
+        "spacex"
+    }
+
+    async fn check(&self) -> CheckResult {
+        type Row = (
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+            Option<String>,
+        );
+        let row: Result<Option<Row>, _> = sqlx::query_as(
+            "SELECT last_success_at, last_attempt_at, last_error FROM sync_state WHERE resource = $1",
+        )
+        .bind(sync::LAUNCHES)
+        .fetch_optional(&self.pool)
+        .await;
+        let now = self.clock.now();
+        let seconds = |at: DateTime<Utc>| (now - at).num_seconds().max(0);
+        let (last_success, last_attempt, last_error) = match row {
+            Ok(row) => row.unwrap_or((None, None, None)),
+            // The database check reports the database; we only cannot tell.
+            Err(_) => {
+                return CheckResult::degraded(json!({"error": "the sync state cannot be read"}))
+            }
+        };
+        if let Some(error) = last_error {
+            return CheckResult::degraded(json!({
+                "last_error": error,
+                "last_error_at": last_attempt,
+                "last_error_age_seconds": last_attempt.map(seconds),
+                "last_success_at": last_success,
+            }));
+        }
+        match last_success {
+            None => CheckResult::degraded(json!({"last_error": "no SpaceX sync has succeeded yet"})),
+            Some(at) if seconds(at) as f64 > 3.0 * self.interval.as_secs_f64() => {
+                CheckResult::degraded(json!({
+                    "last_error": "no SpaceX sync has succeeded for three intervals",
+                    "last_success_at": at,
+                    "last_success_age_seconds": seconds(at),
+                }))
+            }
+            Some(at) => CheckResult::healthy(json!({
+                "last_success_at": at,
+                "last_success_age_seconds": seconds(at),
+            })),
+        }
+    }
 }

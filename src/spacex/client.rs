@@ -1,0 +1,479 @@
+//! A client of the SpaceX v4 API: launchpads and upcoming launches.
+//!
+//! Every request has a timeout and is retried with exponential backoff and jitter
+//! after a 5xx, a timeout or a connection error; a 4xx is final. Decoding ignores
+//! fields we do not use, and one malformed launch or launchpad is skipped (and
+//! logged) instead of failing the whole answer.
+
+use std::{collections::HashSet, time::Duration};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::config::SpaceXSettings;
+
+/// Launches asked for per page of `POST /launches/query`.
+pub const PAGE_LIMIT: u32 = 100;
+/// A guard against a server that always says there is a next page.
+const MAX_PAGES: u32 = 1000;
+/// The longest pause between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// How precisely SpaceX knows a launch date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatePrecision {
+    Hour,
+    Day,
+    Month,
+    Quarter,
+    Half,
+    Year,
+}
+
+impl DatePrecision {
+    /// The name SpaceX (and our `spacex_launches.date_precision`) uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatePrecision::Hour => "hour",
+            DatePrecision::Day => "day",
+            DatePrecision::Month => "month",
+            DatePrecision::Quarter => "quarter",
+            DatePrecision::Half => "half",
+            DatePrecision::Year => "year",
+        }
+    }
+
+    /// The precision of a stored name.
+    pub fn parse(name: &str) -> Option<DatePrecision> {
+        Some(match name {
+            "hour" => DatePrecision::Hour,
+            "day" => DatePrecision::Day,
+            "month" => DatePrecision::Month,
+            "quarter" => DatePrecision::Quarter,
+            "half" => DatePrecision::Half,
+            "year" => DatePrecision::Year,
+            _ => return None,
+        })
+    }
+}
+
+/// A launchpad as SpaceX describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launchpad {
+    pub id: String,
+    pub name: String,
+    pub full_name: String,
+    pub locality: String,
+    pub region: String,
+    /// IANA zone, checked to be one chrono-tz knows.
+    pub timezone: String,
+    pub status: String,
+}
+
+/// An upcoming launch as SpaceX describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    pub id: String,
+    pub name: String,
+    pub launchpad_id: String,
+    pub date_utc: DateTime<Utc>,
+    pub date_precision: DatePrecision,
+    pub upcoming: bool,
+}
+
+/// Every page of upcoming launches, decoded.
+#[derive(Debug, Clone, Default)]
+pub struct Upcoming {
+    pub launches: Vec<Launch>,
+    /// Documents received, readable or not.
+    pub seen: usize,
+    /// Ids of the documents that could not be read (when they had a readable id):
+    /// the sync leaves what it knows about these launches as it is.
+    pub unreadable_ids: HashSet<String>,
+    /// Documents skipped because they could not be read.
+    pub skipped: usize,
+}
+
+/// Why a SpaceX answer could not be had. The text ends up in `sync_state.last_error`
+/// and in `/liveness`, so it says what was asked and how often.
+#[derive(Debug, thiserror::Error)]
+pub enum SpaceXError {
+    #[error("{what}: SpaceX answered HTTP {status} ({attempts} attempt(s))")]
+    Status {
+        what: String,
+        status: u16,
+        attempts: u32,
+    },
+    #[error("{what}: no answer within {timeout:?} ({attempts} attempt(s))")]
+    Timeout {
+        what: String,
+        timeout: Duration,
+        attempts: u32,
+    },
+    #[error("{what}: {cause} ({attempts} attempt(s))")]
+    Transport {
+        what: String,
+        cause: String,
+        attempts: u32,
+    },
+    #[error("{what}: the answer is not the expected JSON: {cause}")]
+    Decode { what: String, cause: String },
+    #[error("{what}: {cause}")]
+    Inconsistent { what: String, cause: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// The SpaceX v4 API.
+#[derive(Debug, Clone)]
+pub struct SpaceXClient {
+    http: reqwest::Client,
+    base_url: String,
+    timeout: Duration,
+    retries: u32,
+    backoff: Duration,
+}
+
+/// What one failed attempt means for the next.
+enum Failure {
+    Retryable(SpaceXError),
+    Final(SpaceXError),
+}
+
+impl SpaceXClient {
+    /// A client for the API at `settings.api_url`.
+    pub fn new(settings: &SpaceXSettings) -> Result<SpaceXClient, SpaceXError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!(
+                "spacet/",
+                env!("CARGO_PKG_VERSION"),
+                " (SpaceT launch booking; SpaceX sync)"
+            ))
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .build()
+            .map_err(|e| SpaceXError::Client(error_chain(&e)))?;
+        Ok(SpaceXClient {
+            http,
+            base_url: settings.api_url.trim_end_matches('/').to_string(),
+            timeout: settings.timeout,
+            retries: settings.retries,
+            backoff: settings.retry_backoff,
+        })
+    }
+
+    /// `GET /launchpads`: every pad SpaceX knows, minus the ones that cannot be read.
+    #[tracing::instrument(skip_all)]
+    pub async fn launchpads(&self) -> Result<Vec<Launchpad>, SpaceXError> {
+        let what = "GET /launchpads".to_string();
+        let url = format!("{}/launchpads", self.base_url);
+        let body = self.send(&what, || self.http.get(&url)).await?;
+        let docs: Vec<Value> = serde_json::from_slice(&body).map_err(|e| SpaceXError::Decode {
+            what: what.clone(),
+            cause: e.to_string(),
+        })?;
+        let mut pads = Vec::with_capacity(docs.len());
+        for doc in &docs {
+            match decode_launchpad(doc) {
+                Ok(pad) => pads.push(pad),
+                Err(problem) => {
+                    let id = doc.get("id").and_then(|id| id.as_str()).unwrap_or("?");
+                    tracing::warn!(
+                        launchpad_id = id,
+                        %problem,
+                        "skipping a SpaceX launchpad that cannot be read"
+                    );
+                }
+            }
+        }
+        Ok(pads)
+    }
+
+    /// `POST /launches/query` for `{"upcoming": true}`, every page (pages start at 1).
+    ///
+    /// Fails when the pages do not add up to the `totalDocs` SpaceX announces (the
+    /// data changed while we paged): a launch missed that way would look cancelled.
+    #[tracing::instrument(skip_all)]
+    pub async fn upcoming_launches(&self) -> Result<Upcoming, SpaceXError> {
+        #[derive(Deserialize)]
+        struct Page {
+            docs: Vec<Value>,
+            #[serde(rename = "hasNextPage")]
+            has_next_page: bool,
+            #[serde(rename = "totalDocs")]
+            total_docs: Option<u64>,
+        }
+
+        let url = format!("{}/launches/query", self.base_url);
+        let mut upcoming = Upcoming::default();
+        let mut ids = HashSet::new();
+        for page in 1..=MAX_PAGES {
+            let what = format!("POST /launches/query page {page}");
+            let query = json!({
+                "query": {"upcoming": true},
+                "options": {"page": page, "limit": PAGE_LIMIT},
+            });
+            let body = self
+                .send(&what, || self.http.post(&url).json(&query))
+                .await?;
+            let decoded: Page = serde_json::from_slice(&body).map_err(|e| SpaceXError::Decode {
+                what: what.clone(),
+                cause: e.to_string(),
+            })?;
+            upcoming.seen += decoded.docs.len();
+            for doc in &decoded.docs {
+                match decode_launch(doc) {
+                    Ok(launch) => {
+                        if ids.insert(launch.id.clone()) {
+                            upcoming.launches.push(launch);
+                        } else {
+                            return Err(SpaceXError::Inconsistent {
+                                what,
+                                cause: format!(
+                                    "launch {} appears twice: the data changed while paging",
+                                    launch.id
+                                ),
+                            });
+                        }
+                    }
+                    Err(problem) => {
+                        let id = doc.get("id").and_then(Value::as_str);
+                        tracing::warn!(
+                            launch_id = id.unwrap_or("?"),
+                            %problem,
+                            "skipping a SpaceX launch that cannot be read"
+                        );
+                        upcoming.skipped += 1;
+                        if let Some(id) = id {
+                            upcoming.unreadable_ids.insert(id.to_string());
+                        }
+                    }
+                }
+            }
+            if !decoded.has_next_page {
+                if let Some(total) = decoded.total_docs {
+                    if total != upcoming.seen as u64 {
+                        return Err(SpaceXError::Inconsistent {
+                            what,
+                            cause: format!(
+                                "the pages held {} launches but SpaceX counts {total}: the data changed while paging",
+                                upcoming.seen
+                            ),
+                        });
+                    }
+                }
+                return Ok(upcoming);
+            }
+        }
+        Err(SpaceXError::Inconsistent {
+            what: "POST /launches/query".into(),
+            cause: format!("still a next page after {MAX_PAGES} pages"),
+        })
+    }
+
+    /// Sends the request `build` makes until it succeeds, fails for good, or the
+    /// retries are spent; returns the body of the 2xx answer.
+    async fn send(
+        &self,
+        what: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Bytes, SpaceXError> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let failure = match self.attempt(what, attempt, build()).await {
+                Ok(body) => return Ok(body),
+                Err(Failure::Final(error)) => return Err(error),
+                Err(Failure::Retryable(error)) => error,
+            };
+            if attempt > self.retries {
+                return Err(failure);
+            }
+            let delay = backoff(self.backoff, attempt);
+            tracing::warn!(
+                error = %failure,
+                retry_in_ms = delay.as_millis() as u64,
+                "SpaceX request failed; retrying"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        what: &str,
+        attempts: u32,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Bytes, Failure> {
+        let classify = |e: reqwest::Error| {
+            if e.is_timeout() {
+                Failure::Retryable(SpaceXError::Timeout {
+                    what: what.to_string(),
+                    timeout: self.timeout,
+                    attempts,
+                })
+            } else if e.is_builder() {
+                Failure::Final(SpaceXError::Client(error_chain(&e)))
+            } else {
+                // Connection refused or reset, TLS, a body cut short: worth another try.
+                Failure::Retryable(SpaceXError::Transport {
+                    what: what.to_string(),
+                    cause: error_chain(&e),
+                    attempts,
+                })
+            }
+        };
+        let response = request
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(classify)?;
+        let status = response.status();
+        if !status.is_success() {
+            let error = SpaceXError::Status {
+                what: what.to_string(),
+                status: status.as_u16(),
+                attempts,
+            };
+            return Err(if status.is_server_error() {
+                Failure::Retryable(error)
+            } else {
+                Failure::Final(error)
+            });
+        }
+        response.bytes().await.map_err(classify)
+    }
+}
+
+/// The pause after failed attempt `attempt` (1-based): `base·2^(attempt-1)`, at most
+/// [`MAX_BACKOFF`], of which a random half is dropped ("equal jitter"), so that
+/// replicas failing together do not retry together.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exponential = base
+        .saturating_mul(1u32 << (attempt - 1).min(16))
+        .min(MAX_BACKOFF);
+    let half = exponential / 2;
+    half + half.mul_f64(rand::random_range(0.0..=1.0))
+}
+
+fn decode_launchpad(doc: &Value) -> Result<Launchpad, String> {
+    #[derive(Deserialize)]
+    struct Raw {
+        id: String,
+        name: String,
+        full_name: Option<String>,
+        locality: Option<String>,
+        region: Option<String>,
+        timezone: String,
+        status: String,
+    }
+    let raw = Raw::deserialize(doc).map_err(|e| e.to_string())?;
+    if !crate::booking::is_launchpad_id(&raw.id) {
+        return Err(format!("{:?} is not a launchpad id", raw.id));
+    }
+    if raw.timezone.parse::<chrono_tz::Tz>().is_err() {
+        return Err(format!("{:?} is not an IANA time zone", raw.timezone));
+    }
+    const STATUSES: [&str; 6] = [
+        "active",
+        "inactive",
+        "unknown",
+        "retired",
+        "lost",
+        "under construction",
+    ];
+    if !STATUSES.contains(&raw.status.as_str()) {
+        return Err(format!("{:?} is not a launchpad status", raw.status));
+    }
+    Ok(Launchpad {
+        full_name: raw.full_name.unwrap_or_else(|| raw.name.clone()),
+        id: raw.id,
+        name: raw.name,
+        locality: raw.locality.unwrap_or_default(),
+        region: raw.region.unwrap_or_default(),
+        timezone: raw.timezone,
+        status: raw.status,
+    })
+}
+
+fn decode_launch(doc: &Value) -> Result<Launch, String> {
+    #[derive(Deserialize)]
+    struct Raw {
+        id: String,
+        name: String,
+        launchpad: String,
+        date_utc: DateTime<Utc>,
+        date_precision: DatePrecision,
+        upcoming: bool,
+    }
+    let raw = Raw::deserialize(doc).map_err(|e| e.to_string())?;
+    if raw.id.trim().is_empty() {
+        return Err("empty id".into());
+    }
+    if raw.launchpad.trim().is_empty() {
+        return Err("empty launchpad".into());
+    }
+    Ok(Launch {
+        id: raw.id,
+        name: raw.name,
+        launchpad_id: raw.launchpad,
+        date_utc: raw.date_utc,
+        date_precision: raw.date_precision,
+        upcoming: raw.upcoming,
+    })
+}
+
+/// An error and its causes on one line (reqwest hides the useful part in `source`).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_its_jitter_and_is_capped() {
+        let base = Duration::from_millis(100);
+        for _ in 0..50 {
+            let first = backoff(base, 1);
+            assert!(first >= Duration::from_millis(50) && first <= base);
+            let third = backoff(base, 3);
+            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
+            assert!(backoff(base, 40) <= MAX_BACKOFF);
+        }
+    }
+
+    #[test]
+    fn a_recorded_launch_decodes_and_unknown_fields_are_ignored() {
+        let doc = json!({
+            "id": "633f71dd0531f07b4fdf59c1", "name": "Hotbird 13G",
+            "launchpad": "5e9e4501f509094ba4566f84", "date_utc": "2049-11-03T03:24:00.000Z",
+            "date_unix": 2519429040u64, "date_precision": "hour", "upcoming": true,
+            "tbd": false, "cores": [{"core": null}], "something_new": {"x": 1}
+        });
+        let launch = decode_launch(&doc).unwrap();
+        assert_eq!(launch.date_precision, DatePrecision::Hour);
+        assert_eq!(launch.date_utc.to_rfc3339(), "2049-11-03T03:24:00+00:00");
+        for broken in [
+            json!({"id": "x", "name": "n", "launchpad": null, "date_utc": "2049-11-03T03:24:00.000Z", "date_precision": "hour", "upcoming": true}),
+            json!({"id": "x", "name": "n", "launchpad": "p", "date_utc": "soon", "date_precision": "hour", "upcoming": true}),
+            json!({"id": "x", "name": "n", "launchpad": "p", "date_utc": "2049-11-03T03:24:00.000Z", "date_precision": "week", "upcoming": true}),
+        ] {
+            assert!(decode_launch(&broken).is_err(), "{broken}");
+        }
+    }
+}
