@@ -112,6 +112,8 @@ pub struct TestApp {
     pub clock: Clock,
     pub db: PgConnectOptions,
     pub client: reqwest::Client,
+    /// The app's shared state (to step its workers directly).
+    pub state: spacet::app::AppState,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -155,6 +157,7 @@ impl TestApp {
         let http_port = app.http_port();
         let grpc_port = app.grpc_port();
         let pool = app.state().pool.clone();
+        let state = app.state().clone();
         let shutdown = app.shutdown_token();
         let handle = tokio::spawn(app.run_until_stopped());
         TestApp {
@@ -165,6 +168,7 @@ impl TestApp {
             clock,
             db,
             client: reqwest::Client::new(),
+            state,
             shutdown,
             handle: Some(handle),
         }
