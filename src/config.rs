@@ -203,6 +203,8 @@ pub enum LogFormat {
 }
 
 /// Where the database is.
+// Built once at start-up: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum Database {
     /// A server given by `PG_DSN`.

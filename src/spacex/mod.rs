@@ -122,11 +122,7 @@ impl HealthCheck for SpaceXCheck {
     }
 
     async fn check(&self) -> CheckResult {
-        type Row = (
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-            Option<String>,
-        );
+        type Row = (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<String>);
         let row: Result<Option<Row>, _> = sqlx::query_as(
             "SELECT last_success_at, last_attempt_at, last_error FROM sync_state WHERE resource = $1",
         )
@@ -151,7 +147,9 @@ impl HealthCheck for SpaceXCheck {
             }));
         }
         match last_success {
-            None => CheckResult::degraded(json!({"last_error": "no SpaceX sync has succeeded yet"})),
+            None => {
+                CheckResult::degraded(json!({"last_error": "no SpaceX sync has succeeded yet"}))
+            }
             Some(at) if seconds(at) as f64 > 3.0 * self.interval.as_secs_f64() => {
                 CheckResult::degraded(json!({
                     "last_error": "no SpaceX sync has succeeded for three intervals",

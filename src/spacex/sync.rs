@@ -163,9 +163,10 @@ pub fn blocked_day(
     match precision {
         DatePrecision::Hour => pad_timezone.map(|tz| date_utc.with_timezone(&tz).date_naive()),
         DatePrecision::Day => Some(date_utc.date_naive()),
-        DatePrecision::Month | DatePrecision::Quarter | DatePrecision::Half | DatePrecision::Year => {
-            None
-        }
+        DatePrecision::Month
+        | DatePrecision::Quarter
+        | DatePrecision::Half
+        | DatePrecision::Year => None,
     }
 }
 
@@ -369,18 +370,20 @@ async fn apply(
         .await?;
     let stored_pads: HashMap<String, Launchpad> = stored_pads
         .into_iter()
-        .map(|(id, name, full_name, locality, region, timezone, status)| {
-            let pad = Launchpad {
-                id: id.clone(),
-                name,
-                full_name,
-                locality,
-                region,
-                timezone,
-                status,
-            };
-            (id, pad)
-        })
+        .map(
+            |(id, name, full_name, locality, region, timezone, status)| {
+                let pad = Launchpad {
+                    id: id.clone(),
+                    name,
+                    full_name,
+                    locality,
+                    region,
+                    timezone,
+                    status,
+                };
+                (id, pad)
+            },
+        )
         .collect();
     let mut timezones: HashMap<&str, Option<Tz>> = stored_pads
         .values()
@@ -411,7 +414,10 @@ async fn apply(
     let stored: HashMap<&str, &LaunchRow> = stored.iter().map(|r| (r.id.as_str(), r)).collect();
     let mut changed: Vec<LaunchRow> = Vec::new();
     for launch in &upcoming.launches {
-        let timezone = timezones.get(launch.launchpad_id.as_str()).copied().flatten();
+        let timezone = timezones
+            .get(launch.launchpad_id.as_str())
+            .copied()
+            .flatten();
         if timezone.is_none() && launch.date_precision == DatePrecision::Hour {
             tracing::warn!(
                 launch_id = %launch.id,
@@ -725,10 +731,7 @@ mod tests {
             DatePrecision::Half,
             DatePrecision::Year,
         ] {
-            assert_eq!(
-                blocked_day(at("2049-12-01T00:00:00Z"), coarse, cape),
-                None
-            );
+            assert_eq!(blocked_day(at("2049-12-01T00:00:00Z"), coarse, cape), None);
         }
     }
 
@@ -737,9 +740,21 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2048, 6, 1, 12, 0, 0).unwrap();
         let hour = Duration::from_secs(3600);
         assert!(!is_fresh(None, now, hour));
-        assert!(is_fresh(Some(now - chrono::Duration::minutes(30)), now, hour));
-        assert!(!is_fresh(Some(now - chrono::Duration::minutes(55)), now, hour));
+        assert!(is_fresh(
+            Some(now - chrono::Duration::minutes(30)),
+            now,
+            hour
+        ));
+        assert!(!is_fresh(
+            Some(now - chrono::Duration::minutes(55)),
+            now,
+            hour
+        ));
         // A clock that went backwards is not a reason to sync again and again.
-        assert!(is_fresh(Some(now + chrono::Duration::minutes(5)), now, hour));
+        assert!(is_fresh(
+            Some(now + chrono::Duration::minutes(5)),
+            now,
+            hour
+        ));
     }
 }

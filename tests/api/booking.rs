@@ -1,5 +1,8 @@
 //! Booking over gRPC: every rule and error, and the rules under concurrency.
 
+// `[ticket.id.clone()]` reads better than `std::slice::from_ref` in assertions.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
 use std::collections::{HashMap, HashSet};
 
 use chrono::{TimeZone, Utc};

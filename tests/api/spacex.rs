@@ -516,7 +516,10 @@ async fn a_malformed_launch_is_skipped_and_what_we_knew_of_it_is_kept() {
     assert_eq!(report["launchesSeen"], 15);
     assert_eq!(report["launchesSkipped"], 3);
     assert_eq!(report["launchesAdded"], 1);
-    assert_eq!(report["launchesRemoved"], 0, "an unreadable launch is not a removal");
+    assert_eq!(
+        report["launchesRemoved"], 0,
+        "an unreadable launch is not a removal"
+    );
     assert_eq!(
         blocked_day(&app, GALAXY_31).await.unwrap().to_string(),
         "2049-11-08"
@@ -653,7 +656,11 @@ async fn a_spacex_that_does_not_answer_in_time_is_retried_then_reported() {
         .trigger_sync(TriggerSyncRequest {})
         .await
         .unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(status.code(), Code::Unavailable);
     assert!(
         status.message().contains("no answer within 200ms"),
@@ -801,7 +808,10 @@ async fn bookings_racing_a_sync_never_leave_a_confirmed_ticket_on_a_spacex_day()
     for booker in bookers {
         booked += booker.await.unwrap();
     }
-    assert!(booked > 15, "the bookers got through between syncs: {booked}");
+    assert!(
+        booked > 15,
+        "the bookers got through between syncs: {booked}"
+    );
     assert_eq!(confirmed_on_blocked_days(&app).await, 0);
 }
 
