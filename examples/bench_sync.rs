@@ -12,6 +12,7 @@
 //! (10,000 tickets) on other days that must be left alone. Each run restores the
 //! bookings, empties the SpaceX tables and the outbox, `VACUUM ANALYZE`s, then times
 //! one forced sync; a sync with nothing to change is timed after it.
+//! `BENCH_LOG=spacet::spacex=debug` shows the time of each cancellation statement.
 
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,9 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(5);
 
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        spacet::telemetry::init(&filter, spacet::config::LogFormat::Pretty);
+    }
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("pg");
     let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data, true)).await??;

@@ -67,13 +67,9 @@ pub async fn enqueue_all(conn: &mut PgConnection, events: &[Event]) -> Result<()
     let types: Vec<&str> = events.iter().map(Event::event_type).collect();
     let aggregates: Vec<uuid::Uuid> = events.iter().map(|e| e.ticket().id).collect();
     let payloads: Vec<serde_json::Value> = events.iter().map(Event::payload).collect();
-    // WITH ORDINALITY keeps the events' order in the ids, as one enqueue per event would.
     sqlx::query(
         "INSERT INTO outbox (event_type, aggregate_id, payload)
-         SELECT event_type, aggregate_id, payload
-         FROM UNNEST($1::text[], $2::uuid[], $3::jsonb[]) WITH ORDINALITY
-              AS e(event_type, aggregate_id, payload, n)
-         ORDER BY n",
+         SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::jsonb[])",
     )
     .bind(&types)
     .bind(&aggregates)

@@ -588,6 +588,7 @@ async fn cancel_colliding_flights(
 ) -> Result<(usize, usize), sqlx::Error> {
     let (pads, days): (Vec<&str>, Vec<NaiveDate>) =
         today_at_pad.iter().map(|(p, d)| (p.as_str(), *d)).unzip();
+    let started = Instant::now();
     let flights: Vec<Uuid> = sqlx::query_scalar(
         "SELECT DISTINCT f.id
          FROM spacex_launches s
@@ -604,6 +605,7 @@ async fn cancel_colliding_flights(
     if flights.is_empty() {
         return Ok((0, 0));
     }
+    let found = started.elapsed();
     // Tickets before flights: the order a passenger's cancellation locks them in,
     // so the two cannot deadlock. A ticket cancelled meanwhile is left as it is.
     let mut tickets: Vec<Ticket> = sqlx::query_as(&format!(
@@ -615,6 +617,7 @@ async fn cancel_colliding_flights(
     .bind(&flights)
     .fetch_all(&mut *conn)
     .await?;
+    let tickets_done = started.elapsed();
     let cancelled_flights = sqlx::query(
         "UPDATE flights SET status = 'cancelled', cancellation_reason = 'SPACEX_CONFLICT',
                 seats_booked = 0, updated_at = now()
@@ -624,13 +627,22 @@ async fn cancel_colliding_flights(
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    // Ids are UUIDv7: the events go out in booking order.
+    // Ids are UUIDv7: the events are written in booking order.
     tickets.sort_by_key(|t| t.id);
     let events: Vec<Event> = tickets
         .into_iter()
         .map(|t| Event::TicketCancelled(t, CancellationReason::SpacexConflict))
         .collect();
+    let flights_done = started.elapsed();
     outbox::enqueue_all(conn, &events).await?;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    tracing::debug!(
+        find_ms = ms(found),
+        tickets_ms = ms(tickets_done - found),
+        flights_ms = ms(flights_done - tickets_done),
+        outbox_ms = ms(started.elapsed() - flights_done),
+        "spacex sync cancellations"
+    );
     Ok((cancelled_flights as usize, events.len()))
 }
 
