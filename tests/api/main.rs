@@ -6,3 +6,4 @@ mod helpers;
 
 mod booking;
 mod foundation;
+mod gateway;
