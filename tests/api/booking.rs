@@ -667,7 +667,7 @@ async fn listing_filters_and_rejects_bad_cursors() {
         })
         .await
         .unwrap(),
-        [zoe.id.clone()]
+        [zoe.id.as_str()]
     );
     assert_eq!(
         list(ListTicketsRequest {
@@ -676,7 +676,7 @@ async fn listing_filters_and_rejects_bad_cursors() {
         })
         .await
         .unwrap(),
-        [zoe.id.clone()]
+        [zoe.id.as_str()]
     );
     assert_eq!(
         list(ListTicketsRequest {
@@ -685,7 +685,7 @@ async fn listing_filters_and_rejects_bad_cursors() {
         })
         .await
         .unwrap(),
-        [moon.id.clone()]
+        [moon.id.as_str()]
     );
     assert_eq!(
         list(ListTicketsRequest {
@@ -694,7 +694,7 @@ async fn listing_filters_and_rejects_bad_cursors() {
         })
         .await
         .unwrap(),
-        [zoe.id.clone()]
+        [zoe.id.as_str()]
     );
     assert_eq!(
         list(ListTicketsRequest {
@@ -703,7 +703,7 @@ async fn listing_filters_and_rejects_bad_cursors() {
         })
         .await
         .unwrap(),
-        [moon.id.clone()]
+        [moon.id.as_str()]
     );
     let april = ListTicketsRequest {
         launch_date_from: Some(spacet::proto::day_timestamp(
@@ -714,7 +714,7 @@ async fn listing_filters_and_rejects_bad_cursors() {
         )),
         ..Default::default()
     };
-    assert_eq!(list(april).await.unwrap(), [moon.id.clone()]);
+    assert_eq!(list(april).await.unwrap(), [moon.id.as_str()]);
     let bad = list(ListTicketsRequest {
         cursor: "not-a-cursor".into(),
         ..Default::default()
