@@ -28,7 +28,11 @@ use spacet::{
 };
 
 const CLIENTS: usize = 32;
-const PADS: [&str; 3] = ["5e9e4502f509094188566f88", "5e9e4501f509094ba4566f84", "5e9e4502f509092b78566f87"];
+const PADS: [&str; 3] = [
+    "5e9e4502f509094188566f88",
+    "5e9e4501f509094ba4566f84",
+    "5e9e4502f509092b78566f87",
+];
 const DAYS: u64 = 700;
 
 fn first_day() -> NaiveDate {
@@ -50,7 +54,9 @@ fn request(i: usize) -> proto::BookingRequest {
         first_name: "Ada".into(),
         last_name: "Lovelace".into(),
         gender: proto::Gender::Female as i32,
-        birthday: Some(proto::day_timestamp(NaiveDate::from_ymd_opt(1990, 12, 1).unwrap())),
+        birthday: Some(proto::day_timestamp(
+            NaiveDate::from_ymd_opt(1990, 12, 1).unwrap(),
+        )),
         launchpad_id: pad.into(),
         launch_date: Some(proto::day_timestamp(day)),
         destination_id: proto::Destination::from(destination) as i32,
@@ -138,7 +144,10 @@ where
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let seconds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let seconds: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
     let duration = Duration::from_secs(seconds);
     let dir = tempfile::tempdir()?;
     let pg = EmbeddedPostgres::start(&dir.path().join("data"), true)?;
@@ -151,7 +160,11 @@ async fn main() -> anyhow::Result<()> {
         ("SEATS_PER_FLIGHT", "1000000"),
         ("PG_POOL_MAX", "32"),
     ];
-    let mut settings = Settings::load(None, |k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))?;
+    let mut settings = Settings::load(None, |k| {
+        env.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    })?;
     settings.database = Database::External(Box::new(pg.connect_options()));
     spacet::telemetry::init("error", spacet::config::LogFormat::Pretty);
     let clock = Clock::fixed(chrono::Utc::now());
@@ -161,10 +174,18 @@ async fn main() -> anyhow::Result<()> {
     let server = tokio::spawn(app.run_until_stopped());
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{http_port}");
-    while http.get(format!("{base}/readiness")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+    while http
+        .get(format!("{base}/readiness"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))?.connect().await?;
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))?
+        .connect()
+        .await?;
     // Open every flight first, so that all phases book on existing flights.
     let mut client = SpaceTServiceClient::new(channel.clone());
     for i in 0..PADS.len() * DAYS as usize {
@@ -174,7 +195,11 @@ async fn main() -> anyhow::Result<()> {
 
     let mut channels = Vec::new();
     for _ in 0..CLIENTS {
-        channels.push(tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))?.connect().await?);
+        channels.push(
+            tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))?
+                .connect()
+                .await?,
+        );
     }
     let channels = Arc::new(channels);
     let grpc = drive("gRPC LaunchBooking", duration, move |client, i| {
@@ -222,8 +247,14 @@ async fn main() -> anyhow::Result<()> {
         "pgbench booking transaction", pgbench.0, pgbench.1
     );
     println!();
-    println!("ratio gRPC / pgbench            {:.2}", grpc.rate() / pgbench.0);
-    println!("ratio HTTP gateway / gRPC       {:.2}", gateway.rate() / grpc.rate());
+    println!(
+        "ratio gRPC / pgbench            {:.2}",
+        grpc.rate() / pgbench.0
+    );
+    println!(
+        "ratio HTTP gateway / gRPC       {:.2}",
+        gateway.rate() / grpc.rate()
+    );
     shutdown.cancel();
     server.await??;
     Ok(())
@@ -236,7 +267,11 @@ fn run_pgbench(pg: &EmbeddedPostgres, seconds: u64) -> anyhow::Result<(f64, f64)
         .iter()
         .map(|p| bin.join(p))
         .find(|p| p.exists())
-        .or_else(|| std::fs::canonicalize(bin.join("initdb")).ok().and_then(|p| p.parent().map(|d| d.join("pgbench"))))
+        .or_else(|| {
+            std::fs::canonicalize(bin.join("initdb"))
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.join("pgbench")))
+        })
         .expect("pgbench next to initdb");
     let pads = PADS.map(|p| format!("'{p}'")).join(",");
     let script = format!(
@@ -258,8 +293,26 @@ COMMIT;
     let file = std::env::temp_dir().join(format!("spacet-bench-{}.sql", std::process::id()));
     std::fs::write(&file, script)?;
     let out = Command::new(pgbench)
-        .args(["-h", "127.0.0.1", "-p", &pg.port().to_string(), "-U", "postgres", "-n", "-M", "prepared"])
-        .args(["-c", &CLIENTS.to_string(), "-j", "2", "-T", &seconds.to_string(), "-f"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port().to_string(),
+            "-U",
+            "postgres",
+            "-n",
+            "-M",
+            "prepared",
+        ])
+        .args([
+            "-c",
+            &CLIENTS.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &seconds.to_string(),
+            "-f",
+        ])
         .arg(&file)
         .arg("postgres")
         .output()?;
@@ -269,7 +322,12 @@ COMMIT;
         .find_map(|l| l.strip_prefix("tps = "))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("pgbench failed: {text}{}", String::from_utf8_lossy(&out.stderr)))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "pgbench failed: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
     let latency = text
         .lines()
         .find_map(|l| l.strip_prefix("latency average = "))

@@ -7,3 +7,4 @@ mod helpers;
 mod booking;
 mod foundation;
 mod gateway;
+mod packaging;
