@@ -83,6 +83,7 @@ impl BookingApi {
             Err(e) => Err(e),
         };
         let label = match &result {
+            Ok(booked) if booked.replayed => "replayed",
             Ok(_) => "confirmed",
             Err(ApiError::FailedPrecondition { reason, .. }) => reason,
             Err(ApiError::InvalidArgument(_)) => "invalid",
