@@ -277,13 +277,13 @@ fn run_pgbench(pg: &EmbeddedPostgres, seconds: u64) -> anyhow::Result<(f64, f64)
     let script = format!(
         r#"\set n random(1, 3)
 \set d random(0, {last})
-SELECT status, timezone FROM launchpads WHERE id = (ARRAY[{pads}])[:n];
+SELECT status, timezone FROM launchpads WHERE id = (ARRAY[{pads}])[(:n)::int];
 BEGIN;
-SELECT status FROM launchpads WHERE id = (ARRAY[{pads}])[:n] FOR KEY SHARE;
-SELECT name FROM spacex_launches WHERE launchpad_id = (ARRAY[{pads}])[:n] AND blocked_day = DATE '2049-01-04' + :d AND upcoming LIMIT 1;
-SELECT id, destination, seats, seats_booked FROM flights WHERE launchpad_id = (ARRAY[{pads}])[:n] AND launch_day = DATE '2049-01-04' + :d AND status = 'scheduled' FOR UPDATE;
-UPDATE flights SET seats_booked = seats_booked + 1, updated_at = now() WHERE launchpad_id = (ARRAY[{pads}])[:n] AND launch_day = DATE '2049-01-04' + :d AND status = 'scheduled';
-INSERT INTO tickets (id, flight_id, first_name, last_name, gender, birthday, launchpad_id, launch_day, destination, idempotency_key, request_hash) SELECT gen_random_uuid(), id, 'Ada', 'Lovelace', 'FEMALE', DATE '1990-12-01', launchpad_id, launch_day, destination, NULL, 'Ada|Lovelace|FEMALE|1990-12-01|pad|day|dest' FROM flights WHERE launchpad_id = (ARRAY[{pads}])[:n] AND launch_day = DATE '2049-01-04' + :d AND status = 'scheduled' RETURNING id, first_name, last_name, gender, birthday, launchpad_id, launch_day, destination, status, cancellation_reason, created_at, updated_at;
+SELECT status FROM launchpads WHERE id = (ARRAY[{pads}])[(:n)::int] FOR KEY SHARE;
+SELECT name FROM spacex_launches WHERE launchpad_id = (ARRAY[{pads}])[(:n)::int] AND blocked_day = DATE '2049-01-04' + (:d)::int AND upcoming LIMIT 1;
+SELECT id, destination, seats, seats_booked FROM flights WHERE launchpad_id = (ARRAY[{pads}])[(:n)::int] AND launch_day = DATE '2049-01-04' + (:d)::int AND status = 'scheduled' FOR UPDATE;
+UPDATE flights SET seats_booked = seats_booked + 1, updated_at = now() WHERE launchpad_id = (ARRAY[{pads}])[(:n)::int] AND launch_day = DATE '2049-01-04' + (:d)::int AND status = 'scheduled';
+INSERT INTO tickets (id, flight_id, first_name, last_name, gender, birthday, launchpad_id, launch_day, destination, idempotency_key, request_hash) SELECT gen_random_uuid(), id, 'Ada', 'Lovelace', 'FEMALE', DATE '1990-12-01', launchpad_id, launch_day, destination, NULL, 'Ada|Lovelace|FEMALE|1990-12-01|pad|day|dest' FROM flights WHERE launchpad_id = (ARRAY[{pads}])[(:n)::int] AND launch_day = DATE '2049-01-04' + (:d)::int AND status = 'scheduled' RETURNING id, first_name, last_name, gender, birthday, launchpad_id, launch_day, destination, status, cancellation_reason, created_at, updated_at;
 INSERT INTO outbox (event_type, aggregate_id, payload) VALUES ('TicketBooked', gen_random_uuid(), '{{"ticket":{{"id":"00000000-0000-0000-0000-000000000000","firstName":"Ada","lastName":"Lovelace","gender":"FEMALE","birthday":"1990-12-01T00:00:00+00:00","launchpadId":"5e9e4502f509094188566f88","launchDate":"2049-01-04T00:00:00+00:00","destinationId":"MARS","status":"CONFIRMED","cancellationReason":"CANCELLATION_REASON_UNSPECIFIED","createdAt":"2026-11-22T05:43:18.159774+00:00","updatedAt":"2026-11-22T05:43:18.159774+00:00"}}}}'::jsonb);
 SELECT pg_notify('outbox', '');
 COMMIT;
