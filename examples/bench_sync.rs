@@ -148,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
             .find(|(name, _)| *name == k)
             .map(|(_, v)| v.to_string())
     })?;
-    settings.database = Database::External(pg.connect_options());
+    settings.database = Database::External(Box::new(pg.connect_options()));
     let clock = Clock::fixed(Utc.with_ymd_and_hms(2048, 6, 1, 12, 0, 0).unwrap());
     let app = App::build(settings, clock).await?;
     let state = app.state().clone();

@@ -1,8 +1,5 @@
 //! Booking over gRPC: every rule and error, and the rules under concurrency.
 
-// `[ticket.id.clone()]` reads better than `std::slice::from_ref` in assertions.
-#![allow(clippy::cloned_ref_to_slice_refs)]
-
 use std::collections::{HashMap, HashSet};
 
 use chrono::{TimeZone, Utc};
@@ -670,7 +667,7 @@ async fn listing_filters_and_rejects_bad_cursors() {
         })
         .await
         .unwrap(),
-        [zoe.id.clone()]
+        [zoe.id.as_str()]
     );
     assert_eq!(
         list(ListTicketsRequest {
@@ -679,7 +676,7 @@ async fn listing_filters_and_rejects_bad_cursors() {
         })
         .await
         .unwrap(),
-        [zoe.id.clone()]
+        [zoe.id.as_str()]
     );
     assert_eq!(
         list(ListTicketsRequest {
@@ -688,7 +685,7 @@ async fn listing_filters_and_rejects_bad_cursors() {
         })
         .await
         .unwrap(),
-        [moon.id.clone()]
+        [moon.id.as_str()]
     );
     assert_eq!(
         list(ListTicketsRequest {
@@ -697,7 +694,7 @@ async fn listing_filters_and_rejects_bad_cursors() {
         })
         .await
         .unwrap(),
-        [zoe.id.clone()]
+        [zoe.id.as_str()]
     );
     assert_eq!(
         list(ListTicketsRequest {
@@ -706,7 +703,7 @@ async fn listing_filters_and_rejects_bad_cursors() {
         })
         .await
         .unwrap(),
-        [moon.id.clone()]
+        [moon.id.as_str()]
     );
     let april = ListTicketsRequest {
         launch_date_from: Some(spacet::proto::day_timestamp(
@@ -717,7 +714,7 @@ async fn listing_filters_and_rejects_bad_cursors() {
         )),
         ..Default::default()
     };
-    assert_eq!(list(april).await.unwrap(), [moon.id.clone()]);
+    assert_eq!(list(april).await.unwrap(), [moon.id.as_str()]);
     let bad = list(ListTicketsRequest {
         cursor: "not-a-cursor".into(),
         ..Default::default()

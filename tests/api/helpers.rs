@@ -98,7 +98,7 @@ pub fn test_settings(db: &PgConnectOptions, overrides: &[(&str, &str)]) -> Setti
     }
     let mut settings =
         Settings::load(None, |k| env.get(k).cloned()).expect("test settings are valid");
-    settings.database = Database::External(db.clone());
+    settings.database = Database::External(Box::new(db.clone()));
     settings
 }
 
@@ -148,7 +148,7 @@ impl TestApp {
             spacet::config::LogFormat::Pretty,
         );
         let db = match &settings.database {
-            Database::External(o) => o.clone(),
+            Database::External(o) => (**o).clone(),
             Database::Embedded(_) => panic!("tests use an external database"),
         };
         let app = App::build(settings, clock.clone())

@@ -6,4 +6,6 @@ mod helpers;
 
 mod booking;
 mod foundation;
+mod gateway;
+mod packaging;
 mod spacex;
