@@ -7,5 +7,8 @@ mod helpers;
 mod booking;
 mod foundation;
 mod gateway;
+mod outbox;
 mod packaging;
+mod pubsub_emulator;
+mod rockets;
 mod spacex;
