@@ -377,7 +377,8 @@ fn classify(error: &google_cloud_pubsub::error::PublishError) -> (PublishError, 
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// `s` cut to at most `max` bytes, marked with an ellipsis when cut.
+pub fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }

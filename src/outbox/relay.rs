@@ -294,7 +294,7 @@ impl Relay {
         for (id, event_type, ticket, attempts, error) in &parked {
             tracing::error!(
                 event_id = id,
-                event_type = %event_type,
+                event_type = %super::publisher::truncate(event_type, 64),
                 ticket = %ticket,
                 attempts,
                 error = %error,

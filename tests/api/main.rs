@@ -5,3 +5,5 @@
 mod helpers;
 
 mod foundation;
+mod outbox;
+mod pubsub_emulator;
