@@ -414,11 +414,22 @@ impl Rest {
 
     /// Pulls until `n` messages have arrived or `deadline` passes; returns them all.
     pub async fn pull_at_least(&self, subscription: &str, n: usize, deadline: Duration) -> Vec<Received> {
+        self.pull_until(subscription, deadline, |all| all.len() >= n).await
+    }
+
+    /// Pulls until what has arrived satisfies `done` or `deadline` passes; returns
+    /// everything that arrived.
+    pub async fn pull_until(
+        &self,
+        subscription: &str,
+        deadline: Duration,
+        done: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
         let end = Instant::now() + deadline;
         let mut all = Vec::new();
         loop {
             all.extend(self.pull(subscription).await);
-            if all.len() >= n || Instant::now() >= end {
+            if done(&all) || Instant::now() >= end {
                 return all;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
