@@ -92,11 +92,7 @@ impl Emulator {
 
     /// A client of the emulator's REST API for one project.
     pub fn rest(&self, project: &str) -> Rest {
-        Rest {
-            base: format!("http://127.0.0.1:{}/v1/projects/{project}", self.port),
-            project: project.to_string(),
-            http: reqwest::Client::new(),
-        }
+        Rest::new(&self.host(), project)
     }
 
     async fn launch(&mut self) {
@@ -318,6 +314,15 @@ pub struct Rest {
 }
 
 impl Rest {
+    /// A client of the emulator at `host` (`host:port`) for one project.
+    pub fn new(host: &str, project: &str) -> Rest {
+        Rest {
+            base: format!("http://{host}/v1/projects/{project}"),
+            project: project.to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
     pub fn topic_name(&self, topic: &str) -> String {
         format!("projects/{}/topics/{topic}", self.project)
     }
