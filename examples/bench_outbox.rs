@@ -88,7 +88,10 @@ async fn main() -> anyhow::Result<()> {
             let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data, false))
                 .await??;
             let o = pg.connect_options();
-            let dsn = format!("host=127.0.0.1 port={} user=postgres dbname=postgres", o.get_port());
+            let dsn = format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                o.get_port()
+            );
             _pg = (pg, dir);
             dsn
         }
@@ -112,7 +115,9 @@ async fn main() -> anyhow::Result<()> {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let settings = Settings::load(None, |k| {
-        env.iter().find(|(name, _)| name == k).map(|(_, v)| v.clone())
+        env.iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
     })?;
     let clock = Clock::fixed(chrono::Utc.with_ymd_and_hms(2048, 6, 1, 12, 0, 0).unwrap());
     let mut apps = Vec::new();
@@ -193,8 +198,9 @@ async fn main() -> anyhow::Result<()> {
 
     // ---- 2. throughput: a burst, drained ----
     let rss_before = rss_kb();
-    let payload: serde_json::Value =
-        sqlx::query_scalar("SELECT payload FROM outbox LIMIT 1").fetch_one(&pool).await?;
+    let payload: serde_json::Value = sqlx::query_scalar("SELECT payload FROM outbox LIMIT 1")
+        .fetch_one(&pool)
+        .await?;
     let first_burst_id: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) + 1 FROM outbox")
         .fetch_one(&pool)
         .await?;
@@ -263,7 +269,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn request() -> BookingRequest {
-    let day = |y, m, d| spacet::proto::day_timestamp(chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap());
+    let day =
+        |y, m, d| spacet::proto::day_timestamp(chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap());
     BookingRequest {
         first_name: "Ada".into(),
         last_name: "Lovelace".into(),
@@ -281,7 +288,12 @@ async fn wait_ready(http_port: u16) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if client.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
+        if client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -292,9 +304,10 @@ async fn wait_ready(http_port: u16) -> anyhow::Result<()> {
 async fn wait_published(pool: &PgPool, at_most: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + at_most;
     loop {
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(pool)
-            .await?;
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(pool)
+                .await?;
         if left == 0 {
             return Ok(());
         }
@@ -311,7 +324,8 @@ fn summary(values: &mut [f64]) -> String {
         return "no data".into();
     }
     values.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| values[((values.len() as f64 * q).ceil() as usize).clamp(1, values.len()) - 1];
+    let at =
+        |q: f64| values[((values.len() as f64 * q).ceil() as usize).clamp(1, values.len()) - 1];
     format!(
         "median {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n={})",
         at(0.5),

@@ -73,7 +73,10 @@ async fn main() -> anyhow::Result<()> {
         .build()
         .await
         .context("building the subscription client")?;
-    let subscriber = subscriber.build().await.context("building the subscriber")?;
+    let subscriber = subscriber
+        .build()
+        .await
+        .context("building the subscriber")?;
 
     let mut delay = Duration::from_millis(500);
     loop {

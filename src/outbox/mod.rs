@@ -111,9 +111,13 @@ pub fn spawn(state: &crate::app::AppState) -> Vec<JoinHandle<()>> {
         } else {
             Arc::new(publisher::LogPublisher)
         };
-        relay::Relay::new(pool, publisher, relay::RelayConfig::from_settings(&settings))
-            .run(wake, shutdown)
-            .await
+        relay::Relay::new(
+            pool,
+            publisher,
+            relay::RelayConfig::from_settings(&settings),
+        )
+        .run(wake, shutdown)
+        .await
     });
     vec![listener, worker]
 }
@@ -135,7 +139,11 @@ async fn connect_pubsub(
                 return Some(Arc::new(client));
             }
             Err(error) => {
-                tracing::error!(error = format!("{error:#}"), retry_in_s = delay.as_secs(), "cannot build the Pub/Sub client");
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    retry_in_s = delay.as_secs(),
+                    "cannot build the Pub/Sub client"
+                );
                 tokio::select! {
                     _ = shutdown.cancelled() => return None,
                     _ = tokio::time::sleep(delay) => {}

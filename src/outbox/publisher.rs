@@ -144,8 +144,7 @@ pub trait Publisher: Send + Sync {
     /// Publishes `messages` concurrently, preserving their order per ordering key,
     /// and returns one result per message, in the same order: the server's message
     /// id, or why it failed. Bounded in time: never waits for Pub/Sub forever.
-    async fn publish(&self, messages: Vec<OutgoingMessage>)
-        -> Vec<Result<String, PublishError>>;
+    async fn publish(&self, messages: Vec<OutgoingMessage>) -> Vec<Result<String, PublishError>>;
 }
 
 /// Writes each event to the log, for development (`PUBSUB_ENABLED=false`).
@@ -203,10 +202,7 @@ impl PubSubPublisher {
     /// Credentials. Does not contact Pub/Sub, except to create the topic on the
     /// emulator (best effort, bounded).
     pub async fn connect(settings: &PubSubSettings) -> anyhow::Result<PubSubPublisher> {
-        let topic = format!(
-            "projects/{}/topics/{}",
-            settings.project_id, settings.topic
-        );
+        let topic = format!("projects/{}/topics/{}", settings.project_id, settings.topic);
         // The time limit bounds the retries and each attempt's deadline: the
         // default policy keeps retrying for ten minutes while the server is down.
         let retry = RetryableErrors.with_time_limit(settings.publish_timeout);
@@ -349,8 +345,12 @@ impl Publisher for PubSubPublisher {
         if topic_missing && self.on_emulator {
             // A restarted emulator has lost its topics.
             match self.ensure_topic().await {
-                Ok(()) => tracing::warn!(topic = %self.topic, "the emulator had lost the topic: re-created"),
-                Err(error) => tracing::warn!(topic = %self.topic, %error, "could not re-create the topic"),
+                Ok(()) => {
+                    tracing::warn!(topic = %self.topic, "the emulator had lost the topic: re-created")
+                }
+                Err(error) => {
+                    tracing::warn!(topic = %self.topic, %error, "could not re-create the topic")
+                }
             }
         }
         results
@@ -406,9 +406,9 @@ impl HealthCheck for PubSubCheck {
         };
         match publisher.check_topic().await {
             Ok(()) => CheckResult::healthy(json!({"topic": publisher.topic()})),
-            Err(e) if e.status().map(|s| s.code) == Some(Code::NotFound) => {
-                CheckResult::degraded(json!({"topic": publisher.topic(), "error": "the topic does not exist"}))
-            }
+            Err(e) if e.status().map(|s| s.code) == Some(Code::NotFound) => CheckResult::degraded(
+                json!({"topic": publisher.topic(), "error": "the topic does not exist"}),
+            ),
             Err(error) => {
                 tracing::warn!(%error, "liveness: Pub/Sub check failed");
                 CheckResult::degraded(
@@ -437,9 +437,10 @@ mod tests {
     fn messages_pubsub_would_refuse_are_rejected_before_sending() {
         assert!(message().check_limits().is_ok());
         let mut long_value = message();
-        long_value
-            .attributes
-            .push(("event_type".into(), "x".repeat(limits::ATTRIBUTE_VALUE_BYTES + 1)));
+        long_value.attributes.push((
+            "event_type".into(),
+            "x".repeat(limits::ATTRIBUTE_VALUE_BYTES + 1),
+        ));
         let mut goog = message();
         goog.attributes.push(("googfoo".into(), "x".into()));
         let mut huge = message();

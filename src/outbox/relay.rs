@@ -101,8 +101,9 @@ impl Relay {
         }
     }
 
-    /// One round: deletes expired published rows (at most once per interval),
-    /// claims a batch of due rows, publishes them, records the outcomes.
+    /// One round: deletes expired published rows and measures the backlog (at most
+    /// once per interval), claims a batch of due rows, publishes them, records the
+    /// outcomes.
     #[tracing::instrument(skip_all, fields(publisher = self.publisher.name()))]
     pub async fn step(&mut self) -> Result<StepReport, sqlx::Error> {
         let mut report = StepReport::default();
@@ -111,6 +112,8 @@ impl Relay {
             .is_none_or(|at| at.elapsed() >= self.config.interval)
         {
             report.deleted = self.delete_expired().await?;
+            // Keeps the backlog gauge fresh without waiting for a liveness probe.
+            backlog(&self.pool).await?;
             self.last_cleanup = Some(Instant::now());
         }
 
@@ -455,7 +458,9 @@ impl HealthCheck for BacklogCheck {
             Ok(backlog) => backlog,
             Err(error) => {
                 tracing::warn!(%error, "liveness: outbox backlog check failed");
-                return CheckResult::degraded(json!({"error": "the backlog could not be measured"}));
+                return CheckResult::degraded(
+                    json!({"error": "the backlog could not be measured"}),
+                );
             }
         };
         let age = backlog.oldest_age.unwrap_or_default();

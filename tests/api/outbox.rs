@@ -78,10 +78,14 @@ async fn liveness(app: &TestApp) -> Value {
 async fn book(app: &TestApp, n: usize) -> Vec<proto::Ticket> {
     let requests = (0..n).map(|_| async {
         let mut grpc = app.grpc().await;
-        grpc.launch_booking(booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars))
-            .await
-            .expect("booking succeeds")
-            .into_inner()
+        grpc.launch_booking(booking_request(
+            pads::KSC_39A,
+            "2049-03-02",
+            Destination::Mars,
+        ))
+        .await
+        .expect("booking succeeds")
+        .into_inner()
     });
     futures::future::join_all(requests).await
 }
@@ -100,7 +104,11 @@ fn assert_ordered_per_ticket(messages: &[Received]) {
     for m in messages {
         let id = m.event_id();
         if let Some(previous) = last.insert(&m.ordering_key, id) {
-            assert!(previous < id, "ticket {}: event {id} arrived after {previous}", m.ordering_key);
+            assert!(
+                previous < id,
+                "ticket {}: event {id} arrived after {previous}",
+                m.ordering_key
+            );
         }
     }
 }
@@ -119,12 +127,16 @@ async fn booked_and_cancelled_events_arrive_in_order_with_the_ticket_and_the_att
     let cancelled = app
         .grpc()
         .await
-        .get_booking(TicketId { id: booked.id.clone() })
+        .get_booking(TicketId {
+            id: booked.id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
 
-    let messages = rest.pull_at_least(SUBSCRIPTION, 2, Duration::from_secs(30)).await;
+    let messages = rest
+        .pull_at_least(SUBSCRIPTION, 2, Duration::from_secs(30))
+        .await;
     assert_eq!(messages.len(), 2, "{messages:#?}");
     let rows = outbox_rows(&app.pool).await;
     assert_eq!(rows.len(), 2);
@@ -147,7 +159,12 @@ async fn booked_and_cancelled_events_arrive_in_order_with_the_ticket_and_the_att
     assert_eq!(event.reason(), proto::CancellationReason::UserRequested);
     assert_eq!(cancelled.status(), proto::TicketStatus::Cancelled);
 
-    assert!(poll(Duration::from_secs(5), || async { unpublished(&app.pool).await == 0 }).await);
+    assert!(
+        poll(Duration::from_secs(5), || async {
+            unpublished(&app.pool).await == 0
+        })
+        .await
+    );
     let checks = liveness(&app).await;
     assert_eq!(checks["checks"]["pubsub"]["status"], "healthy", "{checks}");
     assert_eq!(checks["checks"]["outbox"]["status"], "healthy", "{checks}");
@@ -172,7 +189,9 @@ async fn every_event_written_while_pubsub_is_down_arrives_after_the_emulator_res
     let app = TestApp::spawn_with(&env.pairs()).await;
 
     let a = book(&app, 1).await.remove(0);
-    let before = rest.pull_at_least(SUBSCRIPTION, 1, Duration::from_secs(30)).await;
+    let before = rest
+        .pull_at_least(SUBSCRIPTION, 1, Duration::from_secs(30))
+        .await;
     assert_eq!(before.len(), 1);
 
     gate.close();
@@ -194,24 +213,38 @@ async fn every_event_written_while_pubsub_is_down_arrives_after_the_emulator_res
         failed >= 3
     })
     .await;
-    assert!(tried, "the relay did not retry the events while Pub/Sub was down");
+    assert!(
+        tried,
+        "the relay did not retry the events while Pub/Sub was down"
+    );
     let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL")
         .fetch_one(&app.pool)
         .await
         .unwrap();
     assert_eq!(parked, 0);
     let checks = liveness(&app).await;
-    assert_eq!(checks["status"], "healthy", "Pub/Sub down must not fail liveness: {checks}");
+    assert_eq!(
+        checks["status"], "healthy",
+        "Pub/Sub down must not fail liveness: {checks}"
+    );
     assert_eq!(checks["checks"]["pubsub"]["status"], "degraded", "{checks}");
     assert_eq!(checks["checks"]["outbox"]["pending"], 4, "{checks}");
 
     emulator.restart().await;
-    assert!(!rest.topic_exists(TOPIC).await, "a restarted emulator starts empty");
+    assert!(
+        !rest.topic_exists(TOPIC).await,
+        "a restarted emulator starts empty"
+    );
     rest.create_topic(TOPIC).await;
     rest.create_subscription(SUBSCRIPTION, TOPIC).await;
     gate.open().await;
 
-    let expected: HashSet<i64> = outbox_rows(&app.pool).await.iter().map(|r| r.0).skip(1).collect();
+    let expected: HashSet<i64> = outbox_rows(&app.pool)
+        .await
+        .iter()
+        .map(|r| r.0)
+        .skip(1)
+        .collect();
     let mut received: Vec<Received> = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let all_arrived = loop {
@@ -226,12 +259,23 @@ async fn every_event_written_while_pubsub_is_down_arrives_after_the_emulator_res
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let ids: Vec<i64> = received.iter().map(Received::event_id).collect();
-    assert!(all_arrived, "expected events {expected:?}, received {ids:?}");
+    assert!(
+        all_arrived,
+        "expected events {expected:?}, received {ids:?}"
+    );
     assert_ordered_per_ticket(&received);
     let tickets: HashSet<&str> = received.iter().map(|m| m.ordering_key.as_str()).collect();
-    assert_eq!(tickets, HashSet::from([a.id.as_str(), b.id.as_str(), c.id.as_str()]));
+    assert_eq!(
+        tickets,
+        HashSet::from([a.id.as_str(), b.id.as_str(), c.id.as_str()])
+    );
 
-    assert!(poll(Duration::from_secs(10), || async { unpublished(&app.pool).await == 0 }).await);
+    assert!(
+        poll(Duration::from_secs(10), || async {
+            unpublished(&app.pool).await == 0
+        })
+        .await
+    );
     let healthy = poll(Duration::from_secs(10), || async {
         liveness(&app).await["checks"]["pubsub"]["status"] == "healthy"
     })
@@ -255,13 +299,23 @@ async fn the_relay_recreates_the_topic_a_restarted_emulator_lost() {
     assert!(!rest.topic_exists(TOPIC).await);
     book(&app, 1).await;
     // The publish fails with NOT_FOUND, the relay re-creates the topic and retries.
-    assert!(poll(Duration::from_secs(20), || async { unpublished(&app.pool).await == 0 }).await);
+    assert!(
+        poll(Duration::from_secs(20), || async {
+            unpublished(&app.pool).await == 0
+        })
+        .await
+    );
     assert!(rest.topic_exists(TOPIC).await);
 
     rest.create_subscription(SUBSCRIPTION, TOPIC).await;
     let ticket = book(&app, 1).await.remove(0);
-    let received = rest.pull_at_least(SUBSCRIPTION, 1, Duration::from_secs(20)).await;
-    assert!(received.iter().any(|m| m.ordering_key == ticket.id), "{received:#?}");
+    let received = rest
+        .pull_at_least(SUBSCRIPTION, 1, Duration::from_secs(20))
+        .await;
+    assert!(
+        received.iter().any(|m| m.ordering_key == ticket.id),
+        "{received:#?}"
+    );
 }
 
 #[tokio::test]
@@ -288,12 +342,17 @@ async fn two_instances_over_one_database_publish_each_event_once() {
     let rows = outbox_rows(&one.pool).await;
     assert_eq!(rows.len(), 60);
     assert!(
-        poll(Duration::from_secs(30), || async { unpublished(&one.pool).await == 0 }).await,
+        poll(Duration::from_secs(30), || async {
+            unpublished(&one.pool).await == 0
+        })
+        .await,
         "not every event was published"
     );
     // Every publish is acknowledged before its row is marked, so everything either
     // relay sent is in the subscription by now.
-    let received = rest.pull_at_least(SUBSCRIPTION, 60, Duration::from_secs(30)).await;
+    let received = rest
+        .pull_at_least(SUBSCRIPTION, 60, Duration::from_secs(30))
+        .await;
     let mut extra = rest.pull(SUBSCRIPTION).await;
     extra.retain(|m| !received.iter().any(|r| r.message_id == m.message_id));
     let mut per_event: HashMap<i64, usize> = HashMap::new();
@@ -301,7 +360,10 @@ async fn two_instances_over_one_database_publish_each_event_once() {
         *per_event.entry(m.event_id()).or_default() += 1;
     }
     let duplicates: Vec<_> = per_event.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(duplicates.is_empty(), "published more than once: {duplicates:?}");
+    assert!(
+        duplicates.is_empty(),
+        "published more than once: {duplicates:?}"
+    );
     let expected: HashSet<i64> = rows.iter().map(|r| r.0).collect();
     assert_eq!(per_event.keys().copied().collect::<HashSet<_>>(), expected);
     assert_ordered_per_ticket(&received);
@@ -330,7 +392,10 @@ async fn a_poisoned_event_is_parked_without_holding_back_the_others() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    sqlx::query("SELECT pg_notify('outbox', '')").execute(&app.pool).await.unwrap();
+    sqlx::query("SELECT pg_notify('outbox', '')")
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let attempts_of = |id: i64| {
         let pool = app.pool.clone();
         async move {
@@ -341,7 +406,12 @@ async fn a_poisoned_event_is_parked_without_holding_back_the_others() {
                 .unwrap()
         }
     };
-    assert!(poll(Duration::from_secs(10), || async { attempts_of(poisoned).await >= 1 }).await);
+    assert!(
+        poll(Duration::from_secs(10), || async {
+            attempts_of(poisoned).await >= 1
+        })
+        .await
+    );
     // While it waits for its next attempt, a later event of the same ticket: due at
     // once, but it must wait, since events of one ticket go out in order.
     let behind: i64 = sqlx::query_scalar(
@@ -351,7 +421,10 @@ async fn a_poisoned_event_is_parked_without_holding_back_the_others() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    sqlx::query("SELECT pg_notify('outbox', '')").execute(&app.pool).await.unwrap();
+    sqlx::query("SELECT pg_notify('outbox', '')")
+        .execute(&app.pool)
+        .await
+        .unwrap();
 
     let tickets = book(&app, 5).await;
     let ids: HashSet<String> = tickets.iter().map(|t| t.id.clone()).collect();
@@ -359,8 +432,13 @@ async fn a_poisoned_event_is_parked_without_holding_back_the_others() {
         let keys: HashSet<&str> = received.iter().map(|m| m.ordering_key.as_str()).collect();
         ids.iter().all(|id| keys.contains(id.as_str()))
     };
-    let mut received = rest.pull_until(SUBSCRIPTION, Duration::from_secs(30), all_booked).await;
-    assert!(all_booked(&received), "the other events were held back: {received:#?}");
+    let mut received = rest
+        .pull_until(SUBSCRIPTION, Duration::from_secs(30), all_booked)
+        .await;
+    assert!(
+        all_booked(&received),
+        "the other events were held back: {received:#?}"
+    );
 
     let parked = poll(Duration::from_secs(30), || async {
         sqlx::query_scalar::<_, bool>("SELECT parked_at IS NOT NULL FROM outbox WHERE id = $1")
@@ -391,7 +469,10 @@ async fn a_poisoned_event_is_parked_without_holding_back_the_others() {
             .await,
         );
     }
-    assert!(received.iter().any(|m| m.event_id() == behind), "the later event never arrived");
+    assert!(
+        received.iter().any(|m| m.event_id() == behind),
+        "the later event never arrived"
+    );
     let in_order: bool = sqlx::query_scalar(
         "SELECT (SELECT parked_at FROM outbox WHERE id = $1) <= (SELECT published_at FROM outbox WHERE id = $2)",
     )
@@ -400,12 +481,23 @@ async fn a_poisoned_event_is_parked_without_holding_back_the_others() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert!(in_order, "the later event of the poisoned ticket went out before it was parked");
+    assert!(
+        in_order,
+        "the later event of the poisoned ticket went out before it was parked"
+    );
 
     let checks = liveness(&app).await;
     assert_eq!(checks["checks"]["outbox"]["status"], "degraded", "{checks}");
     assert_eq!(checks["checks"]["outbox"]["parked"], 1, "{checks}");
-    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("spacet_outbox_parked_total"), "{metrics}");
 }
 
@@ -414,7 +506,12 @@ async fn the_relay_wakes_on_notify_and_listens_again_after_losing_its_connection
     // The fallback poll is an hour away: only a notification can wake the relay.
     let app = TestApp::spawn_with(&[("NOTIFICATIONS_INTERVAL", "1h")]).await;
     book(&app, 1).await;
-    assert!(poll(Duration::from_secs(10), || async { unpublished(&app.pool).await == 0 }).await);
+    assert!(
+        poll(Duration::from_secs(10), || async {
+            unpublished(&app.pool).await == 0
+        })
+        .await
+    );
 
     let terminated: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
@@ -427,7 +524,10 @@ async fn the_relay_wakes_on_notify_and_listens_again_after_losing_its_connection
 
     book(&app, 1).await;
     assert!(
-        poll(Duration::from_secs(10), || async { unpublished(&app.pool).await == 0 }).await,
+        poll(Duration::from_secs(10), || async {
+            unpublished(&app.pool).await == 0
+        })
+        .await,
         "the relay did not wake after its listener connection was killed"
     );
     let listening = poll(Duration::from_secs(10), || async {
@@ -457,7 +557,10 @@ async fn published_events_are_deleted_after_the_retention_and_parked_ones_are_ke
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    sqlx::query("SELECT pg_notify('outbox', '')").execute(&app.pool).await.unwrap();
+    sqlx::query("SELECT pg_notify('outbox', '')")
+        .execute(&app.pool)
+        .await
+        .unwrap();
     assert!(
         poll(Duration::from_secs(10), || async {
             sqlx::query_scalar::<_, bool>("SELECT parked_at IS NOT NULL FROM outbox WHERE id = $1")
@@ -471,11 +574,17 @@ async fn published_events_are_deleted_after_the_retention_and_parked_ones_are_ke
 
     book(&app, 1).await;
     let deleted = poll(Duration::from_secs(10), || async {
-        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM outbox").fetch_all(&app.pool).await.unwrap();
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM outbox")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
         ids == vec![parked]
     })
     .await;
-    assert!(deleted, "the published event was not deleted, or the parked one was");
+    assert!(
+        deleted,
+        "the published event was not deleted, or the parked one was"
+    );
 }
 
 #[tokio::test]
@@ -512,6 +621,10 @@ async fn relays_stepped_concurrently_claim_each_event_once() {
         })
     });
     let published: Vec<usize> = futures::future::try_join_all(relays).await.unwrap();
-    assert_eq!(published.iter().sum::<usize>(), 400, "per relay: {published:?}");
+    assert_eq!(
+        published.iter().sum::<usize>(),
+        400,
+        "per relay: {published:?}"
+    );
     assert_eq!(unpublished(&app.pool).await, 0);
 }

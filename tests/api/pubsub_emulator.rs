@@ -23,7 +23,8 @@ const DEFAULT_BIN: &str =
     "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator";
 
 fn emulator_bin() -> PathBuf {
-    let bin = PathBuf::from(std::env::var("PUBSUB_EMULATOR_BIN").unwrap_or_else(|_| DEFAULT_BIN.into()));
+    let bin =
+        PathBuf::from(std::env::var("PUBSUB_EMULATOR_BIN").unwrap_or_else(|_| DEFAULT_BIN.into()));
     assert!(
         bin.is_file(),
         "the Pub/Sub emulator is missing: {} does not exist. Install the Google Cloud CLI's \
@@ -144,7 +145,12 @@ impl Emulator {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            if let Ok(r) = client.get(&url).timeout(Duration::from_secs(2)).send().await {
+            if let Ok(r) = client
+                .get(&url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+            {
                 if r.text().await.is_ok_and(|t| t.trim() == "Ok") {
                     return;
                 }
@@ -261,7 +267,9 @@ impl Gate {
                     _ = stop.cancelled() => return,
                     accepted = listener.accept() => accepted,
                 };
-                let Ok((mut inbound, _)) = accepted else { continue };
+                let Ok((mut inbound, _)) = accepted else {
+                    continue;
+                };
                 let stop = stop.clone();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", upstream)).await else {
@@ -391,22 +399,36 @@ impl Rest {
         let mut received = Vec::new();
         let mut ack_ids = Vec::new();
         // An empty pull answers `{}`.
-        for m in response["receivedMessages"].as_array().cloned().unwrap_or_default() {
+        for m in response["receivedMessages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
             ack_ids.push(m["ackId"].as_str().unwrap_or_default().to_string());
             let message = &m["message"];
             let data = base64::engine::general_purpose::STANDARD
                 .decode(message["data"].as_str().unwrap_or_default())
                 .expect("data is base64");
             received.push(Received {
-                message_id: message["messageId"].as_str().unwrap_or_default().to_string(),
+                message_id: message["messageId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 data: serde_json::from_slice(&data).expect("data is JSON"),
-                attributes: serde_json::from_value(message["attributes"].clone()).unwrap_or_default(),
-                ordering_key: message["orderingKey"].as_str().unwrap_or_default().to_string(),
+                attributes: serde_json::from_value(message["attributes"].clone())
+                    .unwrap_or_default(),
+                ordering_key: message["orderingKey"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             });
         }
         if !ack_ids.is_empty() {
             self.http
-                .post(format!("{}/subscriptions/{subscription}:acknowledge", self.base))
+                .post(format!(
+                    "{}/subscriptions/{subscription}:acknowledge",
+                    self.base
+                ))
                 .json(&json!({"ackIds": ack_ids}))
                 .send()
                 .await
@@ -418,8 +440,14 @@ impl Rest {
     }
 
     /// Pulls until `n` messages have arrived or `deadline` passes; returns them all.
-    pub async fn pull_at_least(&self, subscription: &str, n: usize, deadline: Duration) -> Vec<Received> {
-        self.pull_until(subscription, deadline, |all| all.len() >= n).await
+    pub async fn pull_at_least(
+        &self,
+        subscription: &str,
+        n: usize,
+        deadline: Duration,
+    ) -> Vec<Received> {
+        self.pull_until(subscription, deadline, |all| all.len() >= n)
+            .await
     }
 
     /// Pulls until what has arrived satisfies `done` or `deadline` passes; returns
