@@ -214,6 +214,8 @@ pub enum LogFormat {
 
 /// Where the database is.
 #[derive(Clone)]
+// Built once at start-up: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Database {
     /// A server given by `PG_DSN`.
     External(PgConnectOptions),
