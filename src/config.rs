@@ -158,6 +158,21 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "Failed publishes of one event before it is parked",
     ),
     (
+        "outbox_relay_enabled",
+        "true",
+        "Run the outbox relay in this instance (several instances share the work safely)",
+    ),
+    (
+        "outbox_retry_backoff",
+        "1s",
+        "Delay before an event's first retry after a failed publish; doubles per attempt",
+    ),
+    (
+        "outbox_retry_backoff_max",
+        "1m",
+        "Longest delay between two publish attempts of one event",
+    ),
+    (
         "outbox_retention",
         "24h",
         "How long published events are kept before deletion",
@@ -204,6 +219,8 @@ pub enum LogFormat {
 
 /// Where the database is.
 #[derive(Clone)]
+// Built once at start-up: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Database {
     /// A server given by `PG_DSN`.
     External(Box<PgConnectOptions>),
@@ -276,9 +293,12 @@ pub struct PubSubSettings {
 /// Outbox relay settings.
 #[derive(Debug, Clone)]
 pub struct OutboxSettings {
+    pub relay_enabled: bool,
     pub batch_size_max: i64,
     pub interval: Duration,
     pub max_attempts: i32,
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
     pub retention: Duration,
     pub backlog_threshold: i64,
     pub backlog_max_age: Duration,
@@ -411,9 +431,21 @@ impl Settings {
                 publish_timeout: r.duration("pubsub_publish_timeout", Duration::from_secs(1))?,
             },
             outbox: OutboxSettings {
+                relay_enabled: r.bool("outbox_relay_enabled")?,
                 batch_size_max: r.positive("notifications_batch_size_max")?,
                 interval: r.duration("notifications_interval", Duration::from_secs(1))?,
                 max_attempts: r.positive("notifications_max_attempts")?,
+                retry_backoff: r.duration("outbox_retry_backoff", Duration::from_secs(1))?,
+                retry_backoff_max: {
+                    let max = r.duration("outbox_retry_backoff_max", Duration::from_secs(1))?;
+                    if max < r.duration("outbox_retry_backoff", Duration::from_secs(1))? {
+                        return Err(r.error(
+                            "outbox_retry_backoff_max",
+                            "must not be shorter than OUTBOX_RETRY_BACKOFF",
+                        ));
+                    }
+                    max
+                },
                 retention: r.duration("outbox_retention", Duration::from_secs(3600))?,
                 backlog_threshold: r.positive("outbox_backlog_threshold")?,
                 backlog_max_age: r.duration("outbox_backlog_max_age", Duration::from_secs(1))?,

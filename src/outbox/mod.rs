@@ -1,7 +1,13 @@
 //! The transactional outbox: events are written in the transaction of the change
 //! that causes them; the relay publishes them.
 
+pub mod publisher;
+pub mod relay;
+
+use std::sync::Arc;
+
 use sqlx::PgConnection;
+use tokio::{sync::Notify, task::JoinHandle};
 
 use crate::{
     booking::{CancellationReason, Ticket},
@@ -49,12 +55,15 @@ impl Event {
 
 /// Writes `event` in the caller's transaction and wakes the relay on commit.
 pub async fn enqueue(conn: &mut PgConnection, event: &Event) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO outbox (event_type, aggregate_id, payload) VALUES ($1, $2, $3)")
-        .bind(event.event_type())
-        .bind(event.ticket().id)
-        .bind(event.payload())
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO outbox (event_type, aggregate_id, payload, schema_version) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(event.event_type())
+    .bind(event.ticket().id)
+    .bind(event.payload())
+    .bind(SCHEMA_VERSION)
+    .execute(&mut *conn)
+    .await?;
     notify(conn).await
 }
 
@@ -87,7 +96,81 @@ pub async fn notify(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Starts the relay (work in progress: see issue 6).
-pub fn spawn(_state: &crate::app::AppState) -> Vec<tokio::task::JoinHandle<()>> {
-    Vec::new()
+/// Registers the outbox liveness checks and starts the relay and its listener,
+/// unless `OUTBOX_RELAY_ENABLED=false`. Pub/Sub when `PUBSUB_ENABLED`, else the log.
+pub fn spawn(state: &crate::app::AppState) -> Vec<JoinHandle<()>> {
+    let settings = state.settings.clone();
+    state.register_check(Arc::new(relay::BacklogCheck {
+        pool: state.pool.clone(),
+        threshold: settings.outbox.backlog_threshold,
+        max_age: settings.outbox.backlog_max_age,
+    }));
+    let pubsub = Arc::new(tokio::sync::OnceCell::new());
+    if settings.pubsub.enabled {
+        state.register_check(Arc::new(publisher::PubSubCheck(pubsub.clone())));
+    }
+    if !settings.outbox.relay_enabled {
+        tracing::info!("outbox relay disabled (OUTBOX_RELAY_ENABLED=false)");
+        return Vec::new();
+    }
+
+    let wake = Arc::new(Notify::new());
+    let listener = tokio::spawn(relay::listen(
+        state.pool.clone(),
+        wake.clone(),
+        state.shutdown.clone(),
+    ));
+    let pool = state.pool.clone();
+    let shutdown = state.shutdown.clone();
+    let worker = tokio::spawn(async move {
+        let publisher: Arc<dyn publisher::Publisher> = if settings.pubsub.enabled {
+            let Some(client) = connect_pubsub(&settings.pubsub, &shutdown).await else {
+                return;
+            };
+            let _ = pubsub.set(client.clone());
+            client
+        } else {
+            Arc::new(publisher::LogPublisher)
+        };
+        relay::Relay::new(
+            pool,
+            publisher,
+            relay::RelayConfig::from_settings(&settings),
+        )
+        .run(wake, shutdown)
+        .await
+    });
+    vec![listener, worker]
+}
+
+/// Builds the Pub/Sub clients, retrying until it works or shutdown begins.
+async fn connect_pubsub(
+    settings: &crate::config::PubSubSettings,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Option<Arc<publisher::PubSubPublisher>> {
+    let mut delay = std::time::Duration::from_secs(1);
+    loop {
+        let built = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            built = publisher::PubSubPublisher::connect(settings) => built,
+        };
+        match built {
+            Ok(client) => {
+                tracing::info!(topic = client.topic(), emulator = ?settings.emulator_host, "publishing events to Pub/Sub");
+                return Some(Arc::new(client));
+            }
+            Err(error) => {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    retry_in_s = delay.as_secs(),
+                    "cannot build the Pub/Sub client"
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(std::time::Duration::from_secs(60));
+            }
+        }
+    }
 }

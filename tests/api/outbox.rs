@@ -1,0 +1,630 @@
+//! The outbox relay against the real Pub/Sub emulator and a real subscriber.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use serde_json::Value;
+use spacet::{
+    clock::Clock,
+    outbox::{
+        publisher::LogPublisher,
+        relay::{Relay, RelayConfig},
+    },
+    proto::{self, Destination, TicketId},
+};
+use uuid::Uuid;
+
+use crate::{
+    helpers::{booking_request, fresh_database, pads, poll, test_now, test_settings, TestApp},
+    pubsub_emulator::{unique_project, Emulator, Gate, Received},
+};
+
+const TOPIC: &str = "launches";
+const SUBSCRIPTION: &str = "test-sub";
+
+/// Settings overrides, owned.
+#[derive(Clone, Default)]
+struct Env(Vec<(&'static str, String)>);
+
+impl Env {
+    fn pubsub(host: &str, project: &str) -> Env {
+        Env::default()
+            .with("PUBSUB_ENABLED", "true")
+            .with("PUBSUB_EMULATOR_HOST", host)
+            .with("PUBSUB_PROJECT_ID", project)
+            .with("PUBSUB_LAUNCHES_TOPIC", TOPIC)
+    }
+
+    fn with(mut self, key: &'static str, value: &str) -> Env {
+        self.0.push((key, value.to_string()));
+        self
+    }
+
+    fn pairs(&self) -> Vec<(&str, &str)> {
+        self.0.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+}
+
+/// Outbox rows: (id, event_type, ticket), by id.
+async fn outbox_rows(pool: &sqlx::PgPool) -> Vec<(i64, String, Uuid)> {
+    sqlx::query_as("SELECT id, event_type, aggregate_id FROM outbox ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+async fn unpublished(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn liveness(app: &TestApp) -> Value {
+    app.client
+        .get(app.url("/liveness"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Books `n` tickets concurrently, on days from 2049-03-01 (Mars, same flight).
+async fn book(app: &TestApp, n: usize) -> Vec<proto::Ticket> {
+    let requests = (0..n).map(|_| async {
+        let mut grpc = app.grpc().await;
+        grpc.launch_booking(booking_request(
+            pads::KSC_39A,
+            "2049-03-02",
+            Destination::Mars,
+        ))
+        .await
+        .expect("booking succeeds")
+        .into_inner()
+    });
+    futures::future::join_all(requests).await
+}
+
+async fn cancel(app: &TestApp, id: &str) {
+    app.grpc()
+        .await
+        .cancel_booking(TicketId { id: id.to_string() })
+        .await
+        .expect("cancellation succeeds");
+}
+
+/// Asserts that, per ordering key, messages arrived in event id order.
+fn assert_ordered_per_ticket(messages: &[Received]) {
+    let mut last: HashMap<&str, i64> = HashMap::new();
+    for m in messages {
+        let id = m.event_id();
+        if let Some(previous) = last.insert(&m.ordering_key, id) {
+            assert!(
+                previous < id,
+                "ticket {}: event {id} arrived after {previous}",
+                m.ordering_key
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn booked_and_cancelled_events_arrive_in_order_with_the_ticket_and_the_attributes() {
+    let emulator = Emulator::shared().await;
+    let project = unique_project();
+    let rest = emulator.rest(&project);
+    rest.create_topic(TOPIC).await;
+    rest.create_subscription(SUBSCRIPTION, TOPIC).await;
+    let app = TestApp::spawn_with(&Env::pubsub(&emulator.host(), &project).pairs()).await;
+
+    let booked = book(&app, 1).await.remove(0);
+    cancel(&app, &booked.id).await;
+    let cancelled = app
+        .grpc()
+        .await
+        .get_booking(TicketId {
+            id: booked.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let messages = rest
+        .pull_at_least(SUBSCRIPTION, 2, Duration::from_secs(30))
+        .await;
+    assert_eq!(messages.len(), 2, "{messages:#?}");
+    let rows = outbox_rows(&app.pool).await;
+    assert_eq!(rows.len(), 2);
+
+    let (first, second) = (&messages[0], &messages[1]);
+    for (message, (id, event_type, _)) in messages.iter().zip(&rows) {
+        assert_eq!(message.attr("event_id"), id.to_string());
+        assert_eq!(message.attr("event_type"), event_type);
+        assert_eq!(message.attr("origin"), "spacet");
+        assert_eq!(message.attr("schema_version"), "1");
+        assert_eq!(message.attributes.len(), 4, "{:?}", message.attributes);
+        assert_eq!(message.ordering_key, booked.id);
+    }
+    assert_eq!(first.attr("event_type"), "TicketBooked");
+    assert_eq!(second.attr("event_type"), "TicketCancelled");
+    let event: proto::TicketBooked = serde_json::from_value(first.data.clone()).unwrap();
+    assert_eq!(event.ticket.as_ref(), Some(&booked));
+    let event: proto::TicketCancelled = serde_json::from_value(second.data.clone()).unwrap();
+    assert_eq!(event.ticket.as_ref(), Some(&cancelled));
+    assert_eq!(event.reason(), proto::CancellationReason::UserRequested);
+    assert_eq!(cancelled.status(), proto::TicketStatus::Cancelled);
+
+    assert!(
+        poll(Duration::from_secs(5), || async {
+            unpublished(&app.pool).await == 0
+        })
+        .await
+    );
+    let checks = liveness(&app).await;
+    assert_eq!(checks["checks"]["pubsub"]["status"], "healthy", "{checks}");
+    assert_eq!(checks["checks"]["outbox"]["status"], "healthy", "{checks}");
+}
+
+#[tokio::test]
+async fn every_event_written_while_pubsub_is_down_arrives_after_the_emulator_restarts() {
+    let mut emulator = Emulator::start().await;
+    // The app reaches the emulator through a gate, so that the restarted emulator
+    // gets its topic and subscription back before the relay can publish to it:
+    // Pub/Sub drops what is published while no subscription exists.
+    let gate = Gate::open_to(emulator.port()).await;
+    let project = unique_project();
+    let rest = emulator.rest(&project);
+    rest.create_topic(TOPIC).await;
+    rest.create_subscription(SUBSCRIPTION, TOPIC).await;
+    let env = Env::pubsub(&gate.host(), &project)
+        .with("PUBSUB_PUBLISH_TIMEOUT", "1s")
+        .with("OUTBOX_RETRY_BACKOFF", "200ms")
+        .with("OUTBOX_RETRY_BACKOFF_MAX", "1s")
+        .with("NOTIFICATIONS_MAX_ATTEMPTS", "2");
+    let app = TestApp::spawn_with(&env.pairs()).await;
+
+    let a = book(&app, 1).await.remove(0);
+    let before = rest
+        .pull_at_least(SUBSCRIPTION, 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(before.len(), 1);
+
+    gate.close();
+    emulator.stop().await;
+    let b = book(&app, 1).await.remove(0);
+    let c = book(&app, 1).await.remove(0);
+    cancel(&app, &a.id).await;
+    cancel(&app, &b.id).await;
+    // Every new event is tried, fails, and waits; none is parked, whatever the
+    // number of attempts: an outage is not the event's fault.
+    let tried = poll(Duration::from_secs(30), || async {
+        // B's cancellation waits behind B's booking: it may not have been tried.
+        let failed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL AND attempts >= 3 AND last_error IS NOT NULL",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        failed >= 3
+    })
+    .await;
+    assert!(
+        tried,
+        "the relay did not retry the events while Pub/Sub was down"
+    );
+    let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(parked, 0);
+    let checks = liveness(&app).await;
+    assert_eq!(
+        checks["status"], "healthy",
+        "Pub/Sub down must not fail liveness: {checks}"
+    );
+    assert_eq!(checks["checks"]["pubsub"]["status"], "degraded", "{checks}");
+    assert_eq!(checks["checks"]["outbox"]["pending"], 4, "{checks}");
+
+    emulator.restart().await;
+    assert!(
+        !rest.topic_exists(TOPIC).await,
+        "a restarted emulator starts empty"
+    );
+    rest.create_topic(TOPIC).await;
+    rest.create_subscription(SUBSCRIPTION, TOPIC).await;
+    gate.open().await;
+
+    let expected: HashSet<i64> = outbox_rows(&app.pool)
+        .await
+        .iter()
+        .map(|r| r.0)
+        .skip(1)
+        .collect();
+    let mut received: Vec<Received> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let all_arrived = loop {
+        received.extend(rest.pull(SUBSCRIPTION).await);
+        let ids: HashSet<i64> = received.iter().map(Received::event_id).collect();
+        if expected.is_subset(&ids) {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let ids: Vec<i64> = received.iter().map(Received::event_id).collect();
+    assert!(
+        all_arrived,
+        "expected events {expected:?}, received {ids:?}"
+    );
+    assert_ordered_per_ticket(&received);
+    let tickets: HashSet<&str> = received.iter().map(|m| m.ordering_key.as_str()).collect();
+    assert_eq!(
+        tickets,
+        HashSet::from([a.id.as_str(), b.id.as_str(), c.id.as_str()])
+    );
+
+    assert!(
+        poll(Duration::from_secs(10), || async {
+            unpublished(&app.pool).await == 0
+        })
+        .await
+    );
+    let healthy = poll(Duration::from_secs(10), || async {
+        liveness(&app).await["checks"]["pubsub"]["status"] == "healthy"
+    })
+    .await;
+    assert!(healthy, "{}", liveness(&app).await);
+}
+
+#[tokio::test]
+async fn the_relay_recreates_the_topic_a_restarted_emulator_lost() {
+    let mut emulator = Emulator::start().await;
+    let project = unique_project();
+    let rest = emulator.rest(&project);
+    let env = Env::pubsub(&emulator.host(), &project)
+        .with("OUTBOX_RETRY_BACKOFF", "100ms")
+        .with("OUTBOX_RETRY_BACKOFF_MAX", "500ms");
+    let app = TestApp::spawn_with(&env.pairs()).await;
+    // On the emulator, the relay creates its topic at start.
+    assert!(poll(Duration::from_secs(10), || rest.topic_exists(TOPIC)).await);
+
+    emulator.restart().await;
+    assert!(!rest.topic_exists(TOPIC).await);
+    book(&app, 1).await;
+    // The publish fails with NOT_FOUND, the relay re-creates the topic and retries.
+    assert!(
+        poll(Duration::from_secs(20), || async {
+            unpublished(&app.pool).await == 0
+        })
+        .await
+    );
+    assert!(rest.topic_exists(TOPIC).await);
+
+    rest.create_subscription(SUBSCRIPTION, TOPIC).await;
+    let ticket = book(&app, 1).await.remove(0);
+    let received = rest
+        .pull_at_least(SUBSCRIPTION, 1, Duration::from_secs(20))
+        .await;
+    assert!(
+        received.iter().any(|m| m.ordering_key == ticket.id),
+        "{received:#?}"
+    );
+}
+
+#[tokio::test]
+async fn two_instances_over_one_database_publish_each_event_once() {
+    let emulator = Emulator::shared().await;
+    let project = unique_project();
+    let rest = emulator.rest(&project);
+    rest.create_topic(TOPIC).await;
+    rest.create_subscription(SUBSCRIPTION, TOPIC).await;
+    // Small batches, so that both relays claim while the other publishes.
+    let env = Env::pubsub(&emulator.host(), &project).with("NOTIFICATIONS_BATCH_SIZE_MAX", "5");
+    let db = fresh_database().await;
+    let one = TestApp::spawn_on(&db, &env.pairs(), Clock::fixed(test_now())).await;
+    let two = TestApp::spawn_on(&db, &env.pairs(), Clock::fixed(test_now())).await;
+
+    let (tickets_one, tickets_two) = tokio::join!(book(&one, 20), book(&two, 20));
+    let cancellations = tickets_one
+        .iter()
+        .take(10)
+        .map(|t| cancel(&two, &t.id))
+        .chain(tickets_two.iter().take(10).map(|t| cancel(&one, &t.id)));
+    futures::future::join_all(cancellations).await;
+
+    let rows = outbox_rows(&one.pool).await;
+    assert_eq!(rows.len(), 60);
+    assert!(
+        poll(Duration::from_secs(30), || async {
+            unpublished(&one.pool).await == 0
+        })
+        .await,
+        "not every event was published"
+    );
+    // Every publish is acknowledged before its row is marked, so everything either
+    // relay sent is in the subscription by now.
+    let received = rest
+        .pull_at_least(SUBSCRIPTION, 60, Duration::from_secs(30))
+        .await;
+    let mut extra = rest.pull(SUBSCRIPTION).await;
+    extra.retain(|m| !received.iter().any(|r| r.message_id == m.message_id));
+    let mut per_event: HashMap<i64, usize> = HashMap::new();
+    for m in received.iter().chain(&extra) {
+        *per_event.entry(m.event_id()).or_default() += 1;
+    }
+    let duplicates: Vec<_> = per_event.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        duplicates.is_empty(),
+        "published more than once: {duplicates:?}"
+    );
+    let expected: HashSet<i64> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(per_event.keys().copied().collect::<HashSet<_>>(), expected);
+    assert_ordered_per_ticket(&received);
+}
+
+#[tokio::test]
+async fn a_poisoned_event_is_parked_without_holding_back_the_others() {
+    let emulator = Emulator::shared().await;
+    let project = unique_project();
+    let rest = emulator.rest(&project);
+    rest.create_topic(TOPIC).await;
+    rest.create_subscription(SUBSCRIPTION, TOPIC).await;
+    let env = Env::pubsub(&emulator.host(), &project)
+        .with("NOTIFICATIONS_MAX_ATTEMPTS", "3")
+        .with("OUTBOX_RETRY_BACKOFF", "1s")
+        .with("OUTBOX_RETRY_BACKOFF_MAX", "1s");
+    let app = TestApp::spawn_with(&env.pairs()).await;
+
+    // An event Pub/Sub refuses: its event_type attribute is over the 1024 bytes
+    // Pub/Sub accepts.
+    let poisoned_ticket = Uuid::new_v4();
+    let poisoned: i64 = sqlx::query_scalar(
+        "INSERT INTO outbox (event_type, aggregate_id, payload) VALUES (repeat('X', 2000), $1, '{}') RETURNING id",
+    )
+    .bind(poisoned_ticket)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_notify('outbox', '')")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let attempts_of = |id: i64| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i32>("SELECT attempts FROM outbox WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(
+        poll(Duration::from_secs(10), || async {
+            attempts_of(poisoned).await >= 1
+        })
+        .await
+    );
+    // While it waits for its next attempt, a later event of the same ticket: due at
+    // once, but it must wait, since events of one ticket go out in order.
+    let behind: i64 = sqlx::query_scalar(
+        "INSERT INTO outbox (event_type, aggregate_id, payload) VALUES ('TicketCancelled', $1, '{}') RETURNING id",
+    )
+    .bind(poisoned_ticket)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_notify('outbox', '')")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    let tickets = book(&app, 5).await;
+    let ids: HashSet<String> = tickets.iter().map(|t| t.id.clone()).collect();
+    let all_booked = |received: &[Received]| {
+        let keys: HashSet<&str> = received.iter().map(|m| m.ordering_key.as_str()).collect();
+        ids.iter().all(|id| keys.contains(id.as_str()))
+    };
+    let mut received = rest
+        .pull_until(SUBSCRIPTION, Duration::from_secs(30), all_booked)
+        .await;
+    assert!(
+        all_booked(&received),
+        "the other events were held back: {received:#?}"
+    );
+
+    let parked = poll(Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, bool>("SELECT parked_at IS NOT NULL FROM outbox WHERE id = $1")
+            .bind(poisoned)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert!(parked, "the poisoned event was not parked");
+    let (attempts, last_error, published): (i32, String, bool) = sqlx::query_as(
+        "SELECT attempts, last_error, published_at IS NOT NULL FROM outbox WHERE id = $1",
+    )
+    .bind(poisoned)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 3);
+    assert!(last_error.contains("event_type"), "{last_error}");
+    assert!(!published);
+
+    // Once the poisoned event is parked, the later event of its ticket goes out.
+    if !received.iter().any(|m| m.event_id() == behind) {
+        received.extend(
+            rest.pull_until(SUBSCRIPTION, Duration::from_secs(30), |more| {
+                more.iter().any(|m| m.event_id() == behind)
+            })
+            .await,
+        );
+    }
+    assert!(
+        received.iter().any(|m| m.event_id() == behind),
+        "the later event never arrived"
+    );
+    let in_order: bool = sqlx::query_scalar(
+        "SELECT (SELECT parked_at FROM outbox WHERE id = $1) <= (SELECT published_at FROM outbox WHERE id = $2)",
+    )
+    .bind(poisoned)
+    .bind(behind)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        in_order,
+        "the later event of the poisoned ticket went out before it was parked"
+    );
+
+    let checks = liveness(&app).await;
+    assert_eq!(checks["checks"]["outbox"]["status"], "degraded", "{checks}");
+    assert_eq!(checks["checks"]["outbox"]["parked"], 1, "{checks}");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("spacet_outbox_parked_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn the_relay_wakes_on_notify_and_listens_again_after_losing_its_connection() {
+    // The fallback poll is an hour away: only a notification can wake the relay.
+    let app = TestApp::spawn_with(&[("NOTIFICATIONS_INTERVAL", "1h")]).await;
+    book(&app, 1).await;
+    assert!(
+        poll(Duration::from_secs(10), || async {
+            unpublished(&app.pool).await == 0
+        })
+        .await
+    );
+
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(terminated, vec![true], "one listener connection");
+
+    book(&app, 1).await;
+    assert!(
+        poll(Duration::from_secs(10), || async {
+            unpublished(&app.pool).await == 0
+        })
+        .await,
+        "the relay did not wake after its listener connection was killed"
+    );
+    let listening = poll(Duration::from_secs(10), || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        n == 1
+    })
+    .await;
+    assert!(listening);
+}
+
+#[tokio::test]
+async fn published_events_are_deleted_after_the_retention_and_parked_ones_are_kept() {
+    let app = TestApp::spawn_with(&[
+        ("OUTBOX_RETENTION", "1ms"),
+        ("NOTIFICATIONS_MAX_ATTEMPTS", "1"),
+    ])
+    .await;
+    let parked: i64 = sqlx::query_scalar(
+        "INSERT INTO outbox (event_type, aggregate_id, payload) VALUES (repeat('X', 2000), $1, '{}') RETURNING id",
+    )
+    .bind(Uuid::new_v4())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_notify('outbox', '')")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert!(
+        poll(Duration::from_secs(10), || async {
+            sqlx::query_scalar::<_, bool>("SELECT parked_at IS NOT NULL FROM outbox WHERE id = $1")
+                .bind(parked)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap()
+        })
+        .await
+    );
+
+    book(&app, 1).await;
+    let deleted = poll(Duration::from_secs(10), || async {
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM outbox")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+        ids == vec![parked]
+    })
+    .await;
+    assert!(
+        deleted,
+        "the published event was not deleted, or the parked one was"
+    );
+}
+
+#[tokio::test]
+async fn relays_stepped_concurrently_claim_each_event_once() {
+    let app = TestApp::spawn_with(&[("OUTBOX_RELAY_ENABLED", "false")]).await;
+    let settings = test_settings(&app.db, &[("NOTIFICATIONS_BATCH_SIZE_MAX", "25")]);
+    let config = RelayConfig::from_settings(&settings);
+    book(&app, 3).await;
+
+    let mut relay = Relay::new(app.pool.clone(), Arc::new(LogPublisher), config.clone());
+    let report = relay.step().await.unwrap();
+    assert_eq!((report.claimed, report.published, report.failed), (3, 3, 0));
+    let report = relay.step().await.unwrap();
+    assert_eq!(report.claimed, 0);
+
+    sqlx::query(
+        "INSERT INTO outbox (event_type, aggregate_id, payload)
+         SELECT 'TicketBooked', md5(random()::text)::uuid, '{}' FROM generate_series(1, 400)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let relays = (0..4).map(|_| {
+        let mut relay = Relay::new(app.pool.clone(), Arc::new(LogPublisher), config.clone());
+        tokio::spawn(async move {
+            let mut published = 0;
+            loop {
+                let report = relay.step().await.unwrap();
+                if report.claimed == 0 {
+                    return published;
+                }
+                published += report.published;
+            }
+        })
+    });
+    let published: Vec<usize> = futures::future::try_join_all(relays).await.unwrap();
+    assert_eq!(
+        published.iter().sum::<usize>(),
+        400,
+        "per relay: {published:?}"
+    );
+    assert_eq!(unpublished(&app.pool).await, 0);
+}
