@@ -1,0 +1,205 @@
+//! Group commit: HTTP handlers hand their message to one writer task through a
+//! bounded channel and wait for its answer; the writer stores everything that
+//! queued up meanwhile in one statement (one transaction, one WAL flush) and
+//! answers each handler only after COMMIT. A full channel makes handlers wait
+//! (backpressure); nothing is ever dropped or answered before it is durable.
+
+use std::{collections::HashSet, sync::Arc};
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{
+    message::Message,
+    store::{self, Rocket, Stored},
+    RocketError,
+};
+use crate::clock::Clock;
+
+/// Most messages in one statement.
+pub const MAX_BATCH: usize = 1000;
+/// Messages waiting for the writer before handlers wait to hand theirs over.
+pub const QUEUE_CAPACITY: usize = 4096;
+/// Batches a message may be retried in after a concurrent writer's insert hid it.
+const MAX_ATTEMPTS: u8 = 5;
+
+/// What became of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored now and merged into the rocket's state.
+    Stored,
+    /// The same message was stored before; nothing changed.
+    Duplicate,
+}
+
+/// One handler's message and where its answer goes.
+#[derive(Debug)]
+pub struct Job {
+    pub message: Message,
+    pub reply: oneshot::Sender<Result<Outcome, RocketError>>,
+    attempts: u8,
+}
+
+impl Job {
+    /// A job and the receiver of its answer.
+    pub fn new(message: Message) -> (Job, oneshot::Receiver<Result<Outcome, RocketError>>) {
+        let (reply, answer) = oneshot::channel();
+        (
+            Job {
+                message,
+                reply,
+                attempts: 0,
+            },
+            answer,
+        )
+    }
+}
+
+/// What the writer needs besides its queue; also used by handlers that write
+/// directly once the writer has stopped.
+#[derive(Clone)]
+pub struct Sink {
+    pub pool: sqlx::PgPool,
+    pub clock: Clock,
+    pub changes: broadcast::Sender<Arc<Rocket>>,
+}
+
+impl Sink {
+    /// Writes `jobs` and answers them. Returns the jobs to try again in the next
+    /// batch: those whose (channel, number) repeats an earlier job of the same batch
+    /// (they will be found as duplicates or conflicts) and those a concurrent
+    /// writer's insert hid.
+    pub async fn commit(&self, jobs: Vec<Job>) -> Vec<Job> {
+        let mut seen = HashSet::with_capacity(jobs.len());
+        let (batch, mut later): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .partition(|job| seen.insert((job.message.channel, job.message.number)));
+        let messages: Vec<&Message> = batch.iter().map(|job| &job.message).collect();
+        let result = store::write(&self.pool, &messages, self.clock.now()).await;
+        drop(messages);
+        match result {
+            Ok(written) => {
+                for rocket in written.changed {
+                    // No subscriber is not an error.
+                    let _ = self.changes.send(Arc::new(rocket));
+                }
+                for (job, outcome) in batch.into_iter().zip(written.outcomes) {
+                    let answer = match outcome {
+                        Stored::New => Ok(Outcome::Stored),
+                        Stored::Duplicate => Ok(Outcome::Duplicate),
+                        Stored::Conflict => Err(RocketError::Conflict {
+                            channel: job.message.channel,
+                            number: job.message.number,
+                        }),
+                        Stored::Retry if job.attempts + 1 < MAX_ATTEMPTS => {
+                            later.push(Job {
+                                attempts: job.attempts + 1,
+                                ..job
+                            });
+                            continue;
+                        }
+                        Stored::Retry => Err(RocketError::Unavailable(
+                            "the message is being stored concurrently; send it again".into(),
+                        )),
+                    };
+                    let _ = job.reply.send(answer);
+                }
+            }
+            Err(error) if batch.len() > 1 && !crate::db::is_unavailable(&error) => {
+                // One bad message must not fail its neighbours: write them one by one.
+                tracing::warn!(%error, messages = batch.len(), "batch failed, writing its messages one by one");
+                for job in batch {
+                    later.extend(Box::pin(self.commit(vec![job])).await);
+                }
+            }
+            Err(error) => {
+                let unavailable = crate::db::is_unavailable(&error);
+                tracing::error!(%error, messages = batch.len(), "storing rocket messages failed");
+                for job in batch {
+                    let answer = if unavailable {
+                        RocketError::Unavailable("the database is not reachable".into())
+                    } else {
+                        RocketError::Internal(format!("storing the message failed: {error}"))
+                    };
+                    let _ = job.reply.send(Err(answer));
+                }
+            }
+        }
+        later
+    }
+}
+
+/// The writer task's state: its queue and the jobs carried over to the next batch.
+pub struct Writer {
+    sink: Sink,
+    queue: mpsc::Receiver<Job>,
+    carried: Vec<Job>,
+}
+
+impl Writer {
+    pub fn new(sink: Sink, queue: mpsc::Receiver<Job>) -> Writer {
+        Writer {
+            sink,
+            queue,
+            carried: Vec::new(),
+        }
+    }
+
+    /// Waits for at least one job, takes everything queued (up to [`MAX_BATCH`]),
+    /// writes it and answers. Returns how many jobs it took, or `None` once the
+    /// queue is closed and empty and nothing is carried over.
+    pub async fn step(&mut self) -> Option<usize> {
+        let jobs = self.take().await?;
+        let taken = jobs.len();
+        self.carried = self.sink.commit(jobs).await;
+        Some(taken)
+    }
+
+    /// The next batch: the jobs carried over, then whatever is queued. Waits only
+    /// when there is nothing at all. Cancel-safe.
+    async fn take(&mut self) -> Option<Vec<Job>> {
+        let mut jobs = std::mem::take(&mut self.carried);
+        if jobs.is_empty() {
+            if self.queue.recv_many(&mut jobs, MAX_BATCH).await == 0 {
+                return None;
+            }
+        } else {
+            while jobs.len() < MAX_BATCH {
+                match self.queue.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        Some(jobs)
+    }
+
+    /// Steps until shutdown. Then closes the queue (handlers that come later write
+    /// directly), answers everything already queued, and returns. A write in
+    /// progress is never cancelled.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut closed = false;
+        loop {
+            let jobs = tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if !closed => {
+                    self.queue.close();
+                    closed = true;
+                    continue;
+                }
+                jobs = self.take() => jobs,
+            };
+            let Some(jobs) = jobs else { break };
+            self.carried = self.sink.commit(jobs).await;
+        }
+        tracing::info!("rocket writer stopped");
+    }
+}
+
+/// The answer for a message that could not be handed to the writer or whose
+/// writer went away before answering.
+pub fn writer_gone(channel: Uuid, number: i64) -> RocketError {
+    tracing::error!(%channel, number, "the rocket writer stopped before answering");
+    RocketError::Unavailable("the service is restarting; send the message again".into())
+}
