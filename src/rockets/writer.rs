@@ -1,8 +1,16 @@
-//! Group commit: HTTP handlers hand their message to one writer task through a
-//! bounded channel and wait for its answer; the writer stores everything that
-//! queued up meanwhile in one statement (one transaction, one WAL flush) and
-//! answers each handler only after COMMIT. A full channel makes handlers wait
-//! (backpressure); nothing is ever dropped or answered before it is durable.
+//! Group commit: HTTP handlers hand their message to the writer tasks through a
+//! bounded channel and wait for the answer; a writer stores everything that queued
+//! up meanwhile in one statement (one transaction, one WAL flush) and answers each
+//! handler only after COMMIT. A full channel makes handlers wait (backpressure);
+//! nothing is ever dropped or answered before it is durable.
+//!
+//! There are [`WRITERS`] writer tasks sharing the queue: while one waits for its
+//! commit to reach the disk, the next takes what queued up meanwhile. With few
+//! concurrent senders (the test program runs three) throughput is bounded by
+//! senders ÷ commit latency, and a single writer would make every message wait for
+//! the previous batch's flush too. PostgreSQL merges the flushes of commits that
+//! overlap, and the statement locks rows in key order so that writers cannot
+//! deadlock (a deadlock or serialization error is retried all the same).
 
 use std::{collections::HashSet, sync::Arc};
 
@@ -17,6 +25,8 @@ use super::{
 };
 use crate::clock::Clock;
 
+/// Writer tasks sharing the queue.
+pub const WRITERS: usize = 2;
 /// Most messages in one statement.
 pub const MAX_BATCH: usize = 1000;
 /// Messages waiting for the writer before handlers wait to hand theirs over.
@@ -106,6 +116,21 @@ impl Sink {
                     let _ = job.reply.send(answer);
                 }
             }
+            Err(error) if is_transient(&error) => {
+                tracing::warn!(%error, messages = batch.len(), "batch rolled back, retrying it");
+                for job in batch {
+                    if job.attempts + 1 < MAX_ATTEMPTS {
+                        later.push(Job {
+                            attempts: job.attempts + 1,
+                            ..job
+                        });
+                    } else {
+                        let _ = job.reply.send(Err(RocketError::Unavailable(
+                            "the message could not be stored; send it again".into(),
+                        )));
+                    }
+                }
+            }
             Err(error) if batch.len() > 1 && !crate::db::is_unavailable(&error) => {
                 // One bad message must not fail its neighbours: write them one by one.
                 tracing::warn!(%error, messages = batch.len(), "batch failed, writing its messages one by one");
@@ -130,15 +155,24 @@ impl Sink {
     }
 }
 
-/// The writer task's state: its queue and the jobs carried over to the next batch.
+/// A deadlock or serialization failure: the transaction rolled back and can
+/// simply run again.
+fn is_transient(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if matches!(e.code().as_deref(), Some("40P01" | "40001")))
+}
+
+/// The queue all writers take from.
+pub type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>;
+
+/// A writer task's state: the shared queue and its jobs carried over to its next batch.
 pub struct Writer {
     sink: Sink,
-    queue: mpsc::Receiver<Job>,
+    queue: Queue,
     carried: Vec<Job>,
 }
 
 impl Writer {
-    pub fn new(sink: Sink, queue: mpsc::Receiver<Job>) -> Writer {
+    pub fn new(sink: Sink, queue: Queue) -> Writer {
         Writer {
             sink,
             queue,
@@ -161,12 +195,17 @@ impl Writer {
     async fn take(&mut self) -> Option<Vec<Job>> {
         let mut jobs = std::mem::take(&mut self.carried);
         if jobs.is_empty() {
-            if self.queue.recv_many(&mut jobs, MAX_BATCH).await == 0 {
+            // Holds the queue while waiting: the other writers are busy committing
+            // or waiting for this one to let go.
+            let mut queue = self.queue.lock().await;
+            if queue.recv_many(&mut jobs, MAX_BATCH).await == 0 {
                 return None;
             }
-        } else {
+        } else if let Ok(mut queue) = self.queue.try_lock() {
+            // Never wait for the queue with jobs in hand: another writer may hold it
+            // while it waits for new messages.
             while jobs.len() < MAX_BATCH {
-                match self.queue.try_recv() {
+                match queue.try_recv() {
                     Ok(job) => jobs.push(job),
                     Err(_) => break,
                 }
@@ -184,7 +223,7 @@ impl Writer {
             let jobs = tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if !closed => {
-                    self.queue.close();
+                    self.queue.lock().await.close();
                     closed = true;
                     continue;
                 }
@@ -193,7 +232,7 @@ impl Writer {
             let Some(jobs) = jobs else { break };
             self.carried = self.sink.commit(jobs).await;
         }
-        tracing::info!("rocket writer stopped");
+        tracing::debug!("rocket writer stopped");
     }
 }
 
