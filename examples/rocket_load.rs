@@ -95,8 +95,21 @@ struct Expected {
     missing_messages: i64,
 }
 
-const TYPES: &[&str] = &["Falcon-9", "Falcon-Heavy", "Starship", "Electron", "Ariane-6"];
-const MISSIONS: &[&str] = &["ARTEMIS", "SHUTTLE_MIR", "APOLLO", "GEMINI", "LUNA", "MARS_ONE"];
+const TYPES: &[&str] = &[
+    "Falcon-9",
+    "Falcon-Heavy",
+    "Starship",
+    "Electron",
+    "Ariane-6",
+];
+const MISSIONS: &[&str] = &[
+    "ARTEMIS",
+    "SHUTTLE_MIR",
+    "APOLLO",
+    "GEMINI",
+    "LUNA",
+    "MARS_ONE",
+];
 const REASONS: &[&str] = &["PRESSURE_VESSEL_FAILURE", "ENGINE_FAILURE", "GUIDANCE_LOST"];
 const OFFSETS: &[i32] = &[0, 3600, -5 * 3600, 5 * 3600 + 1800, 14 * 3600];
 
@@ -184,7 +197,11 @@ fn delivery(args: &Args, rockets: &[Vec<Planned>], rng: &mut StdRng) -> Vec<(usi
         };
         order.push((key, position, (rocket, index)));
         if rng.random_bool(args.duplicate_rate) {
-            order.push((position + rng.random_range(1..=window), position, (rocket, index)));
+            order.push((
+                position + rng.random_range(1..=window),
+                position,
+                (rocket, index),
+            ));
         }
         position += 1;
     }

@@ -58,9 +58,7 @@ async fn post_message(
     body: Result<Bytes, BytesRejection>,
 ) -> GatewayResult {
     let message = decode_body::<Value>(&headers, body, &[])
-        .and_then(|body| {
-            Message::parse(&body).map_err(|v| ApiError::InvalidArgument(v).into())
-        })
+        .and_then(|body| Message::parse(&body).map_err(|v| ApiError::InvalidArgument(v).into()))
         .inspect_err(|_| ROCKET_MESSAGES.with_label_values(&["invalid"]).inc())?;
     let (channel, number) = (message.channel, message.number);
     let result = state.rockets.ingest(message).await;
@@ -131,8 +129,7 @@ async fn list_rockets(
     State(state): State<AppState>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> GatewayResult {
-    let req: proto::ListRocketsRequest =
-        decode_query("spacet.v1.ListRocketsRequest", &query, &[])?;
+    let req: proto::ListRocketsRequest = decode_query("spacet.v1.ListRocketsRequest", &query, &[])?;
     let (rockets, next) = RocketApi::new(state).list(&req).await?;
     let rockets: Vec<RocketJson> = rockets.iter().map(RocketJson::from).collect();
     Ok(Json(json!({"rockets": rockets, "nextCursor": next})).into_response())
@@ -163,7 +160,12 @@ async fn list_rockets_v1(
     let message: proto::ListRocketsRequest =
         decode_query("spacet.v1.ListRocketsRequest", &query, &[])?;
     let api = RocketApi::new(state);
-    call(&headers, message, |r| async move { api.list_rockets(r).await }).await
+    call(
+        &headers,
+        message,
+        |r| async move { api.list_rockets(r).await },
+    )
+    .await
 }
 
 async fn get_rocket_v1(
@@ -178,5 +180,10 @@ async fn get_rocket_v1(
         &[("channel", &channel)],
     )?;
     let api = RocketApi::new(state);
-    call(&headers, message, |r| async move { api.get_rocket(r).await }).await
+    call(
+        &headers,
+        message,
+        |r| async move { api.get_rocket(r).await },
+    )
+    .await
 }

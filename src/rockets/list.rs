@@ -81,7 +81,8 @@ impl Sort {
 
     /// The value of [`Sort::expression`] for a rocket, as text PostgreSQL casts back.
     pub(super) fn key_of(self, rocket: &Rocket) -> SortKey {
-        let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let time =
+            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
         let key = match self {
             Sort::Channel => rocket.channel.to_string(),
             Sort::Type => rocket.rocket_type.clone().unwrap_or_default(),

@@ -203,19 +203,21 @@ impl Message {
                     })
                     .ok()
             });
-            message_type = v.string(metadata, "metadata.", "messageType").and_then(|raw| {
-                MessageType::parse(raw)
-                    .ok_or_else(|| {
-                        v.add(
-                            "metadata.messageType",
-                            format!(
-                                "{raw:?} is not one of {}",
-                                MessageType::ALL.map(MessageType::as_str).join(", ")
-                            ),
-                        )
-                    })
-                    .ok()
-            });
+            message_type = v
+                .string(metadata, "metadata.", "messageType")
+                .and_then(|raw| {
+                    MessageType::parse(raw)
+                        .ok_or_else(|| {
+                            v.add(
+                                "metadata.messageType",
+                                format!(
+                                    "{raw:?} is not one of {}",
+                                    MessageType::ALL.map(MessageType::as_str).join(", ")
+                                ),
+                            )
+                        })
+                        .ok()
+                });
         }
 
         let message = v.object(root, "", "message");
@@ -256,7 +258,9 @@ fn parse_body(v: &mut Violations, t: MessageType, m: &Map<String, Value>) -> Opt
         }
         MessageType::SpeedIncreased => v.speed(m, p, "by").map(|by| Body::SpeedIncreased { by }),
         MessageType::SpeedDecreased => v.speed(m, p, "by").map(|by| Body::SpeedDecreased { by }),
-        MessageType::Exploded => v.text(m, p, "reason").map(|reason| Body::Exploded { reason }),
+        MessageType::Exploded => v
+            .text(m, p, "reason")
+            .map(|reason| Body::Exploded { reason }),
         MessageType::MissionChanged => v
             .text(m, p, "newMission")
             .map(|new_mission| Body::MissionChanged { new_mission }),
@@ -427,7 +431,10 @@ mod tests {
     fn the_issue_example_parses() {
         let m = Message::parse(&launched()).unwrap();
         assert_eq!(m.number, 1);
-        assert_eq!(m.channel.to_string(), "193270a9-c9cf-404a-8f83-838e71d9ae67");
+        assert_eq!(
+            m.channel.to_string(),
+            "193270a9-c9cf-404a-8f83-838e71d9ae67"
+        );
         assert_eq!(m.time().to_rfc3339(), "2022-02-02T18:39:05.863370+00:00");
         assert_eq!(
             m.body,
@@ -444,7 +451,10 @@ mod tests {
     fn any_fraction_digits_and_any_offset_are_accepted() {
         for (raw, utc) in [
             ("2022-02-02T19:39:05Z", "2022-02-02T19:39:05+00:00"),
-            ("2022-02-02T19:39:05.1-03:30", "2022-02-02T23:09:05.100+00:00"),
+            (
+                "2022-02-02T19:39:05.1-03:30",
+                "2022-02-02T23:09:05.100+00:00",
+            ),
             (
                 "2022-02-02t19:39:05.123456789123+14:00",
                 "2022-02-02T05:39:05.123456+00:00",
@@ -535,8 +545,16 @@ mod tests {
                 json!({"reason": "PRESSURE_VESSEL_FAILURE"}),
                 true,
             ),
-            ("RocketMissionChanged", json!({"newMission": "SHUTTLE_MIR"}), true),
-            ("RocketMissionChanged", json!({"mission": "SHUTTLE_MIR"}), false),
+            (
+                "RocketMissionChanged",
+                json!({"newMission": "SHUTTLE_MIR"}),
+                true,
+            ),
+            (
+                "RocketMissionChanged",
+                json!({"mission": "SHUTTLE_MIR"}),
+                false,
+            ),
             ("RocketExploded", json!({}), false),
             ("RocketSpeedIncreased", json!({"by": "3000"}), false),
             ("RocketSpeedIncreased", json!([]), false),

@@ -115,7 +115,9 @@ impl Rockets {
                 answer
             }
         };
-        answer.await.unwrap_or_else(|_| Err(writer::writer_gone(channel, number)))
+        answer
+            .await
+            .unwrap_or_else(|_| Err(writer::writer_gone(channel, number)))
     }
 
     /// The change feed: the new state of every rocket a batch changed.

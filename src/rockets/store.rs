@@ -299,14 +299,14 @@ pub async fn list(
     pool: &PgPool,
     query: &ListQuery,
 ) -> Result<(Vec<Rocket>, Option<SortKey>), sqlx::Error> {
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-        "SELECT {ROCKET_COLUMNS} FROM rockets WHERE true"
-    ));
+    let mut sql: QueryBuilder<Postgres> =
+        QueryBuilder::new(format!("SELECT {ROCKET_COLUMNS} FROM rockets WHERE true"));
     if let Some(status) = query.status {
         sql.push(" AND status = ").push_bind(status.as_str());
     }
     if let Some(rocket_type) = &query.rocket_type {
-        sql.push(" AND rocket_type = ").push_bind(rocket_type.clone());
+        sql.push(" AND rocket_type = ")
+            .push_bind(rocket_type.clone());
     }
     if let Some(mission) = &query.mission {
         sql.push(" AND mission = ").push_bind(mission.clone());

@@ -86,7 +86,13 @@ impl Sink {
             .into_iter()
             .partition(|job| seen.insert((job.message.channel, job.message.number)));
         let messages: Vec<&Message> = batch.iter().map(|job| &job.message).collect();
+        let started = std::time::Instant::now();
         let result = store::write(&self.pool, &messages, self.clock.now()).await;
+        tracing::debug!(
+            messages = messages.len(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "rocket batch written"
+        );
         drop(messages);
         match result {
             Ok(written) => {

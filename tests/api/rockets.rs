@@ -15,8 +15,7 @@ use crate::helpers::{test_now, TestApp};
 // ---------------------------------------------------------------- helpers
 
 fn time(number: i64) -> String {
-    (Utc.with_ymd_and_hms(2022, 2, 2, 18, 0, 0).unwrap() + Minutes::seconds(number))
-        .to_rfc3339()
+    (Utc.with_ymd_and_hms(2022, 2, 2, 18, 0, 0).unwrap() + Minutes::seconds(number)).to_rfc3339()
 }
 
 /// A message body: `kind` is the messageType, `message` its payload.
@@ -50,7 +49,12 @@ fn slower(channel: Uuid, number: i64, by: i64) -> Value {
 }
 
 fn exploded(channel: Uuid, number: i64, reason: &str) -> Value {
-    msg(channel, number, "RocketExploded", json!({ "reason": reason }))
+    msg(
+        channel,
+        number,
+        "RocketExploded",
+        json!({ "reason": reason }),
+    )
 }
 
 fn mission(channel: Uuid, number: i64, mission: &str) -> Value {
@@ -251,8 +255,15 @@ async fn the_same_message_sent_many_times_at_once_is_stored_once() {
         .into_iter()
         .map(|(status, _)| status)
         .collect();
-    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
-    assert!(statuses.iter().all(|s| *s == 201 || *s == 200), "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 200),
+        "{statuses:?}"
+    );
     assert_eq!(stored_messages(&app).await, 1);
     assert_eq!(rocket(&app, c).await["messagesReceived"], 1);
 }
@@ -314,7 +325,10 @@ async fn an_explosion_is_final() {
     send(&app, &exploded(c, 6, "SECOND_REASON")).await;
     let r = rocket(&app, c).await;
     assert_eq!(r["status"], "exploded");
-    assert_eq!(r["explosionReason"], "ENGINE_FAILURE", "the first explosion's reason");
+    assert_eq!(
+        r["explosionReason"], "ENGINE_FAILURE",
+        "the first explosion's reason"
+    );
     assert_eq!(r["type"], "Falcon-9", "the first launch gives the type");
     assert_eq!(r["launchSpeed"], 500);
     assert_eq!(r["mission"], "AGAIN");
@@ -329,7 +343,11 @@ async fn missing_messages_are_counted_below_the_highest_number() {
     send(&app, &faster(c, 7, 10)).await;
     let r = rocket(&app, c).await;
     assert_eq!(
-        (&r["lastMessageNumber"], &r["missingMessages"], &r["messagesReceived"]),
+        (
+            &r["lastMessageNumber"],
+            &r["missingMessages"],
+            &r["messagesReceived"]
+        ),
         (&json!(7), &json!(5), &json!(2))
     );
     assert_eq!(r["lastMessageTime"], "2022-02-02T18:00:07Z");
@@ -387,7 +405,11 @@ async fn any_arrival_order_with_duplicates_gives_the_same_state() {
                 .map(|(n, kind, message)| msg(c, *n, kind, message.clone()))
                 .collect();
             if order > 0 {
-                let copies: Vec<Value> = bodies.iter().filter(|_| rng.random_bool(0.3)).cloned().collect();
+                let copies: Vec<Value> = bodies
+                    .iter()
+                    .filter(|_| rng.random_bool(0.3))
+                    .cloned()
+                    .collect();
                 bodies.extend(copies);
                 bodies.shuffle(&mut rng);
             }
@@ -429,17 +451,25 @@ async fn concurrent_messages_of_many_rockets_give_exact_states() {
         }
         expected.insert(c, speed);
     }
-    let copies: Vec<Value> = bodies.iter().filter(|_| rng.random_bool(0.2)).cloned().collect();
+    let copies: Vec<Value> = bodies
+        .iter()
+        .filter(|_| rng.random_bool(0.2))
+        .cloned()
+        .collect();
     bodies.extend(copies);
     bodies.shuffle(&mut rng);
     let app_ref = &app;
-    let answers = join_all(bodies.chunks(bodies.len() / 24 + 1).map(|chunk| async move {
-        let mut statuses = Vec::new();
-        for body in chunk {
-            statuses.push(post(app_ref, body).await.0);
-        }
-        statuses
-    }))
+    let answers = join_all(
+        bodies
+            .chunks(bodies.len() / 24 + 1)
+            .map(|chunk| async move {
+                let mut statuses = Vec::new();
+                for body in chunk {
+                    statuses.push(post(app_ref, body).await.0);
+                }
+                statuses
+            }),
+    )
     .await;
     let statuses: Vec<u16> = answers.into_iter().flatten().collect();
     assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 6 * 50);
@@ -477,38 +507,109 @@ async fn every_validation_error_is_named_and_nothing_is_stored() {
         body
     };
     let cases: Vec<(Value, Vec<&str>)> = vec![
-        (with("/metadata/channel", json!("not-a-uuid")), vec!["metadata.channel"]),
-        (with("/metadata/channel", json!(42)), vec!["metadata.channel"]),
+        (
+            with("/metadata/channel", json!("not-a-uuid")),
+            vec!["metadata.channel"],
+        ),
+        (
+            with("/metadata/channel", json!(42)),
+            vec!["metadata.channel"],
+        ),
         (without("metadata", "channel"), vec!["metadata.channel"]),
-        (with("/metadata/messageNumber", json!(0)), vec!["metadata.messageNumber"]),
-        (with("/metadata/messageNumber", json!(-3)), vec!["metadata.messageNumber"]),
-        (with("/metadata/messageNumber", json!(1.5)), vec!["metadata.messageNumber"]),
-        (with("/metadata/messageNumber", json!("1")), vec!["metadata.messageNumber"]),
-        (without("metadata", "messageNumber"), vec!["metadata.messageNumber"]),
-        (with("/metadata/messageTime", json!("2022-02-02 19:39")), vec!["metadata.messageTime"]),
-        (with("/metadata/messageTime", json!("2022-02-02T19:39:05")), vec!["metadata.messageTime"]),
-        (with("/metadata/messageTime", json!("2022-02-30T19:39:05Z")), vec!["metadata.messageTime"]),
-        (without("metadata", "messageTime"), vec!["metadata.messageTime"]),
-        (with("/metadata/messageType", json!("RocketLanded")), vec!["metadata.messageType"]),
-        (with("/metadata/messageType", json!(null)), vec!["metadata.messageType"]),
+        (
+            with("/metadata/messageNumber", json!(0)),
+            vec!["metadata.messageNumber"],
+        ),
+        (
+            with("/metadata/messageNumber", json!(-3)),
+            vec!["metadata.messageNumber"],
+        ),
+        (
+            with("/metadata/messageNumber", json!(1.5)),
+            vec!["metadata.messageNumber"],
+        ),
+        (
+            with("/metadata/messageNumber", json!("1")),
+            vec!["metadata.messageNumber"],
+        ),
+        (
+            without("metadata", "messageNumber"),
+            vec!["metadata.messageNumber"],
+        ),
+        (
+            with("/metadata/messageTime", json!("2022-02-02 19:39")),
+            vec!["metadata.messageTime"],
+        ),
+        (
+            with("/metadata/messageTime", json!("2022-02-02T19:39:05")),
+            vec!["metadata.messageTime"],
+        ),
+        (
+            with("/metadata/messageTime", json!("2022-02-30T19:39:05Z")),
+            vec!["metadata.messageTime"],
+        ),
+        (
+            without("metadata", "messageTime"),
+            vec!["metadata.messageTime"],
+        ),
+        (
+            with("/metadata/messageType", json!("RocketLanded")),
+            vec!["metadata.messageType"],
+        ),
+        (
+            with("/metadata/messageType", json!(null)),
+            vec!["metadata.messageType"],
+        ),
         (with("/metadata/extra", json!(1)), vec!["metadata.extra"]),
         (with("/message/type", json!("")), vec!["message.type"]),
-        (with("/message/launchSpeed", json!(-1)), vec!["message.launchSpeed"]),
-        (with("/message/launchSpeed", json!("500")), vec!["message.launchSpeed"]),
-        (with("/message/launchSpeed", json!(1_000_000_001)), vec!["message.launchSpeed"]),
-        (with("/message/mission", json!(["ARTEMIS"])), vec!["message.mission"]),
-        (with("/message/mission", json!("A\u{0}B")), vec!["message.mission"]),
+        (
+            with("/message/launchSpeed", json!(-1)),
+            vec!["message.launchSpeed"],
+        ),
+        (
+            with("/message/launchSpeed", json!("500")),
+            vec!["message.launchSpeed"],
+        ),
+        (
+            with("/message/launchSpeed", json!(1_000_000_001)),
+            vec!["message.launchSpeed"],
+        ),
+        (
+            with("/message/mission", json!(["ARTEMIS"])),
+            vec!["message.mission"],
+        ),
+        (
+            with("/message/mission", json!("A\u{0}B")),
+            vec!["message.mission"],
+        ),
         (without("message", "mission"), vec!["message.mission"]),
         (with("/message/by", json!(3)), vec!["message.by"]),
         (with("/message", json!("Falcon-9")), vec!["message"]),
         (with("/metadata", json!([])), vec!["metadata"]),
         (with("/extra", json!({})), vec!["extra"]),
         (faster(c, 2, -5), vec!["message.by"]),
-        (msg(c, 2, "RocketSpeedDecreased", json!({"by": 1.25})), vec!["message.by"]),
-        (msg(c, 2, "RocketExploded", json!({"reason": " "})), vec!["message.reason"]),
-        (msg(c, 2, "RocketMissionChanged", json!({"mission": "X"})), vec!["message.mission", "message.newMission"]),
+        (
+            msg(c, 2, "RocketSpeedDecreased", json!({"by": 1.25})),
+            vec!["message.by"],
+        ),
+        (
+            msg(c, 2, "RocketExploded", json!({"reason": " "})),
+            vec!["message.reason"],
+        ),
+        (
+            msg(c, 2, "RocketMissionChanged", json!({"mission": "X"})),
+            vec!["message.mission", "message.newMission"],
+        ),
         (json!({}), vec!["message", "metadata"]),
-        (json!({"metadata": {}, "message": {}}), vec!["metadata.channel", "metadata.messageNumber", "metadata.messageTime", "metadata.messageType"]),
+        (
+            json!({"metadata": {}, "message": {}}),
+            vec![
+                "metadata.channel",
+                "metadata.messageNumber",
+                "metadata.messageTime",
+                "metadata.messageType",
+            ],
+        ),
     ];
     for (body, expected) in cases {
         let (status, answer) = post(&app, &body).await;
@@ -516,7 +617,10 @@ async fn every_validation_error_is_named_and_nothing_is_stored() {
         assert_eq!(answer["code"], 3, "INVALID_ARGUMENT: {answer}");
         assert_eq!(violations(&answer), expected, "{body} → {answer}");
         for field in expected {
-            assert!(answer["message"].as_str().unwrap().contains(field), "{answer}");
+            assert!(
+                answer["message"].as_str().unwrap().contains(field),
+                "{answer}"
+            );
         }
     }
     assert_eq!(stored_messages(&app).await, 0);
@@ -537,7 +641,10 @@ async fn a_body_that_is_not_a_json_message_is_refused() {
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], 3);
-    assert!(body["message"].as_str().unwrap().contains("malformed JSON"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("malformed JSON"),
+        "{body}"
+    );
 
     let response = raw("[1, 2]", "application/json").await.unwrap();
     assert_eq!(response.status(), 400);
@@ -633,7 +740,9 @@ async fn messages_in_flight_at_shutdown_are_answered_after_commit_or_refused() {
     // Every 201 was committed and nothing else was: a 503 or a refused connection
     // is for the client to send again.
     assert!(
-        answers.iter().all(|a| matches!(a, None | Some(201) | Some(503))),
+        answers
+            .iter()
+            .all(|a| matches!(a, None | Some(201) | Some(503))),
         "{answers:?}"
     );
     let accepted = answers.iter().filter(|a| **a == Some(201)).count() as i64;
@@ -665,7 +774,8 @@ async fn fleet(app: &TestApp) -> Vec<Uuid> {
     ];
     for (i, (t, speed, m, boom)) in specs.into_iter().enumerate() {
         let c = Uuid::new_v4();
-        app.clock.set(test_now() + Minutes::minutes(10 - i as i64 * 3));
+        app.clock
+            .set(test_now() + Minutes::minutes(10 - i as i64 * 3));
         send(app, &launched(c, 1, t, speed, m)).await;
         if let Some(reason) = boom {
             send(app, &exploded(c, 2, reason)).await;
@@ -717,7 +827,15 @@ async fn rockets_are_sorted_by_any_key_in_both_orders_across_pages() {
             other => text(r, other),
         }
     };
-    for sort in ["channel", "type", "speed", "mission", "status", "launchedAt", "updatedAt"] {
+    for sort in [
+        "channel",
+        "type",
+        "speed",
+        "mission",
+        "status",
+        "launchedAt",
+        "updatedAt",
+    ] {
         for order in ["asc", "desc"] {
             let mut expected = everything.clone();
             expected.sort_by_key(|r| (key(sort, r), text(r, "channel")));
@@ -788,7 +906,10 @@ async fn bad_list_requests_name_every_problem() {
         ("limit=many", vec!["body"]),
         ("cursor=garbage", vec!["cursor"]),
         ("colour=red", vec!["colour"]),
-        ("sort=height&order=up&status=x", vec!["order", "sort", "status"]),
+        (
+            "sort=height&order=up&status=x",
+            vec!["order", "sort", "status"],
+        ),
     ] {
         for prefix in ["/rockets", "/v1/rockets"] {
             let (status, body) = get(&app, &format!("{prefix}?{query}")).await;
@@ -820,7 +941,10 @@ async fn one_rocket_is_found_by_channel_or_named_missing() {
     // Upper case and unhyphenated spellings name the same channel.
     let upper = c.to_string().to_uppercase();
     assert_eq!(rocket(&app, c).await["speed"], 3500);
-    assert_eq!(get(&app, &format!("/rockets/{upper}")).await.1["speed"], 3500);
+    assert_eq!(
+        get(&app, &format!("/rockets/{upper}")).await.1["speed"],
+        3500
+    );
 
     // The gateway form: proto3 JSON, int64 as strings.
     let (status, v1) = get(&app, &format!("/v1/rockets/{}", c.simple())).await;
@@ -944,7 +1068,11 @@ async fn watch_rockets_pushes_each_change() {
     assert_eq!(second.speed, 750);
 
     let change = next(&mut this_one).await;
-    assert_eq!(change.channel, c.to_string(), "the other rocket is filtered out");
+    assert_eq!(
+        change.channel,
+        c.to_string(),
+        "the other rocket is filtered out"
+    );
     assert_eq!((change.speed, change.messages_received), (750, 2));
 
     // A duplicate changes nothing and pushes nothing; the next change comes next.
