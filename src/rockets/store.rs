@@ -89,9 +89,6 @@ pub enum Stored {
     Duplicate,
     /// Already stored with another fingerprint: the first one is kept.
     Conflict,
-    /// A concurrent transaction (another replica) stored the same number first and
-    /// this statement's snapshot cannot see it yet: try again in the next batch.
-    Retry,
 }
 
 /// The answer to [`write`]: an outcome per message, in order, and the new state of
@@ -109,8 +106,12 @@ pub struct Written {
 /// Every message's contribution ([`Summary::of`]) is computed here and sent as
 /// columns; the statement combines the contributions of the messages it actually
 /// inserted (per rocket, then with the stored row) the way [`Summary::combine`]
-/// does. Rows are inserted and upserted in key order, so concurrent writers (several
-/// replicas) lock in the same order and cannot deadlock.
+/// does. Rows are inserted and upserted in key order, so concurrent writers (the
+/// writer tasks, other replicas) lock in the same order and cannot deadlock.
+///
+/// The statement touches tables only through their primary keys, so its plan does
+/// not depend on their statistics: the writer's connections plan it once (generic
+/// plan) however much the tables grow.
 pub async fn write(
     pool: &PgPool,
     messages: &[&Message],
@@ -167,27 +168,26 @@ pub async fn write(
         .fetch_all(pool)
         .await?;
 
-    let mut written = Written {
-        outcomes: vec![Stored::Retry; n],
-        changed: Vec::new(),
-    };
+    let mut outcomes = vec![None; n];
+    let mut changed = Vec::new();
     for row in rows {
         match row.try_get::<Option<i32>, _>("idx")? {
             Some(i) => {
                 let outcome: String = row.try_get("outcome")?;
-                written.outcomes[i as usize] = match outcome.as_str() {
+                outcomes[i as usize] = Some(match outcome.as_str() {
                     "new" => Stored::New,
                     "duplicate" => Stored::Duplicate,
-                    "conflict" => Stored::Conflict,
-                    _ => Stored::Retry,
-                };
+                    _ => Stored::Conflict,
+                });
             }
-            None => written
-                .changed
-                .push(<Rocket as sqlx::FromRow<PgRow>>::from_row(&row)?),
+            None => changed.push(<Rocket as sqlx::FromRow<PgRow>>::from_row(&row)?),
         }
     }
-    Ok(written)
+    let outcomes = outcomes
+        .into_iter()
+        .collect::<Option<Vec<Stored>>>()
+        .ok_or_else(|| sqlx::Error::Protocol("a message of the batch has no outcome".into()))?;
+    Ok(Written { outcomes, changed })
 }
 
 /// The batch statement. `$1..$14` are the messages' columns (arrays in the same
@@ -202,13 +202,16 @@ WITH input AS (
             launch_number, rocket_type, launch_speed, speed_delta, mission_number, mission,
             exploded_number, explosion_reason)
 ),
-inserted AS (
-    INSERT INTO rocket_messages (channel, message_number, message_type, message_time, fingerprint, received_at)
+-- A message already stored is "updated" to itself: that returns its fingerprint,
+-- also when a concurrent transaction stored it after this statement's snapshot was
+-- taken (the conflict waits for that transaction). xmax = 0 tells new rows apart.
+stored AS (
+    INSERT INTO rocket_messages AS m (channel, message_number, message_type, message_time, fingerprint, received_at)
     SELECT channel, message_number, message_type, message_time, fingerprint, $15
     FROM input
     ORDER BY channel, message_number
-    ON CONFLICT (channel, message_number) DO NOTHING
-    RETURNING channel, message_number
+    ON CONFLICT (channel, message_number) DO UPDATE SET fingerprint = m.fingerprint
+    RETURNING m.channel, m.message_number, m.fingerprint, (m.xmax = 0) AS inserted
 ),
 -- Summary::combine over the new messages of each rocket.
 batch AS (
@@ -226,7 +229,8 @@ batch AS (
         (array_agg(i.message_time ORDER BY i.message_number DESC))[1] AS last_message_time,
         count(*) AS messages_received
     FROM input i
-    JOIN inserted n ON n.channel = i.channel AND n.message_number = i.message_number
+    JOIN stored s ON s.channel = i.channel AND s.message_number = i.message_number
+    WHERE s.inserted
     GROUP BY i.channel
 ),
 -- Summary::combine of the stored row (r) and the batch's (EXCLUDED). SET sees the
@@ -264,12 +268,10 @@ changed AS (
         r.explosion_reason, r.launched_at, r.last_message_number, r.last_message_time,
         r.messages_received, r.missing_messages, r.created_at, r.updated_at
 )
--- One row per message (its outcome), then one per changed rocket. The snapshot does
--- not see this statement's inserts, so `m` is the row stored before it, if any.
+-- One row per message (its outcome), then one per changed rocket.
 SELECT i.idx,
-    CASE WHEN n.channel IS NOT NULL THEN 'new'
-         WHEN m.fingerprint IS NULL THEN 'retry'
-         WHEN m.fingerprint = i.fingerprint THEN 'duplicate'
+    CASE WHEN s.inserted THEN 'new'
+         WHEN s.fingerprint = i.fingerprint THEN 'duplicate'
          ELSE 'conflict' END AS outcome,
     NULL::uuid AS channel, NULL::text AS rocket_type, NULL::int8 AS launch_speed,
     NULL::int8 AS speed, NULL::text AS mission, NULL::text AS status,
@@ -278,8 +280,7 @@ SELECT i.idx,
     NULL::int8 AS messages_received, NULL::int8 AS missing_messages,
     NULL::timestamptz AS created_at, NULL::timestamptz AS updated_at
 FROM input i
-LEFT JOIN inserted n ON n.channel = i.channel AND n.message_number = i.message_number
-LEFT JOIN rocket_messages m ON m.channel = i.channel AND m.message_number = i.message_number
+JOIN stored s ON s.channel = i.channel AND s.message_number = i.message_number
 UNION ALL
 SELECT NULL, NULL, c.* FROM changed c
 "#;

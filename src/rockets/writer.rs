@@ -31,7 +31,7 @@ pub const WRITERS: usize = 2;
 pub const MAX_BATCH: usize = 1000;
 /// Messages waiting for the writer before handlers wait to hand theirs over.
 pub const QUEUE_CAPACITY: usize = 4096;
-/// Batches a message may be retried in after a concurrent writer's insert hid it.
+/// Batches a message may be retried in after a deadlock or serialization failure.
 const MAX_ATTEMPTS: u8 = 5;
 
 /// What became of a message.
@@ -78,8 +78,8 @@ pub struct Sink {
 impl Sink {
     /// Writes `jobs` and answers them. Returns the jobs to try again in the next
     /// batch: those whose (channel, number) repeats an earlier job of the same batch
-    /// (they will be found as duplicates or conflicts) and those a concurrent
-    /// writer's insert hid.
+    /// (they will be found as duplicates or conflicts), and those of a batch rolled
+    /// back by a deadlock or serialization failure.
     pub async fn commit(&self, jobs: Vec<Job>) -> Vec<Job> {
         let mut seen = HashSet::with_capacity(jobs.len());
         let (batch, mut later): (Vec<Job>, Vec<Job>) = jobs
@@ -108,16 +108,6 @@ impl Sink {
                             channel: job.message.channel,
                             number: job.message.number,
                         }),
-                        Stored::Retry if job.attempts + 1 < MAX_ATTEMPTS => {
-                            later.push(Job {
-                                attempts: job.attempts + 1,
-                                ..job
-                            });
-                            continue;
-                        }
-                        Stored::Retry => Err(RocketError::Unavailable(
-                            "the message is being stored concurrently; send it again".into(),
-                        )),
                     };
                     let _ = job.reply.send(answer);
                 }
