@@ -74,7 +74,7 @@ impl App {
             .with_context(|| format!("binding the gRPC port {} (GRPC_PORT)", settings.grpc_port))?;
 
         let (options, embedded) = match &settings.database {
-            Database::External(options) => (options.clone(), None),
+            Database::External(options) => ((**options).clone(), None),
             Database::Embedded(dir) => {
                 let dir = dir.clone();
                 let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, false))

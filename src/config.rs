@@ -201,7 +201,7 @@ pub enum LogFormat {
 #[derive(Clone)]
 pub enum Database {
     /// A server given by `PG_DSN`.
-    External(PgConnectOptions),
+    External(Box<PgConnectOptions>),
     /// An embedded PostgreSQL started from the system binaries in this directory.
     Embedded(PathBuf),
 }
@@ -332,10 +332,12 @@ impl Settings {
         let database = if pg_dsn.trim().is_empty() {
             Database::Embedded(PathBuf::from(r.string("embedded_pg_dir")?))
         } else {
-            Database::External(parse_dsn(&pg_dsn).map_err(|problem| ConfigError {
-                setting: "PG_DSN".into(),
-                problem,
-            })?)
+            Database::External(Box::new(parse_dsn(&pg_dsn).map_err(|problem| {
+                ConfigError {
+                    setting: "PG_DSN".into(),
+                    problem,
+                }
+            })?))
         };
         let settings = Settings {
             app_name: r.non_empty("app_name")?,
@@ -665,5 +667,28 @@ mod tests {
         assert!(parse_dsn("host").is_err());
         let url = parse_dsn("postgres://u:p@h:5433/d").unwrap();
         assert_eq!((url.get_host(), url.get_port()), ("h", 5433));
+    }
+
+    #[test]
+    fn every_setting_is_documented_in_the_readme_and_the_yaml_file() {
+        let readme = include_str!("../README.md");
+        let yaml = include_str!("../config/default.yaml");
+        for (key, _, _) in SETTINGS {
+            assert!(
+                readme.contains(&format!("`{}`", key.to_uppercase())),
+                "{key} missing from the README table"
+            );
+            assert!(
+                yaml.contains(&format!("# {key}:")),
+                "{key} missing from config/default.yaml"
+            );
+        }
+    }
+
+    #[test]
+    fn the_shipped_yaml_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.yaml");
+        let settings = Settings::load(Some(&path), |_| None).unwrap();
+        assert_eq!((settings.http_port, settings.grpc_port), (8080, 8081));
     }
 }

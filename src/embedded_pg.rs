@@ -23,6 +23,7 @@ pub struct EmbeddedPostgres {
     port: u16,
     pid: u32,
     exited: mpsc::Receiver<()>,
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 /// Why the embedded PostgreSQL could not start.
@@ -219,6 +220,7 @@ impl EmbeddedPostgres {
             port,
             pid,
             exited,
+            stopped: false.into(),
         })
     }
 
@@ -238,6 +240,9 @@ impl EmbeddedPostgres {
 
     /// Fast shutdown: waits up to 10 s, then kills.
     pub fn stop(&self) {
+        if self.stopped.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         // SAFETY: kill with a pid we spawned and have not yet reaped.
         unsafe { libc::kill(self.pid as i32, libc::SIGINT) };
         if self.exited.recv_timeout(Duration::from_secs(10)).is_err() {
@@ -254,9 +259,7 @@ impl EmbeddedPostgres {
 
 impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
-        if self.exited.try_recv().is_err() {
-            self.stop();
-        }
+        self.stop();
     }
 }
 

@@ -83,6 +83,7 @@ impl BookingApi {
             Err(e) => Err(e),
         };
         let label = match &result {
+            Ok(booked) if booked.replayed => "replayed",
             Ok(_) => "confirmed",
             Err(ApiError::FailedPrecondition { reason, .. }) => reason,
             Err(ApiError::InvalidArgument(_)) => "invalid",
@@ -144,16 +145,45 @@ impl BookingApi {
         };
         let launch_from = day("launch_date_from", &req.launch_date_from);
         let launch_to = day("launch_date_to", &req.launch_date_to);
-        let non_empty = |s: String| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+        let mut text = |field: &str, value: String| {
+            let value = value.trim().to_string();
+            if value.chars().any(char::is_control) {
+                violations.push(tonic_types::FieldViolation::new(
+                    field,
+                    "must not contain control characters",
+                ));
+                None
+            } else if value.chars().count() > 100 {
+                violations.push(tonic_types::FieldViolation::new(
+                    field,
+                    "must be at most 100 characters",
+                ));
+                None
+            } else {
+                Some(value).filter(|v| !v.is_empty())
+            }
+        };
+        let first_name_prefix = text("first_name", req.first_name);
+        let last_name_prefix = text("last_name", req.last_name);
+        let launchpad_id = text("launchpad_id", req.launchpad_id);
+        if launchpad_id
+            .as_deref()
+            .is_some_and(|id| !booking::is_launchpad_id(id))
+        {
+            violations.push(tonic_types::FieldViolation::new(
+                "launchpad_id",
+                "is not a launchpad id (24 hex characters)",
+            ));
+        }
         if !violations.is_empty() {
             return Err(ApiError::InvalidArgument(violations));
         }
         let query = ListQuery {
             limit,
             after,
-            first_name_prefix: non_empty(req.first_name),
-            last_name_prefix: non_empty(req.last_name),
-            launchpad_id: non_empty(req.launchpad_id),
+            first_name_prefix,
+            last_name_prefix,
+            launchpad_id,
             destination,
             status,
             launch_from,

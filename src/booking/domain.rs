@@ -432,7 +432,7 @@ mod tests {
             "   ",
             "R2D2",
             "Ann\u{0007}",
-            "Bob\n",
+            "Bo\nb",
             "--",
             &"a".repeat(51),
             "<script>",

@@ -34,14 +34,17 @@ pub fn server_options() -> PgConnectOptions {
     static SERVER: OnceLock<PgConnectOptions> = OnceLock::new();
     SERVER
         .get_or_init(|| match std::env::var("SPACET_TEST_PG_DSN") {
-            Ok(dsn) if !dsn.trim().is_empty() => spacet::config::parse_dsn(&dsn).expect("SPACET_TEST_PG_DSN parses"),
+            Ok(dsn) if !dsn.trim().is_empty() => {
+                spacet::config::parse_dsn(&dsn).expect("SPACET_TEST_PG_DSN parses")
+            }
             _ => {
                 let dir = tempfile::Builder::new()
                     .prefix("spacet-test-pg-")
                     .tempdir()
                     .expect("temp dir")
                     .keep();
-                let pg = EmbeddedPostgres::start(&dir.join("data"), true).expect("embedded PostgreSQL for tests");
+                let pg = EmbeddedPostgres::start(&dir.join("data"), true)
+                    .expect("embedded PostgreSQL for tests");
                 let options = pg.connect_options();
                 // Lives as long as the test process; the server dies with it.
                 std::mem::forget(pg);
@@ -93,8 +96,9 @@ pub fn test_settings(db: &PgConnectOptions, overrides: &[(&str, &str)]) -> Setti
     for (k, v) in overrides {
         env.insert(k.to_string(), v.to_string());
     }
-    let mut settings = Settings::load(None, |k| env.get(k).cloned()).expect("test settings are valid");
-    settings.database = Database::External(db.clone());
+    let mut settings =
+        Settings::load(None, |k| env.get(k).cloned()).expect("test settings are valid");
+    settings.database = Database::External(Box::new(db.clone()));
     settings
 }
 
@@ -125,7 +129,11 @@ impl TestApp {
     }
 
     /// An app on an existing database (for several replicas over one database).
-    pub async fn spawn_on(db: &PgConnectOptions, overrides: &[(&str, &str)], clock: Clock) -> TestApp {
+    pub async fn spawn_on(
+        db: &PgConnectOptions,
+        overrides: &[(&str, &str)],
+        clock: Clock,
+    ) -> TestApp {
         let app = TestApp::start(test_settings(db, overrides), clock).await;
         app.wait_ready().await;
         app
@@ -133,12 +141,17 @@ impl TestApp {
 
     /// Starts an app without waiting for readiness.
     pub async fn start(settings: Settings, clock: Clock) -> TestApp {
-        spacet::telemetry::init(&std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()), spacet::config::LogFormat::Pretty);
+        spacet::telemetry::init(
+            &std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            spacet::config::LogFormat::Pretty,
+        );
         let db = match &settings.database {
-            Database::External(o) => o.clone(),
+            Database::External(o) => (**o).clone(),
             Database::Embedded(_) => panic!("tests use an external database"),
         };
-        let app = App::build(settings, clock.clone()).await.expect("app builds");
+        let app = App::build(settings, clock.clone())
+            .await
+            .expect("app builds");
         let http_port = app.http_port();
         let grpc_port = app.grpc_port();
         let pool = app.state().pool.clone();
@@ -244,13 +257,19 @@ pub mod pads {
 }
 
 /// A valid booking request for `pad`, `day` (YYYY-MM-DD) and a destination.
-pub fn booking_request(pad: &str, day: &str, destination: spacet::proto::Destination) -> spacet::proto::BookingRequest {
+pub fn booking_request(
+    pad: &str,
+    day: &str,
+    destination: spacet::proto::Destination,
+) -> spacet::proto::BookingRequest {
     let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap();
     spacet::proto::BookingRequest {
         first_name: "Ada".into(),
         last_name: "Lovelace".into(),
         gender: spacet::proto::Gender::Female as i32,
-        birthday: Some(spacet::proto::day_timestamp(chrono::NaiveDate::from_ymd_opt(1990, 12, 1).unwrap())),
+        birthday: Some(spacet::proto::day_timestamp(
+            chrono::NaiveDate::from_ymd_opt(1990, 12, 1).unwrap(),
+        )),
         launchpad_id: pad.into(),
         launch_date: Some(spacet::proto::day_timestamp(date)),
         destination_id: destination as i32,

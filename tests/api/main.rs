@@ -3,4 +3,9 @@
 #![allow(dead_code)]
 
 mod helpers;
+
+mod booking;
+mod foundation;
+mod gateway;
+mod packaging;
 mod rockets;

@@ -1,0 +1,846 @@
+//! Booking over gRPC: every rule and error, and the rules under concurrency.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{TimeZone, Utc};
+use spacet::proto::{
+    BookingRequest, CancellationReason, Destination, GetLaunchpadScheduleRequest,
+    ListLaunchpadsRequest, ListTicketsRequest, Ticket, TicketId, TicketStatus,
+};
+use tonic::{Code, Request};
+use tonic_types::StatusExt;
+
+use crate::helpers::{booking_request, pads, TestApp};
+
+fn field_violations(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+fn reason(status: &tonic::Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default()
+}
+
+async fn book(app: &TestApp, request: BookingRequest) -> Result<Ticket, tonic::Status> {
+    app.grpc()
+        .await
+        .launch_booking(request)
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn a_booking_returns_a_confirmed_ticket_that_can_be_read_back() {
+    let app = TestApp::spawn().await;
+    let ticket = book(
+        &app,
+        booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ticket.first_name, "Ada");
+    assert_eq!(ticket.status, TicketStatus::Confirmed as i32);
+    assert_eq!(ticket.destination_id, Destination::Mars as i32);
+    assert_eq!(ticket.launchpad_id, pads::KSC_39A);
+    assert_eq!(
+        ticket.launch_date.as_ref().unwrap().seconds,
+        Utc.with_ymd_and_hms(2049, 3, 2, 0, 0, 0)
+            .unwrap()
+            .timestamp()
+    );
+    assert!(ticket.created_at.is_some() && ticket.updated_at.is_some());
+    let read = app
+        .grpc()
+        .await
+        .get_booking(TicketId {
+            id: ticket.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read, ticket);
+    let outbox: Vec<(String, serde_json::Value)> =
+        sqlx::query_as("SELECT event_type, payload FROM outbox ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].0, "TicketBooked");
+    assert_eq!(outbox[0].1["ticket"]["id"], ticket.id);
+}
+
+#[tokio::test]
+async fn every_invalid_field_is_named_at_once() {
+    let app = TestApp::spawn().await;
+    let request = BookingRequest {
+        first_name: "R2D2".into(),
+        last_name: "   ".into(),
+        gender: 42,
+        birthday: None,
+        launchpad_id: "000000000000000000000000".into(),
+        launch_date: None,
+        destination_id: 0,
+        request_id: String::new(),
+    };
+    let status = book(&app, request).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let mut fields = field_violations(&status);
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "birthday",
+            "destination_id",
+            "first_name",
+            "gender",
+            "last_name",
+            "launch_date",
+            "launchpad_id"
+        ]
+    );
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0, "nothing written");
+}
+
+#[tokio::test]
+async fn names_from_many_languages_book_and_bad_dates_are_refused() {
+    let app = TestApp::spawn().await;
+    for (i, (first, last)) in [
+        ("Zoë", "O'Neil"),
+        ("Li", "Nguyễn"),
+        ("Jean-Luc", "St. Pierre"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut request = booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars);
+        request.first_name = first.into();
+        request.last_name = last.into();
+        let ticket = book(&app, request)
+            .await
+            .unwrap_or_else(|e| panic!("{first} {last}: {e:?} ({i})"));
+        assert_eq!(ticket.last_name, last);
+    }
+    let cases = [
+        (
+            "birthday",
+            spacet::proto::day_timestamp(chrono::NaiveDate::from_ymd_opt(1899, 12, 31).unwrap()),
+        ),
+        (
+            "birthday",
+            spacet::proto::day_timestamp(chrono::NaiveDate::from_ymd_opt(2048, 6, 2).unwrap()),
+        ),
+        (
+            "launch_date",
+            spacet::proto::day_timestamp(chrono::NaiveDate::from_ymd_opt(2048, 6, 1).unwrap()),
+        ),
+    ];
+    for (field, value) in cases {
+        let mut request = booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars);
+        match field {
+            "birthday" => request.birthday = Some(value),
+            _ => request.launch_date = Some(value),
+        }
+        let status = book(&app, request).await.unwrap_err();
+        assert_eq!(field_violations(&status), [field], "{status:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_launch_day_is_compared_with_today_at_the_pad() {
+    let app = TestApp::spawn().await;
+    // 02:00 UTC on June 2nd is still June 1st in Florida: June 2nd is bookable there.
+    app.clock
+        .set(Utc.with_ymd_and_hms(2048, 6, 2, 2, 0, 0).unwrap());
+    book(
+        &app,
+        booking_request(pads::KSC_39A, "2048-06-02", Destination::Mars),
+    )
+    .await
+    .unwrap();
+    app.clock
+        .set(Utc.with_ymd_and_hms(2048, 6, 2, 12, 0, 0).unwrap());
+    let status = book(
+        &app,
+        booking_request(pads::CCSFS_40, "2048-06-02", Destination::Mars),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(field_violations(&status), ["launch_date"]);
+}
+
+#[tokio::test]
+async fn inactive_and_unknown_launchpads_are_refused() {
+    let app = TestApp::spawn().await;
+    for pad in [pads::VAFB_3W, pads::STLS] {
+        let status = book(&app, booking_request(pad, "2049-03-02", Destination::Mars))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(reason(&status), "LAUNCHPAD_INACTIVE");
+        assert!(status.message().contains(pad), "{}", status.message());
+    }
+    let status = book(
+        &app,
+        booking_request("5e9e4502f509094188566fff", "2049-03-02", Destination::Mars),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(field_violations(&status), ["launchpad_id"]);
+}
+
+#[tokio::test]
+async fn a_pad_and_day_flies_one_destination_and_a_week_never_repeats_one() {
+    let app = TestApp::spawn().await;
+    let first = book(
+        &app,
+        booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars),
+    )
+    .await
+    .unwrap();
+    let joined = book(
+        &app,
+        booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars),
+    )
+    .await
+    .unwrap();
+    assert_ne!(first.id, joined.id);
+
+    let taken = book(
+        &app,
+        booking_request(pads::KSC_39A, "2049-03-02", Destination::Moon),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(taken.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&taken), "LAUNCHPAD_DAY_TAKEN");
+    assert!(
+        taken.message().contains("2049-03-02") && taken.message().contains("MARS"),
+        "{}",
+        taken.message()
+    );
+
+    // 2049-03-02 is a Tuesday: Sunday the 7th is the same ISO week, Monday the 8th is not.
+    let same_week = book(
+        &app,
+        booking_request(pads::KSC_39A, "2049-03-07", Destination::Mars),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(reason(&same_week), "DESTINATION_USED_THIS_WEEK");
+    book(
+        &app,
+        booking_request(pads::KSC_39A, "2049-03-08", Destination::Mars),
+    )
+    .await
+    .unwrap();
+    // Another pad has its own week.
+    book(
+        &app,
+        booking_request(pads::CCSFS_40, "2049-03-03", Destination::Mars),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_full_flight_refuses_the_next_passenger() {
+    let app = TestApp::spawn_with(&[("SEATS_PER_FLIGHT", "2")]).await;
+    for _ in 0..2 {
+        book(
+            &app,
+            booking_request(pads::KSC_39A, "2049-03-02", Destination::Europa),
+        )
+        .await
+        .unwrap();
+    }
+    let full = book(
+        &app,
+        booking_request(pads::KSC_39A, "2049-03-02", Destination::Europa),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(full.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&full), "FLIGHT_FULL");
+}
+
+#[tokio::test]
+async fn a_spacex_launch_on_the_pad_and_day_refuses_the_booking() {
+    let app = TestApp::spawn().await;
+    sqlx::query(
+        "INSERT INTO spacex_launches (id, name, launchpad_id, date_utc, date_precision, upcoming, blocked_day)
+         VALUES ('l1', 'Starlink 99', $1, '2049-03-03T02:00:00Z', 'hour', true, '2049-03-02')",
+    )
+    .bind(pads::KSC_39A)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let status = book(
+        &app,
+        booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&status), "SPACEX_CONFLICT");
+    assert!(status.message().contains("Starlink 99"));
+    book(
+        &app,
+        booking_request(pads::KSC_39A, "2049-03-03", Destination::Mars),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn cancelling_frees_the_seat_and_the_last_ticket_frees_the_day() {
+    let app = TestApp::spawn().await;
+    let mut grpc = app.grpc().await;
+    let a = book(
+        &app,
+        booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars),
+    )
+    .await
+    .unwrap();
+    let b = book(
+        &app,
+        booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars),
+    )
+    .await
+    .unwrap();
+    grpc.cancel_booking(TicketId { id: a.id.clone() })
+        .await
+        .unwrap();
+    let cancelled = grpc
+        .get_booking(TicketId { id: a.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.status, TicketStatus::Cancelled as i32);
+    assert_eq!(
+        cancelled.cancellation_reason,
+        CancellationReason::UserRequested as i32
+    );
+    // The day is still Mars's while b holds a seat.
+    let still = book(
+        &app,
+        booking_request(pads::KSC_39A, "2049-03-02", Destination::Moon),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(reason(&still), "LAUNCHPAD_DAY_TAKEN");
+    grpc.cancel_booking(TicketId { id: b.id.clone() })
+        .await
+        .unwrap();
+    // Cancelling again succeeds and changes nothing.
+    grpc.cancel_booking(TicketId { id: b.id.clone() })
+        .await
+        .unwrap();
+    let again = grpc
+        .get_booking(TicketId { id: b.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        again.updated_at,
+        grpc.get_booking(TicketId { id: b.id.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .updated_at
+    );
+    // Flight cancelled: the day and Mars are free again.
+    book(
+        &app,
+        booking_request(pads::KSC_39A, "2049-03-02", Destination::Moon),
+    )
+    .await
+    .unwrap();
+    book(
+        &app,
+        booking_request(pads::KSC_39A, "2049-03-03", Destination::Mars),
+    )
+    .await
+    .unwrap();
+    let events: Vec<String> = sqlx::query_scalar("SELECT event_type FROM outbox ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        events,
+        [
+            "TicketBooked",
+            "TicketBooked",
+            "TicketCancelled",
+            "TicketCancelled",
+            "TicketBooked",
+            "TicketBooked"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_ticket_ids_get_precise_codes() {
+    let app = TestApp::spawn().await;
+    let mut grpc = app.grpc().await;
+    let unknown = TicketId {
+        id: uuid::Uuid::new_v4().to_string(),
+    };
+    assert_eq!(
+        grpc.get_booking(unknown.clone()).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        grpc.cancel_booking(unknown).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let malformed = grpc
+        .cancel_booking(TicketId { id: "42".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    assert_eq!(field_violations(&malformed), ["id"]);
+}
+
+#[tokio::test]
+async fn a_retried_booking_with_the_same_request_id_returns_the_same_ticket() {
+    let app = TestApp::spawn().await;
+    let mut request = booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars);
+    request.request_id = "retry-me-1".into();
+    let first = book(&app, request.clone()).await.unwrap();
+    let second = book(&app, request.clone()).await.unwrap();
+    assert_eq!(first, second);
+
+    // The same key through the metadata header.
+    let mut by_header = Request::new(booking_request(
+        pads::KSC_39A,
+        "2049-03-02",
+        Destination::Mars,
+    ));
+    by_header
+        .metadata_mut()
+        .insert("idempotency-key", "retry-me-1".parse().unwrap());
+    let third = app
+        .grpc()
+        .await
+        .launch_booking(by_header)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(third.id, first.id);
+
+    // The same key for another request is refused.
+    request.first_name = "Grace".into();
+    let conflict = book(&app, request).await.unwrap_err();
+    assert_eq!(conflict.code(), Code::AlreadyExists);
+
+    // Racing retries still give one ticket.
+    let mut racing = booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars);
+    racing.request_id = "race-1".into();
+    let answers = futures::future::join_all((0..10).map(|_| book(&app, racing.clone()))).await;
+    let ids: HashSet<String> = answers.into_iter().map(|a| a.unwrap().id).collect();
+    assert_eq!(ids.len(), 1);
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 2);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_bookings_for_one_pad_and_day_get_one_flight_within_its_seats() {
+    let app = TestApp::spawn_with(&[("SEATS_PER_FLIGHT", "30"), ("PG_POOL_MAX", "20")]).await;
+    let destinations = [Destination::Mars, Destination::Moon, Destination::Titan];
+    let answers = futures::future::join_all((0..50).map(|i| {
+        let app = &app;
+        async move {
+            book(
+                app,
+                booking_request(pads::KSC_39A, "2049-03-02", destinations[i % 3]),
+            )
+            .await
+        }
+    }))
+    .await;
+    let mut confirmed = Vec::new();
+    for answer in answers {
+        match answer {
+            Ok(ticket) => confirmed.push(ticket),
+            Err(status) => {
+                assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+                assert!(
+                    ["LAUNCHPAD_DAY_TAKEN", "FLIGHT_FULL"].contains(&reason(&status).as_str()),
+                    "{status:?}"
+                );
+            }
+        }
+    }
+    let flights: Vec<(uuid::Uuid, i32)> =
+        sqlx::query_as("SELECT id, seats_booked FROM flights WHERE status = 'scheduled'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(flights.len(), 1, "exactly one flight");
+    let on_flight: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tickets WHERE flight_id = $1 AND status = 'CONFIRMED'",
+    )
+    .bind(flights[0].0)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        on_flight as usize,
+        confirmed.len(),
+        "every confirmed ticket is on the flight"
+    );
+    assert_eq!(flights[0].1 as usize, confirmed.len());
+    assert!(
+        confirmed.len() <= 30,
+        "{} tickets for 30 seats",
+        confirmed.len()
+    );
+    let destinations: HashSet<i32> = confirmed.iter().map(|t| t.destination_id).collect();
+    assert_eq!(destinations.len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_bookings_over_one_week_never_repeat_a_destination() {
+    let app = TestApp::spawn_with(&[("PG_POOL_MAX", "20")]).await;
+    // Monday 2049-03-01 to Sunday 2049-03-07, every destination wanted on every day.
+    let mut attempts = Vec::new();
+    for day in 1..=7 {
+        for destination in [
+            Destination::Mars,
+            Destination::Moon,
+            Destination::Pluto,
+            Destination::Europa,
+        ] {
+            attempts.push((format!("2049-03-{day:02}"), destination));
+        }
+    }
+    let answers =
+        futures::future::join_all(attempts.iter().map(|(day, destination)| {
+            book(&app, booking_request(pads::VAFB_4E, day, *destination))
+        }))
+        .await;
+    assert!(answers.iter().any(|a| a.is_ok()));
+    let flights: Vec<(chrono::NaiveDate, String)> =
+        sqlx::query_as("SELECT launch_day, destination FROM flights WHERE status = 'scheduled'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let mut per_destination: HashMap<String, usize> = HashMap::new();
+    for (_, destination) in &flights {
+        *per_destination.entry(destination.clone()).or_default() += 1;
+    }
+    assert!(per_destination.values().all(|n| *n == 1), "{flights:?}");
+    let days: HashSet<_> = flights.iter().map(|(d, _)| *d).collect();
+    assert_eq!(days.len(), flights.len(), "one flight per day");
+}
+
+#[tokio::test]
+async fn paging_with_limit_7_while_tickets_change_returns_every_lasting_ticket_once() {
+    let app = TestApp::spawn_with(&[("SEATS_PER_FLIGHT", "5000"), ("PG_POOL_MAX", "20")]).await;
+    let mut lasting = Vec::new();
+    for chunk in 0..20 {
+        let batch = futures::future::join_all((0..50).map(|_| {
+            book(
+                &app,
+                booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars),
+            )
+        }))
+        .await;
+        lasting.extend(batch.into_iter().map(|t| t.unwrap().id));
+        let _ = chunk;
+    }
+    // Extra tickets that get cancelled while we page.
+    let mut doomed = Vec::new();
+    for _ in 0..50 {
+        doomed.push(
+            book(
+                &app,
+                booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars),
+            )
+            .await
+            .unwrap()
+            .id,
+        );
+    }
+    let churn = {
+        let grpc = app.grpc().await;
+        tokio::spawn(async move {
+            let mut grpc = grpc;
+            for id in doomed {
+                grpc.cancel_booking(TicketId { id }).await.unwrap();
+                grpc.launch_booking(booking_request(
+                    pads::KSC_39A,
+                    "2049-03-02",
+                    Destination::Mars,
+                ))
+                .await
+                .unwrap();
+            }
+        })
+    };
+    let mut grpc = app.grpc().await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut cursor = String::new();
+    let mut pages = 0;
+    loop {
+        let page = grpc
+            .list_bookings(ListTicketsRequest {
+                limit: 7,
+                cursor: cursor.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.tickets.len() <= 7);
+        for t in page.tickets {
+            *seen.entry(t.id).or_default() += 1;
+        }
+        pages += 1;
+        if page.next_cursor.is_empty() {
+            break;
+        }
+        cursor = page.next_cursor;
+    }
+    churn.await.unwrap();
+    assert!(pages >= 1000 / 7);
+    for id in &lasting {
+        assert_eq!(
+            seen.get(id),
+            Some(&1),
+            "ticket {id} seen {:?} times",
+            seen.get(id)
+        );
+    }
+    assert!(seen.values().all(|n| *n == 1), "a ticket was repeated");
+}
+
+#[tokio::test]
+async fn listing_filters_and_rejects_bad_cursors() {
+    let app = TestApp::spawn().await;
+    let mut grpc = app.grpc().await;
+    let mut zoe = booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars);
+    zoe.first_name = "Zoë".into();
+    zoe.last_name = "Okafor".into();
+    let zoe = book(&app, zoe).await.unwrap();
+    let moon = book(
+        &app,
+        booking_request(pads::CCSFS_40, "2049-04-02", Destination::Moon),
+    )
+    .await
+    .unwrap();
+    grpc.cancel_booking(TicketId {
+        id: moon.id.clone(),
+    })
+    .await
+    .unwrap();
+
+    let list = |req: ListTicketsRequest| {
+        let mut grpc = grpc.clone();
+        async move {
+            grpc.list_bookings(req).await.map(|r| {
+                r.into_inner()
+                    .tickets
+                    .into_iter()
+                    .map(|t| t.id)
+                    .collect::<Vec<_>>()
+            })
+        }
+    };
+    assert_eq!(
+        list(ListTicketsRequest {
+            last_name: "oka".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+        [zoe.id.as_str()]
+    );
+    assert_eq!(
+        list(ListTicketsRequest {
+            first_name: "ZOË".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+        [zoe.id.as_str()]
+    );
+    assert_eq!(
+        list(ListTicketsRequest {
+            status: TicketStatus::Cancelled as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+        [moon.id.as_str()]
+    );
+    assert_eq!(
+        list(ListTicketsRequest {
+            destination_id: Destination::Mars as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+        [zoe.id.as_str()]
+    );
+    assert_eq!(
+        list(ListTicketsRequest {
+            launchpad_id: pads::CCSFS_40.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+        [moon.id.as_str()]
+    );
+    let april = ListTicketsRequest {
+        launch_date_from: Some(spacet::proto::day_timestamp(
+            chrono::NaiveDate::from_ymd_opt(2049, 4, 1).unwrap(),
+        )),
+        launch_date_to: Some(spacet::proto::day_timestamp(
+            chrono::NaiveDate::from_ymd_opt(2049, 4, 30).unwrap(),
+        )),
+        ..Default::default()
+    };
+    assert_eq!(list(april).await.unwrap(), [moon.id.as_str()]);
+    let bad = list(ListTicketsRequest {
+        cursor: "not-a-cursor".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert_eq!(field_violations(&bad), ["cursor"]);
+    let negative = list(ListTicketsRequest {
+        limit: -1,
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(field_violations(&negative), ["limit"]);
+    assert_eq!(
+        list(ListTicketsRequest {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn launchpads_and_their_schedule_show_what_can_be_booked() {
+    let app = TestApp::spawn().await;
+    let mut grpc = app.grpc().await;
+    let pads_list = grpc
+        .list_launchpads(ListLaunchpadsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .launchpads;
+    assert_eq!(pads_list.len(), 6);
+    let ksc = pads_list.iter().find(|p| p.id == pads::KSC_39A).unwrap();
+    assert_eq!(
+        (
+            ksc.name.as_str(),
+            ksc.timezone.as_str(),
+            ksc.status.as_str()
+        ),
+        ("KSC LC 39A", "America/New_York", "active")
+    );
+    assert!(ksc.bookable);
+
+    book(
+        &app,
+        booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars),
+    )
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO spacex_launches (id, name, launchpad_id, date_utc, date_precision, upcoming, blocked_day)
+         VALUES ('firm', 'CRS-99', $1, '2049-03-04T15:00:00Z', 'hour', true, '2049-03-04'),
+                ('vague', 'Tentative', $1, '2049-03-01T00:00:00Z', 'month', true, NULL)",
+    )
+    .bind(pads::KSC_39A)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let schedule = grpc
+        .get_launchpad_schedule(GetLaunchpadScheduleRequest {
+            id: pads::KSC_39A.into(),
+            from: "2049-03-01".into(),
+            to: "2049-03-08".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(schedule.days.len(), 8);
+    let day = |d: &str| schedule.days.iter().find(|x| x.date == d).unwrap();
+    let flight = day("2049-03-02").flight.as_ref().unwrap();
+    assert_eq!(
+        (
+            flight.destination_id,
+            flight.seats_booked,
+            flight.seats_left
+        ),
+        (Destination::Mars as i32, 1, 99)
+    );
+    assert!(day("2049-03-02").bookable);
+    assert!(
+        !day("2049-03-03")
+            .free_destinations
+            .contains(&(Destination::Mars as i32)),
+        "Mars flies that week"
+    );
+    assert!(
+        day("2049-03-08")
+            .free_destinations
+            .contains(&(Destination::Mars as i32)),
+        "a new week"
+    );
+    assert!(!day("2049-03-04").bookable, "SpaceX owns the 4th");
+    assert!(day("2049-03-04")
+        .spacex_launches
+        .iter()
+        .any(|l| l.name == "CRS-99" && !l.tentative));
+    assert!(day("2049-03-05")
+        .spacex_launches
+        .iter()
+        .any(|l| l.name == "Tentative" && l.tentative));
+    assert!(
+        day("2049-03-05").bookable,
+        "a tentative launch blocks nothing"
+    );
+
+    let too_long = grpc
+        .get_launchpad_schedule(GetLaunchpadScheduleRequest {
+            id: pads::KSC_39A.into(),
+            from: "2049-03-01".into(),
+            to: "2049-06-30".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(field_violations(&too_long), ["to"]);
+    let unknown = grpc
+        .get_launchpad_schedule(GetLaunchpadScheduleRequest {
+            id: "5e9e4502f509094188566fff".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+}
