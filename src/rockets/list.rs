@@ -61,9 +61,9 @@ impl Sort {
         match self {
             Sort::Channel => "channel",
             Sort::Type => "COALESCE(rocket_type, '')",
-            Sort::Speed => "speed",
+            Sort::Speed => super::store::SPEED_SQL,
             Sort::Mission => "COALESCE(mission, '')",
-            Sort::Status => "status",
+            Sort::Status => super::store::STATUS_SQL,
             Sort::LaunchedAt => "COALESCE(launched_at, '-infinity')",
             Sort::UpdatedAt => "updated_at",
         }

@@ -1,6 +1,8 @@
 //! The SQL of rocket telemetry: one statement stores a batch of messages and
 //! merges them into the rockets' state rows; reads of one rocket or a page.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use sqlx::{postgres::PgRow, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
@@ -32,8 +34,19 @@ pub struct Rocket {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Columns of [`Rocket`], for `SELECT` and `RETURNING`.
-const ROCKET_COLUMNS: &str = "channel, rocket_type, launch_speed, speed, mission, status, explosion_reason, launched_at, last_message_number, last_message_time, messages_received, missing_messages, created_at, updated_at";
+/// [`Summary::speed`] in SQL, over a `rockets` row.
+pub(super) const SPEED_SQL: &str = "(COALESCE(launch_speed, 0) + speed_delta)";
+/// [`Summary::status`] in SQL.
+pub(super) const STATUS_SQL: &str = "(CASE WHEN exploded_number IS NOT NULL THEN 'exploded' WHEN launch_number IS NOT NULL THEN 'launched' ELSE 'unknown' END)";
+
+/// Columns of [`Rocket`], for `SELECT` and `RETURNING` (unqualified, so both work).
+static ROCKET_COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "channel, rocket_type, launch_speed, {SPEED_SQL} AS speed, mission, {STATUS_SQL} AS status, \
+         explosion_reason, launched_at, last_message_number, last_message_time, messages_received, \
+         last_message_number - messages_received AS missing_messages, created_at, updated_at"
+    )
+});
 
 impl<'r> sqlx::FromRow<'r, PgRow> for Rocket {
     fn from_row(row: &'r PgRow) -> Result<Rocket, sqlx::Error> {
@@ -149,7 +162,7 @@ pub async fn write(
         exploded_number.push(s.explosion.as_ref().map(|e| e.number));
         explosion_reason.push(s.explosion.map(|e| e.value));
     }
-    let rows = sqlx::query(WRITE_SQL)
+    let rows = sqlx::query(&WRITE_SQL)
         .bind(&idx)
         .bind(&channel)
         .bind(&number)
@@ -192,7 +205,11 @@ pub async fn write(
 
 /// The batch statement. `$1..$14` are the messages' columns (arrays in the same
 /// order), `$15` is now.
-const WRITE_SQL: &str = r#"
+static WRITE_SQL: LazyLock<String> = LazyLock::new(|| {
+    WRITE_SQL_TEMPLATE.replace("{ROCKET_COLUMNS}", &ROCKET_COLUMNS)
+});
+
+const WRITE_SQL_TEMPLATE: &str = r#"
 WITH input AS (
     SELECT * FROM unnest(
         $1::int4[], $2::uuid[], $3::int8[], $4::text[], $5::timestamptz[], $6::jsonb[],
@@ -264,9 +281,7 @@ changed AS (
         last_message_number = GREATEST(r.last_message_number, EXCLUDED.last_message_number),
         messages_received = r.messages_received + EXCLUDED.messages_received,
         updated_at = EXCLUDED.updated_at
-    RETURNING r.channel, r.rocket_type, r.launch_speed, r.speed, r.mission, r.status,
-        r.explosion_reason, r.launched_at, r.last_message_number, r.last_message_time,
-        r.messages_received, r.missing_messages, r.created_at, r.updated_at
+    RETURNING {ROCKET_COLUMNS}
 )
 -- One row per message (its outcome), then one per changed rocket.
 SELECT i.idx,
@@ -288,7 +303,8 @@ SELECT NULL, NULL, c.* FROM changed c
 /// One rocket, if any message of its channel was stored.
 pub async fn get(pool: &PgPool, channel: Uuid) -> Result<Option<Rocket>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {ROCKET_COLUMNS} FROM rockets WHERE channel = $1"
+        "SELECT {} FROM rockets WHERE channel = $1",
+        *ROCKET_COLUMNS
     ))
     .bind(channel)
     .fetch_optional(pool)
@@ -300,10 +316,13 @@ pub async fn list(
     pool: &PgPool,
     query: &ListQuery,
 ) -> Result<(Vec<Rocket>, Option<SortKey>), sqlx::Error> {
-    let mut sql: QueryBuilder<Postgres> =
-        QueryBuilder::new(format!("SELECT {ROCKET_COLUMNS} FROM rockets WHERE true"));
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+        "SELECT {} FROM rockets WHERE true",
+        *ROCKET_COLUMNS
+    ));
     if let Some(status) = query.status {
-        sql.push(" AND status = ").push_bind(status.as_str());
+        sql.push(format!(" AND {STATUS_SQL} = "))
+            .push_bind(status.as_str());
     }
     if let Some(rocket_type) = &query.rocket_type {
         sql.push(" AND rocket_type = ")
