@@ -32,6 +32,8 @@ pub struct AppState {
     checks: Arc<RwLock<Vec<Arc<dyn HealthCheck>>>>,
     /// Fired once when shutdown begins.
     pub shutdown: CancellationToken,
+    /// Rocket telemetry: the writer's queue and the change feed.
+    pub rockets: crate::rockets::Rockets,
 }
 
 impl AppState {
@@ -87,6 +89,7 @@ impl App {
         let state = AppState {
             pool: pool.clone(),
             settings: Arc::new(settings),
+            rockets: crate::rockets::Rockets::new(pool.clone(), clock.clone()),
             clock,
             ready: Arc::new(AtomicBool::new(false)),
             checks: Arc::new(RwLock::new(vec![Arc::new(DatabaseCheck(pool))])),

@@ -295,3 +295,16 @@ impl From<crate::spacex::SyncError> for ApiError {
         }
     }
 }
+
+impl From<crate::rockets::RocketError> for ApiError {
+    fn from(error: crate::rockets::RocketError) -> ApiError {
+        use crate::rockets::RocketError as E;
+        match error {
+            // ALREADY_EXISTS (HTTP 409): the number is taken by another message.
+            E::Conflict { .. } => ApiError::AlreadyExists(error.to_string()),
+            E::NotFound(_) => ApiError::NotFound(error.to_string()),
+            E::Unavailable(what) => ApiError::Unavailable(what),
+            E::Internal(cause) => ApiError::Internal(anyhow::anyhow!(cause)),
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Listing rockets: sorted by any of the keys, filtered, and paged with a
+//! keyset cursor on (key, channel), so a page boundary never skips or repeats a
+//! rocket whose key does not change meanwhile.
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use chrono::SecondsFormat;
+use tonic_types::FieldViolation;
+use uuid::Uuid;
+
+use super::{state::Status, store::Rocket};
+use crate::proto;
+
+/// Page size when the request gives none.
+pub const DEFAULT_LIMIT: i64 = 20;
+/// Largest page; larger requests are lowered to it.
+pub const MAX_LIMIT: i64 = 100;
+
+/// What rockets can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sort {
+    Channel,
+    Type,
+    Speed,
+    Mission,
+    Status,
+    LaunchedAt,
+    UpdatedAt,
+}
+
+impl Sort {
+    const ALL: [Sort; 7] = [
+        Sort::Channel,
+        Sort::Type,
+        Sort::Speed,
+        Sort::Mission,
+        Sort::Status,
+        Sort::LaunchedAt,
+        Sort::UpdatedAt,
+    ];
+
+    /// The name in requests and cursors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sort::Channel => "channel",
+            Sort::Type => "type",
+            Sort::Speed => "speed",
+            Sort::Mission => "mission",
+            Sort::Status => "status",
+            Sort::LaunchedAt => "launchedAt",
+            Sort::UpdatedAt => "updatedAt",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Sort> {
+        Sort::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// The SQL expression sorted on: never NULL (rockets without a launch sort
+    /// first in ascending order), so that the keyset comparison is total.
+    pub(super) fn expression(self) -> &'static str {
+        match self {
+            Sort::Channel => "channel",
+            Sort::Type => "COALESCE(rocket_type, '')",
+            Sort::Speed => super::store::SPEED_SQL,
+            Sort::Mission => "COALESCE(mission, '')",
+            Sort::Status => super::store::STATUS_SQL,
+            Sort::LaunchedAt => "COALESCE(launched_at, '-infinity')",
+            Sort::UpdatedAt => "updated_at",
+        }
+    }
+
+    /// The SQL type of [`Sort::expression`], which the cursor's key is cast to.
+    pub(super) fn sql_type(self) -> &'static str {
+        match self {
+            Sort::Channel => "uuid",
+            Sort::Type | Sort::Mission | Sort::Status => "text",
+            Sort::Speed => "int8",
+            Sort::LaunchedAt | Sort::UpdatedAt => "timestamptz",
+        }
+    }
+
+    /// The value of [`Sort::expression`] for a rocket, as text PostgreSQL casts back.
+    pub(super) fn key_of(self, rocket: &Rocket) -> SortKey {
+        let time =
+            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let key = match self {
+            Sort::Channel => rocket.channel.to_string(),
+            Sort::Type => rocket.rocket_type.clone().unwrap_or_default(),
+            Sort::Speed => rocket.speed.to_string(),
+            Sort::Mission => rocket.mission.clone().unwrap_or_default(),
+            Sort::Status => rocket.status.as_str().to_string(),
+            Sort::LaunchedAt => rocket
+                .launched_at
+                .map_or_else(|| "-infinity".to_string(), time),
+            Sort::UpdatedAt => time(rocket.updated_at),
+        };
+        SortKey {
+            sort: self,
+            descending: false,
+            key,
+            channel: rocket.channel,
+        }
+    }
+}
+
+/// Position after the last rocket of a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortKey {
+    pub sort: Sort,
+    pub descending: bool,
+    pub key: String,
+    pub channel: Uuid,
+}
+
+impl SortKey {
+    /// Opaque, URL-safe encoding. The sort and order are in it, so that a cursor is
+    /// never used with another sort.
+    pub fn encode(&self) -> String {
+        let order = if self.descending { "desc" } else { "asc" };
+        URL_SAFE_NO_PAD.encode(format!(
+            "r1|{}|{order}|{}|{}",
+            self.sort.as_str(),
+            self.channel,
+            self.key
+        ))
+    }
+
+    /// Decodes [`SortKey::encode`]'s text.
+    pub fn decode(raw: &str) -> Option<SortKey> {
+        let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw.trim()).ok()?).ok()?;
+        let mut parts = text.splitn(5, '|');
+        if parts.next()? != "r1" {
+            return None;
+        }
+        let sort = Sort::parse(parts.next()?)?;
+        let descending = match parts.next()? {
+            "asc" => false,
+            "desc" => true,
+            _ => return None,
+        };
+        let channel = Uuid::try_parse(parts.next()?).ok()?;
+        let key = parts.next()?.to_string();
+        Some(SortKey {
+            sort,
+            descending,
+            key,
+            channel,
+        })
+    }
+}
+
+/// A parsed ListRockets request.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub sort: Sort,
+    pub descending: bool,
+    pub status: Option<Status>,
+    pub rocket_type: Option<String>,
+    pub mission: Option<String>,
+    /// Only this rocket (used by WatchRockets' snapshots).
+    pub channel: Option<Uuid>,
+    /// `None`: every rocket (internal callers only).
+    pub limit: Option<i64>,
+    pub after: Option<SortKey>,
+}
+
+impl ListQuery {
+    /// Every rocket of one channel or all channels, in channel order.
+    pub fn all(channel: Option<Uuid>) -> ListQuery {
+        ListQuery {
+            sort: Sort::Channel,
+            descending: false,
+            status: None,
+            rocket_type: None,
+            mission: None,
+            channel,
+            limit: None,
+            after: None,
+        }
+    }
+
+    /// Parses a request, naming every invalid field.
+    pub fn parse(req: &proto::ListRocketsRequest) -> Result<ListQuery, Vec<FieldViolation>> {
+        let mut violations = Vec::new();
+        let mut bad = |field: &str, problem: String| {
+            violations.push(FieldViolation::new(field, problem));
+        };
+        let sort = match req.sort.trim() {
+            "" => Sort::Channel,
+            raw => Sort::parse(raw).unwrap_or_else(|| {
+                bad(
+                    "sort",
+                    format!(
+                        "{raw:?} is not one of {}",
+                        Sort::ALL.map(Sort::as_str).join(", ")
+                    ),
+                );
+                Sort::Channel
+            }),
+        };
+        let descending = match req.order.trim() {
+            "" | "asc" => false,
+            "desc" => true,
+            raw => {
+                bad("order", format!("{raw:?} is not asc or desc"));
+                false
+            }
+        };
+        let status = match req.status.trim() {
+            "" => None,
+            raw => {
+                let status = Status::parse(raw);
+                if status.is_none() {
+                    bad(
+                        "status",
+                        format!(
+                            "{raw:?} is not one of {}",
+                            Status::ALL.map(Status::as_str).join(", ")
+                        ),
+                    );
+                }
+                status
+            }
+        };
+        let limit = match req.limit {
+            0 => DEFAULT_LIMIT,
+            l if l < 0 => {
+                bad("limit", "must not be negative".into());
+                DEFAULT_LIMIT
+            }
+            l => i64::from(l).min(MAX_LIMIT),
+        };
+        let after = match req.cursor.trim() {
+            "" => None,
+            raw => match SortKey::decode(raw) {
+                Some(key) if key.sort == sort && key.descending == descending => Some(key),
+                Some(_) => {
+                    bad(
+                        "cursor",
+                        "belongs to another sort or order: repeat the sort and order of the request that returned it".into(),
+                    );
+                    None
+                }
+                None => {
+                    bad("cursor", "is not a cursor returned by ListRockets".into());
+                    None
+                }
+            },
+        };
+        let non_empty = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+        if !violations.is_empty() {
+            return Err(violations);
+        }
+        Ok(ListQuery {
+            sort,
+            descending,
+            status,
+            rocket_type: non_empty(&req.r#type),
+            mission: non_empty(&req.mission),
+            channel: None,
+            limit: Some(limit),
+            after,
+        })
+    }
+
+    /// The cursor of the next page, from the last rocket's key.
+    pub fn next_cursor(&self, key: Option<SortKey>) -> Option<String> {
+        key.map(|mut key| {
+            key.descending = self.descending;
+            key.encode()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_with_any_key_text() {
+        let key = SortKey {
+            sort: Sort::Mission,
+            descending: true,
+            key: "A|B|C".into(),
+            channel: Uuid::now_v7(),
+        };
+        assert_eq!(SortKey::decode(&key.encode()), Some(key));
+        for bad in ["", "xyz", "!!!", &URL_SAFE_NO_PAD.encode("r1|speed|up|x|1")] {
+            assert_eq!(SortKey::decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bad_fields_are_all_named() {
+        let req = proto::ListRocketsRequest {
+            sort: "height".into(),
+            order: "up".into(),
+            status: "flying".into(),
+            limit: -1,
+            cursor: "nope".into(),
+            ..Default::default()
+        };
+        let mut fields: Vec<String> = ListQuery::parse(&req)
+            .unwrap_err()
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        fields.sort();
+        assert_eq!(fields, ["cursor", "limit", "order", "sort", "status"]);
+    }
+
+    #[test]
+    fn a_cursor_only_continues_its_own_sort() {
+        let key = SortKey {
+            sort: Sort::Speed,
+            descending: false,
+            key: "5".into(),
+            channel: Uuid::nil(),
+        };
+        let mut req = proto::ListRocketsRequest {
+            sort: "speed".into(),
+            cursor: key.encode(),
+            ..Default::default()
+        };
+        assert!(ListQuery::parse(&req).unwrap().after.is_some());
+        req.order = "desc".into();
+        assert!(ListQuery::parse(&req).is_err());
+    }
+}
