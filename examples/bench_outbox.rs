@@ -13,6 +13,10 @@
 //!    got its answer (after the commit);
 //! 2. throughput: inserts a burst of events at once and reports events/s published
 //!    while the relay drains it, and the process's memory before and after.
+//!
+//! First, as a baseline measured in the same run (the machine is shared and noisy),
+//! the same publisher without database or relay: one publish at a time, and batches
+//! of the relay's size.
 
 #[path = "../tests/api/pubsub_emulator.rs"]
 #[allow(dead_code)]
@@ -31,6 +35,7 @@ use spacet::{
     clock::Clock,
     config::{Database, Settings},
     embedded_pg::EmbeddedPostgres,
+    outbox::publisher::{OutgoingMessage, Publisher as _},
     proto::{space_t_service_client::SpaceTServiceClient, BookingRequest, Destination, Gender},
 };
 use sqlx::PgPool;
@@ -136,11 +141,50 @@ async fn main() -> anyhow::Result<()> {
         unreachable!("PG_DSN is set")
     };
     println!(
-        "setup: {} replica(s), batch {}, emulator {pubsub_host}, PostgreSQL durable (fsync on), {} CPUs, load average {}",
+        "setup: {} replica(s), batch {}, emulator {pubsub_host}, PostgreSQL durable (fsync on), {} CPUs, CPU pressure {}",
         args.replicas,
         args.batch,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        cpu_pressure()
+    );
+
+    // ---- 0. baseline: the same publisher, no database, no relay ----
+    // Its own topic, with a subscription too, so that the emulator does the same work.
+    let mut baseline = settings.pubsub.clone();
+    baseline.topic = "baseline".into();
+    rest.create_topic(&baseline.topic).await;
+    rest.create_subscription("baseline-sub", &baseline.topic)
+        .await;
+    let direct = spacet::outbox::publisher::PubSubPublisher::connect(&baseline).await?;
+    let mut round_trips = Vec::new();
+    for i in 0..300 {
+        let started = Instant::now();
+        let result = direct
+            .publish(vec![message(-1 - i, &sample_payload())])
+            .await;
+        result.into_iter().next().expect("one result")?;
+        round_trips.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let started = Instant::now();
+    let mut sent = 0i64;
+    while sent < args.burst {
+        let n = (args.burst - sent).min(args.batch as i64);
+        let batch = (0..n)
+            .map(|i| message(-(sent + i) - 1000, &sample_payload()))
+            .collect();
+        for result in direct.publish(batch).await {
+            result?;
+        }
+        sent += n;
+    }
+    let direct_rate = args.burst as f64 / started.elapsed().as_secs_f64();
+    println!("baseline (publisher alone, no database, no relay):");
+    println!("  one publish at a time: {}", summary(&mut round_trips));
+    println!(
+        "  {} messages in batches of {} (distinct ordering keys): {direct_rate:.0} messages/s; CPU pressure {}",
+        args.burst,
+        args.batch,
+        cpu_pressure()
     );
 
     // ---- 1. latency under a steady booking load ----
@@ -195,6 +239,7 @@ async fn main() -> anyhow::Result<()> {
         "  booking answered to the client (after commit) -> publish acknowledged: {}",
         summary(&mut from_answer)
     );
+    println!("  CPU pressure {}", cpu_pressure());
 
     // ---- 2. throughput: a burst, drained ----
     let rss_before = rss_kb();
@@ -246,9 +291,11 @@ async fn main() -> anyhow::Result<()> {
         args.burst as f64 * 0.8 / (p90 - p10)
     );
     println!(
-        "  process RSS {} MB before the burst, {} MB after",
+        "  relay/baseline throughput ratio {:.2}; process RSS {} MB before the burst, {} MB after; CPU pressure {}",
+        args.burst as f64 * 0.8 / (p90 - p10) / direct_rate,
         rss_before / 1024,
-        rss_after / 1024
+        rss_after / 1024,
+        cpu_pressure()
     );
 
     let sample = rest.pull(SUBSCRIPTION).await;
@@ -266,6 +313,40 @@ async fn main() -> anyhow::Result<()> {
         let _ = handle.await;
     }
     Ok(())
+}
+
+/// A TicketBooked payload as the service writes it.
+fn sample_payload() -> bytes::Bytes {
+    bytes::Bytes::from_static(br#"{"ticket":{"birthday":"1990-12-01T00:00:00+00:00","cancellationReason":"CANCELLATION_REASON_UNSPECIFIED","createdAt":"2026-11-22T06:19:12.509368+00:00","destinationId":"MARS","firstName":"Ada","gender":"FEMALE","id":"01a201e8-a0fd-744e-a61c-2abd4ac700bd","lastName":"Lovelace","launchDate":"2049-03-02T00:00:00+00:00","launchpadId":"5e9e4502f509094188566f88","status":"CONFIRMED","updatedAt":"2026-11-22T06:19:12.509368+00:00"}}"#)
+}
+
+/// A message shaped like the relay's, with its own ordering key.
+fn message(id: i64, data: &bytes::Bytes) -> OutgoingMessage {
+    OutgoingMessage {
+        event_id: id,
+        event_type: "BenchBaseline".into(),
+        ordering_key: uuid::Uuid::new_v4().to_string(),
+        data: data.clone(),
+        attributes: vec![
+            ("event_id".into(), id.to_string()),
+            ("event_type".into(), "BenchBaseline".into()),
+            ("origin".into(), "bench".into()),
+            ("schema_version".into(), "1".into()),
+        ],
+    }
+}
+
+/// `/proc/pressure/cpu` "some" averages: the share of time runnable work waited
+/// for a CPU (other engineers build on this machine).
+fn cpu_pressure() -> String {
+    std::fs::read_to_string("/proc/pressure/cpu")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.trim_start_matches("some ").to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn request() -> BookingRequest {
