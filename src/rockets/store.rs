@@ -205,9 +205,8 @@ pub async fn write(
 
 /// The batch statement. `$1..$14` are the messages' columns (arrays in the same
 /// order), `$15` is now.
-static WRITE_SQL: LazyLock<String> = LazyLock::new(|| {
-    WRITE_SQL_TEMPLATE.replace("{ROCKET_COLUMNS}", &ROCKET_COLUMNS)
-});
+static WRITE_SQL: LazyLock<String> =
+    LazyLock::new(|| WRITE_SQL_TEMPLATE.replace("{ROCKET_COLUMNS}", &ROCKET_COLUMNS));
 
 const WRITE_SQL_TEMPLATE: &str = r#"
 WITH input AS (
