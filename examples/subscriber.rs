@@ -1,5 +1,5 @@
 //! Prints every SpaceT ticket event, one JSON line each: an example consumer of the
-//! event contract (see the README's "Ticket events" section).
+//! event contract (see the README's "Events" section).
 //!
 //! ```text
 //! PUBSUB_EMULATOR_HOST=localhost:8085 cargo run --example subscriber

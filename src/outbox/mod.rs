@@ -114,13 +114,13 @@ pub fn spawn(state: &crate::app::AppState) -> Vec<JoinHandle<()>> {
         return Vec::new();
     }
 
+    let pool = relay_pool(&state.pool);
     let wake = Arc::new(Notify::new());
     let listener = tokio::spawn(relay::listen(
-        state.pool.clone(),
+        pool.clone(),
         wake.clone(),
         state.shutdown.clone(),
     ));
-    let pool = state.pool.clone();
     let shutdown = state.shutdown.clone();
     let worker = tokio::spawn(async move {
         let publisher: Arc<dyn publisher::Publisher> = if settings.pubsub.enabled {
@@ -141,6 +141,22 @@ pub fn spawn(state: &crate::app::AppState) -> Vec<JoinHandle<()>> {
         .await
     });
     vec![listener, worker]
+}
+
+/// The relay's own small pool: requests cannot starve it, and its bookkeeping
+/// commits without waiting for the WAL flush (`synchronous_commit=off`). A crash of
+/// PostgreSQL can then lose at most a lease (the row is claimed again) or a
+/// "published" mark (the event is published again, a duplicate consumers drop by
+/// `event_id`); bookings and their events keep the server's durability.
+fn relay_pool(pool: &sqlx::PgPool) -> sqlx::PgPool {
+    let options = (*pool.connect_options())
+        .clone()
+        .options([("synchronous_commit", "off")]);
+    sqlx::postgres::PgPoolOptions::new()
+        // The listener, the relay, and one spare.
+        .max_connections(3)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect_lazy_with(options)
 }
 
 /// Builds the Pub/Sub clients, retrying until it works or shutdown begins.

@@ -141,6 +141,19 @@ fn the_compose_file_wires_postgres_the_emulator_the_service_and_the_subscriber()
         .as_str()
         .unwrap()
         .contains("subscriber"));
+    // The subscriber is configured only through variables the example reads.
+    let subscriber_source = std::fs::read_to_string(repo("examples/subscriber.rs")).unwrap();
+    for key in services["subscriber"]["environment"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+    {
+        let key = key.as_str().unwrap();
+        assert!(
+            subscriber_source.contains(&format!("\"{key}\"")),
+            "the subscriber example does not read {key}"
+        );
+    }
     let dockerfile = std::fs::read_to_string(repo("Dockerfile")).unwrap();
     for needed in [
         "STOPSIGNAL SIGTERM",
@@ -306,4 +319,106 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
             "{family} has no TYPE line"
         );
     }
+}
+
+#[tokio::test]
+async fn the_subscriber_example_prints_each_event_the_service_publishes() {
+    use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+    let emulator = crate::pubsub_emulator::Emulator::shared().await;
+    let project = crate::pubsub_emulator::unique_project();
+    let mut subscriber = tokio::process::Command::new(example("subscriber"))
+        .env("PUBSUB_EMULATOR_HOST", emulator.host())
+        .env("PUBSUB_PROJECT_ID", &project)
+        .env("PUBSUB_LAUNCHES_TOPIC", "launches")
+        .env("PUBSUB_SUBSCRIPTION", "printer")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(subscriber.stdout.take().unwrap()).lines();
+    let mut stderr = BufReader::new(subscriber.stderr.take().unwrap()).lines();
+    // The subscription exists (it only receives what is published after it does)
+    // once the subscriber says it is reading.
+    let mut said = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            let reading = line.contains("subscriber: reading");
+            said.push(line);
+            if reading {
+                return;
+            }
+        }
+        panic!("the subscriber exited: {said:?}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the subscriber did not start reading: {said:?}"));
+
+    let app = TestApp::spawn_with(&[
+        ("PUBSUB_ENABLED", "true"),
+        ("PUBSUB_EMULATOR_HOST", &emulator.host()),
+        ("PUBSUB_PROJECT_ID", &project),
+        ("PUBSUB_LAUNCHES_TOPIC", "launches"),
+    ])
+    .await;
+    let mut grpc = app.grpc().await;
+    let ticket = grpc
+        .launch_booking(booking_request(
+            pads::KSC_39A,
+            "2049-06-03",
+            spacet::proto::Destination::Europa,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    grpc.cancel_booking(spacet::proto::TicketId {
+        id: ticket.id.clone(),
+    })
+    .await
+    .unwrap();
+
+    let mut printed: Vec<serde_json::Value> = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while printed.len() < 2 {
+            let line = stdout
+                .next_line()
+                .await
+                .unwrap()
+                .expect("the subscriber keeps running");
+            printed.push(serde_json::from_str(&line).expect("one JSON object per line"));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("two events not printed within 30 s: {printed:#?}"));
+
+    let event_ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM outbox ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(event_ids.len(), 2);
+    for (line, (event_type, event_id)) in printed.iter().zip(
+        ["TicketBooked", "TicketCancelled"]
+            .into_iter()
+            .zip(event_ids),
+    ) {
+        assert_eq!(line["event_type"], event_type, "{line}");
+        assert_eq!(line["event_id"], event_id.to_string(), "{line}");
+        assert_eq!(line["origin"], "spacet", "{line}");
+        assert_eq!(line["schema_version"], "1", "{line}");
+        assert_eq!(line["ticket"], ticket.id.as_str(), "{line}");
+        assert_eq!(line["data"]["ticket"]["id"], ticket.id.as_str(), "{line}");
+        assert_eq!(line["data"]["ticket"]["lastName"], "Lovelace", "{line}");
+    }
+    assert_eq!(printed[0]["data"]["ticket"]["status"], "CONFIRMED");
+    assert_eq!(printed[1]["data"]["ticket"]["status"], "CANCELLED");
+    assert_eq!(printed[1]["data"]["reason"], "USER_REQUESTED");
+
+    // Ctrl-C stops it cleanly.
+    unsafe { libc::kill(subscriber.id().unwrap() as i32, libc::SIGINT) };
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), subscriber.wait())
+        .await
+        .expect("the subscriber stops within 10 s of SIGINT")
+        .unwrap();
+    assert!(status.success(), "{status}");
 }

@@ -34,12 +34,17 @@ fn emulator_bin() -> PathBuf {
     bin
 }
 
-/// A free TCP port on 127.0.0.1 (free when this returns).
+/// A free TCP port on 127.0.0.1, below the kernel's ephemeral range (32768+), so
+/// that no port-0 listener or outgoing connection takes it while the emulator
+/// restarts on it.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    for _ in 0..1000 {
+        let port = rand::random_range(20_000..32_000);
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000")
 }
 
 struct Running {
@@ -96,13 +101,60 @@ impl Emulator {
         Rest::new(&self.host(), project)
     }
 
+    /// Starts the emulator and waits until it answers. A restart on the same port
+    /// can lose the race with the old server's sockets (the emulator reports a
+    /// BindException and never answers): then it is started again.
     async fn launch(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let log_start = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
+            self.spawn();
+            let client = reqwest::Client::new();
+            let url = format!("http://127.0.0.1:{}/", self.port);
+            loop {
+                if let Ok(r) = client
+                    .get(&url)
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                {
+                    if r.text().await.is_ok_and(|t| t.trim() == "Ok") {
+                        return;
+                    }
+                }
+                let running = self.running.as_ref().unwrap();
+                if running.exited.lock().unwrap().try_recv().is_ok() {
+                    panic!("the Pub/Sub emulator exited at start:\n{}", self.log_tail());
+                }
+                if self.log_since(log_start).contains("BindException") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    panic!(
+                        "the Pub/Sub emulator did not answer on port {} within 120 s:\n{}",
+                        self.port,
+                        self.log_tail()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            self.stop().await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    fn spawn(&mut self) {
         let bin = emulator_bin();
         let log = std::fs::OpenOptions::new()
             .append(true)
             .open(&self.log)
             .expect("emulator log");
         let mut command = Command::new(bin);
+        if std::env::var_os("CLOUD_PUBSUB_EMULATOR_OPTS").is_none() {
+            // The JVM's default heap is a quarter of the machine's memory; several
+            // emulators run at once here, on a machine other builds share.
+            command.env("CLOUD_PUBSUB_EMULATOR_OPTS", "-Xmx512m");
+        }
         command
             .arg("--host=127.0.0.1")
             .arg(format!("--port={}", self.port))
@@ -140,34 +192,11 @@ impl Emulator {
             pid,
             exited: Mutex::new(exited),
         });
+    }
 
-        let url = format!("http://127.0.0.1:{}/", self.port);
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Ok(r) = client
-                .get(&url)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-            {
-                if r.text().await.is_ok_and(|t| t.trim() == "Ok") {
-                    return;
-                }
-            }
-            let running = self.running.as_ref().unwrap();
-            if running.exited.lock().unwrap().try_recv().is_ok() {
-                panic!("the Pub/Sub emulator exited at start:\n{}", self.log_tail());
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "the Pub/Sub emulator did not answer on port {} within 90 s:\n{}",
-                    self.port,
-                    self.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    fn log_since(&self, offset: u64) -> String {
+        let text = std::fs::read(&self.log).unwrap_or_default();
+        String::from_utf8_lossy(&text[(offset as usize).min(text.len())..]).into_owned()
     }
 
     fn log_tail(&self) -> String {
@@ -208,6 +237,10 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
+        // The log stays for a failing test to be diagnosed.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
         if let Some(running) = self.running.take() {
             // SAFETY: as in `stop`.
             unsafe { libc::kill(running.pid as i32, libc::SIGKILL) };
@@ -327,7 +360,12 @@ impl Rest {
         Rest {
             base: format!("http://{host}/v1/projects/{project}"),
             project: project.to_string(),
-            http: reqwest::Client::new(),
+            // No kept-alive connections: the emulator would close them when it
+            // stops, leaving its port in TIME_WAIT, in the way of a restart.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("HTTP client"),
         }
     }
 
