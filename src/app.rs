@@ -89,7 +89,7 @@ impl App {
         let state = AppState {
             pool: pool.clone(),
             settings: Arc::new(settings),
-            rockets: crate::rockets::Rockets::new(pool.clone(), clock.clone()),
+            rockets: crate::rockets::Rockets::new(&pool, clock.clone()),
             clock,
             ready: Arc::new(AtomicBool::new(false)),
             checks: Arc::new(RwLock::new(vec![Arc::new(DatabaseCheck(pool))])),

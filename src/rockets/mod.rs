@@ -30,9 +30,6 @@ use message::Message;
 use store::Rocket;
 use writer::{Job, Outcome, Sink, Writer};
 
-/// Connections of the writers: one per writer task, one for handlers writing
-/// directly during shutdown.
-const WRITER_CONNECTIONS: u32 = writer::WRITERS as u32 + 1;
 /// State changes kept for slow WatchRockets subscribers before they lag (and resync).
 const CHANGES_CAPACITY: usize = 4096;
 
@@ -66,18 +63,21 @@ struct Inner {
 impl Rockets {
     /// Creates the queue and the change feed; [`spawn`] starts the writer.
     ///
-    /// The writer has connections of its own (the API's pool is not starved by a
+    /// The writer has a connection of its own (the API's pool is not starved by a
     /// burst of messages, nor the writer by slow reads), with generic plans: its one
     /// statement is planned once per connection instead of at every batch, which
     /// halves the database's work per batch.
-    pub fn new(pool: sqlx::PgPool, clock: Clock) -> Rockets {
-        let options = (*pool.connect_options())
+    pub fn new(pool: &sqlx::PgPool, clock: Clock) -> Rockets {
+        let base = pool.connect_options();
+        // Named so that operators see it apart in pg_stat_activity.
+        let name = format!(
+            "{} rocket writer",
+            base.get_application_name().unwrap_or("spacet")
+        );
+        let options = (*base)
             .clone()
+            .application_name(&name)
             .options([("plan_cache_mode", "force_generic_plan")]);
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(WRITER_CONNECTIONS)
-            .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect_lazy_with(options);
         let (queue, receiver) = mpsc::channel(writer::QUEUE_CAPACITY);
         let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
         Rockets {
@@ -85,7 +85,7 @@ impl Rockets {
                 queue,
                 receiver: Mutex::new(Some(receiver)),
                 sink: Sink {
-                    pool,
+                    options,
                     clock,
                     changes,
                 },
@@ -108,9 +108,12 @@ impl Rockets {
             Err(mpsc::error::SendError(job)) => {
                 // The writer has stopped (shutdown): write this one directly, with
                 // the same code, so that draining requests are still answered.
-                let (mut jobs, answer) = (vec![job], answer);
+                let (mut jobs, answer, mut conn) = (vec![job], answer, None);
                 while !jobs.is_empty() {
-                    jobs = self.inner.sink.commit(jobs).await;
+                    jobs = self.inner.sink.commit(&mut conn, jobs).await;
+                }
+                if let Some(conn) = conn {
+                    let _ = sqlx::Connection::close(conn).await;
                 }
                 answer
             }

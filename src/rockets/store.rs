@@ -126,7 +126,7 @@ pub struct Written {
 /// not depend on their statistics: the writer's connections plan it once (generic
 /// plan) however much the tables grow.
 pub async fn write(
-    pool: &PgPool,
+    conn: &mut sqlx::PgConnection,
     messages: &[&Message],
     now: DateTime<Utc>,
 ) -> Result<Written, sqlx::Error> {
@@ -178,7 +178,7 @@ pub async fn write(
         .bind(&exploded_number)
         .bind(&explosion_reason)
         .bind(now)
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await?;
 
     let mut outcomes = vec![None; n];

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use spacet::{clock::Clock, proto, proto::rocket_service_client::RocketServiceClient};
 use uuid::Uuid;
 
-use crate::helpers::{test_now, TestApp};
+use crate::helpers::{poll, test_now, TestApp};
 
 // ---------------------------------------------------------------- helpers
 
@@ -1080,4 +1080,53 @@ async fn watch_rockets_pushes_each_change() {
     send(&app, &exploded(c, 3, "ENGINE")).await;
     let change = next(&mut this_one).await;
     assert_eq!(change.status, "exploded");
+}
+
+#[tokio::test]
+async fn a_message_is_stored_after_the_writer_lost_its_connection() {
+    let app = TestApp::spawn().await;
+    let c = Uuid::new_v4();
+    assert_eq!(
+        send(&app, &launched(c, 1, "Falcon-9", 500, "ARTEMIS")).await,
+        201
+    );
+    let writer = "SELECT pid FROM pg_stat_activity \
+                  WHERE datname = current_database() AND application_name LIKE '% rocket writer'";
+    let before: Vec<i32> = sqlx::query_scalar(writer)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(before.len(), 1, "one writer connection: {before:?}");
+    // As if the server restarted or the network dropped the connection.
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(before[0])
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(killed);
+    assert!(
+        poll(Duration::from_secs(5), || async {
+            let pids: Vec<i32> = sqlx::query_scalar(writer)
+                .fetch_all(&app.pool)
+                .await
+                .unwrap();
+            pids.is_empty()
+        })
+        .await,
+        "the terminated backend went away"
+    );
+
+    // The batch fails on the dead connection and is retried on a new one: the
+    // sender never sees the failure.
+    assert_eq!(post(&app, &faster(c, 2, 300)).await.0, 201);
+    assert_eq!(post(&app, &faster(c, 2, 300)).await.0, 200);
+    let after: Vec<i32> = sqlx::query_scalar(writer)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1);
+    assert_ne!(after[0], before[0]);
+    let r = rocket(&app, c).await;
+    assert_eq!(r["speed"], 800);
+    assert_eq!(stored_messages(&app).await, 2);
 }
