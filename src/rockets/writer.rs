@@ -98,6 +98,18 @@ pub struct Sink {
 pub type Conn = Option<PgConnection>;
 
 impl Sink {
+    /// Opens a writer connection, within [`CONNECT_TIMEOUT`].
+    async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
+        tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&self.options))
+            .await
+            .unwrap_or_else(|_| {
+                Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connecting to the database timed out",
+                )))
+            })
+    }
+
     /// Writes `messages` through `conn`, opening it first if needed. Returns the
     /// result and whether the failure, if any, is a connection that was lost
     /// (opened before, not by this call), worth one retry on a new connection:
@@ -111,23 +123,10 @@ impl Sink {
         let reused = conn.is_some();
         let connection = match conn {
             Some(connection) => connection,
-            None => {
-                let opened = tokio::time::timeout(
-                    CONNECT_TIMEOUT,
-                    PgConnection::connect_with(&self.options),
-                )
-                .await
-                .unwrap_or_else(|_| {
-                    Err(sqlx::Error::Io(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "connecting to the database timed out",
-                    )))
-                });
-                match opened {
-                    Ok(connection) => conn.insert(connection),
-                    Err(error) => return (Err(error), false),
-                }
-            }
+            None => match self.connect().await {
+                Ok(connection) => conn.insert(connection),
+                Err(error) => return (Err(error), false),
+            },
         };
         let result = store::write(connection, messages, self.clock.now()).await;
         let Err(error) = &result else {
@@ -181,7 +180,7 @@ impl Sink {
                 }
             }
             Err(error) if lost || is_transient(&error) => {
-                tracing::warn!(%error, messages = batch.len(), "batch rolled back, retrying it");
+                tracing::warn!(%error, messages = batch.len(), connection_lost = lost, "batch not stored, retrying it");
                 for job in batch {
                     if job.attempts + 1 < MAX_ATTEMPTS {
                         later.push(Job {
@@ -292,9 +291,6 @@ impl Writer {
     /// sender never waits, and a sender that leaves costs one wait.
     async fn gather(&mut self, queue: &mut mpsc::Receiver<Job>) {
         let wanted = self.expected.min(MAX_BATCH);
-        if self.carried.len() >= wanted {
-            return;
-        }
         let deadline = tokio::time::Instant::now() + self.last_commit.min(GATHER_MAX);
         while self.carried.len() < wanted {
             let more = wanted - self.carried.len();
