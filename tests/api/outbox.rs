@@ -11,7 +11,7 @@ use spacet::{
     clock::Clock,
     outbox::{
         publisher::LogPublisher,
-        relay::{Relay, RelayConfig},
+        relay::{Relay, RelayConfig, CLAIM_SQL},
     },
     proto::{self, Destination, TicketId},
 };
@@ -627,4 +627,266 @@ async fn relays_stepped_concurrently_claim_each_event_once() {
         "per relay: {published:?}"
     );
     assert_eq!(unpublished(&app.pool).await, 0);
+}
+
+/// Per ticket, the event types in the order they first arrived (a redelivered
+/// event counts once: consumers de-duplicate by `event_id`).
+fn event_types_per_ticket(messages: &[Received]) -> HashMap<String, Vec<String>> {
+    let mut seen = HashSet::new();
+    let mut per_ticket: HashMap<String, Vec<String>> = HashMap::new();
+    for m in messages {
+        if seen.insert(m.event_id()) {
+            per_ticket
+                .entry(m.ordering_key.clone())
+                .or_default()
+                .push(m.attr("event_type").to_string());
+        }
+    }
+    per_ticket
+}
+
+#[tokio::test]
+async fn cancellations_written_behind_failing_bookings_do_not_stall_the_relay_after_an_outage() {
+    let mut emulator = Emulator::start().await;
+    // As above: the restarted emulator gets its topic and subscription back before
+    // the relay can reach it.
+    let gate = Gate::open_to(emulator.port()).await;
+    let project = unique_project();
+    let rest = emulator.rest(&project);
+    rest.create_topic(TOPIC).await;
+    rest.create_subscription(SUBSCRIPTION, TOPIC).await;
+    // Fewer due events per batch than there are tickets waiting: the cancellations,
+    // due since they were written, sort ahead of their own bookings in backoff.
+    let env = Env::pubsub(&gate.host(), &project)
+        .with("NOTIFICATIONS_BATCH_SIZE_MAX", "2")
+        .with("PUBSUB_PUBLISH_TIMEOUT", "2s")
+        .with("OUTBOX_RETRY_BACKOFF", "200ms")
+        .with("OUTBOX_RETRY_BACKOFF_MAX", "500ms");
+    let app = TestApp::spawn_with(&env.pairs()).await;
+
+    gate.close();
+    emulator.stop().await;
+    // Four tickets on four pads and days: four ordering keys, four flights.
+    let mut grpc = app.grpc().await;
+    let mut tickets = Vec::new();
+    for (pad, day) in [
+        (pads::KSC_39A, "2049-03-02"),
+        (pads::CCSFS_40, "2049-03-03"),
+        (pads::VAFB_4E, "2049-03-04"),
+        (pads::KSC_39A, "2049-03-10"),
+    ] {
+        let ticket = grpc
+            .launch_booking(booking_request(pad, day, Destination::Mars))
+            .await
+            .expect("booking succeeds")
+            .into_inner();
+        tickets.push(ticket);
+    }
+    let bookings_failed = poll(Duration::from_secs(20), || async {
+        let failed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM outbox
+             WHERE event_type = 'TicketBooked' AND attempts >= 1 AND last_error IS NOT NULL
+               AND claimed_until IS NULL",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        failed == 4
+    })
+    .await;
+    assert!(
+        bookings_failed,
+        "the bookings were not tried while Pub/Sub was down"
+    );
+
+    for ticket in &tickets {
+        cancel(&app, &ticket.id).await;
+    }
+    // Each booking fails again after the cancellations were written, so its next
+    // attempt comes after them: every cancellation is due before its booking.
+    let retried = poll(Duration::from_secs(20), || async {
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM outbox
+             WHERE event_type = 'TicketBooked' AND claimed_until IS NULL
+               AND next_attempt_at > (SELECT max(created_at) FROM outbox WHERE event_type = 'TicketCancelled')",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        behind == 4
+    })
+    .await;
+    assert!(
+        retried,
+        "the relay stopped retrying the bookings once their cancellations were written"
+    );
+
+    emulator.restart().await;
+    rest.create_topic(TOPIC).await;
+    rest.create_subscription(SUBSCRIPTION, TOPIC).await;
+    gate.open().await;
+
+    let expected: HashSet<i64> = outbox_rows(&app.pool).await.iter().map(|r| r.0).collect();
+    assert_eq!(expected.len(), 8);
+    let received = rest
+        .pull_until(SUBSCRIPTION, Duration::from_secs(30), |all| {
+            let ids: HashSet<i64> = all.iter().map(Received::event_id).collect();
+            expected.is_subset(&ids)
+        })
+        .await;
+    let ids: HashSet<i64> = received.iter().map(Received::event_id).collect();
+    assert_eq!(
+        ids,
+        expected,
+        "events missing after the outage; unpublished: {}",
+        unpublished(&app.pool).await
+    );
+    let per_ticket = event_types_per_ticket(&received);
+    assert_eq!(per_ticket.len(), 4, "{per_ticket:?}");
+    for ticket in &tickets {
+        assert_eq!(
+            per_ticket[&ticket.id],
+            ["TicketBooked", "TicketCancelled"],
+            "ticket {}",
+            ticket.id
+        );
+    }
+}
+
+/// EXPLAIN ANALYZE of the relay's claim, rolled back: the plan's lines.
+async fn explain_claim(pool: &sqlx::PgPool, batch_size: i64) -> Vec<String> {
+    let mut tx = pool.begin().await.unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(&format!(
+        "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {CLAIM_SQL}"
+    ))
+    .bind(batch_size)
+    .bind(60_000f64)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    plan
+}
+
+/// Asserts the claim's plan walks the due index in order and probes each row's
+/// ticket through the index, whatever the statistics: no scan of the whole
+/// backlog, no sort, no hash or anti-join.
+fn assert_claim_plan_is_index_driven(plan: &[String]) {
+    let text = plan.join("\n");
+    assert!(text.contains("Index Scan using outbox_due"), "{text}");
+    assert!(text.contains("outbox_pending_by_ticket"), "{text}");
+    for bad in ["Seq Scan", "Sort", "Hash", "Anti Join", "Materialize"] {
+        assert!(!text.contains(bad), "{bad} in the claim's plan:\n{text}");
+    }
+}
+
+fn execution_time(plan: &[String]) -> &str {
+    plan.iter()
+        .find_map(|l| l.strip_prefix("Execution Time: "))
+        .unwrap_or("?")
+}
+
+#[tokio::test]
+async fn a_claim_passes_over_ten_thousand_blocked_events_to_the_claimable_ones() {
+    let app = TestApp::spawn_with(&[("OUTBOX_RELAY_ENABLED", "false")]).await;
+    let settings = test_settings(&app.db, &[("NOTIFICATIONS_BATCH_SIZE_MAX", "10")]);
+    let config = RelayConfig::from_settings(&settings);
+    // 10 000 tickets whose first event waits an hour in backoff, each with a later
+    // event due since an hour ago: due first, and not claimable.
+    sqlx::query(
+        "INSERT INTO outbox (event_type, aggregate_id, payload, attempts, last_error, next_attempt_at)
+         SELECT 'TicketBooked', md5('blocked' || i)::uuid, '{}', 1, 'unavailable', now() + interval '1 hour'
+         FROM generate_series(1, 10000) AS i",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // 10 more whose first event is leased by another relay.
+    sqlx::query(
+        "INSERT INTO outbox (event_type, aggregate_id, payload, attempts, next_attempt_at, claimed_until)
+         SELECT 'TicketBooked', md5('leased' || i)::uuid, '{}', 1, now() - interval '2 hours', now() + interval '1 hour'
+         FROM generate_series(1, 10) AS i",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO outbox (event_type, aggregate_id, payload, next_attempt_at)
+         SELECT 'TicketCancelled', aggregate_id, '{}', now() - interval '1 hour'
+         FROM outbox ORDER BY id",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // Claimable: three tickets with one due event, two with two due events (only
+    // the first of each goes in a batch).
+    let free: Vec<(i64, Uuid)> = sqlx::query_as(
+        "INSERT INTO outbox (event_type, aggregate_id, payload)
+         SELECT 'TicketBooked', md5('free' || i)::uuid, '{}' FROM generate_series(1, 5) AS i
+         RETURNING id, aggregate_id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let seconds: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO outbox (event_type, aggregate_id, payload)
+         SELECT 'TicketCancelled', md5('free' || i)::uuid, '{}' FROM generate_series(4, 5) AS i
+         RETURNING id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(pending, 20_027);
+
+    // The plan, before and after the statistics exist.
+    let fresh = explain_claim(&app.pool, config.batch_size).await;
+    assert_claim_plan_is_index_driven(&fresh);
+    sqlx::query("ANALYZE outbox")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let analyzed = explain_claim(&app.pool, config.batch_size).await;
+    assert_claim_plan_is_index_driven(&analyzed);
+    println!(
+        "claim over 10 010 blocked tickets: {} without statistics, {} with\n{}",
+        execution_time(&fresh),
+        execution_time(&analyzed),
+        analyzed.join("\n")
+    );
+
+    let published_ids = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT id FROM outbox WHERE published_at IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+    };
+    let mut relay = Relay::new(app.pool.clone(), Arc::new(LogPublisher), config);
+    let started = std::time::Instant::now();
+    let report = relay.step().await.unwrap();
+    println!(
+        "first step (cleanup, backlog, claim, publish): {:?}",
+        started.elapsed()
+    );
+    assert_eq!((report.claimed, report.published), (5, 5), "{report:?}");
+    let heads: Vec<i64> = free.iter().map(|r| r.0).collect();
+    assert_eq!(published_ids().await, heads);
+
+    // The later events of the two tickets are claimable now, and nothing else.
+    let started = std::time::Instant::now();
+    let report = relay.step().await.unwrap();
+    println!("second step (claim, publish): {:?}", started.elapsed());
+    assert_eq!((report.claimed, report.published), (2, 2), "{report:?}");
+    let mut expected = heads.clone();
+    expected.extend(&seconds);
+    assert_eq!(published_ids().await, expected);
+    let started = std::time::Instant::now();
+    let report = relay.step().await.unwrap();
+    println!("third step (claims nothing): {:?}", started.elapsed());
+    assert_eq!(report.claimed, 0, "{report:?}");
 }
