@@ -100,6 +100,94 @@ fn chown(path: &Path) -> Result<(), EmbeddedError> {
     Ok(())
 }
 
+/// Where the cluster for `requested` lives. As root the server runs as the
+/// `postgres` user, which cannot reach a directory under a 0700 home (root's, on
+/// most systems). Then the cluster lives in [`SYSTEM_STATE_DIR`], one per requested
+/// directory, and the user's directories are left as they are (neither created nor
+/// re-permissioned). An ordinary user, or a requested directory the `postgres` user
+/// can reach, keeps the requested directory.
+fn placement(requested: &Path) -> Result<PathBuf, EmbeddedError> {
+    let absolute =
+        std::path::absolute(requested).map_err(failed("resolving the data directory"))?;
+    let Some((uid, gid)) = run_as() else {
+        return Ok(absolute);
+    };
+    if reachable_by(&absolute, uid, gid) {
+        return Ok(absolute);
+    }
+    let relocated = relocated_dir(Path::new(SYSTEM_STATE_DIR), &absolute);
+    tracing::info!(
+        requested = %absolute.display(),
+        data_dir = %relocated.display(),
+        "the postgres user cannot reach the requested data directory (a 0700 parent); the embedded postgresql lives in the system state directory instead"
+    );
+    let parent = relocated.parent().expect("a directory under the state dir");
+    fs::create_dir_all(parent).map_err(failed("creating the system state directory"))?;
+    // The postgres user must traverse the parents, and only the parents: the data
+    // directory itself is 0700 and its own.
+    for dir in [Path::new(SYSTEM_STATE_DIR), parent] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+            .map_err(failed("chmod of the system state directory"))?;
+    }
+    Ok(relocated)
+}
+
+/// Where root's embedded clusters live when the requested directory is out of the
+/// `postgres` user's reach.
+pub const SYSTEM_STATE_DIR: &str = "/var/lib/spacet";
+
+/// `<state>/embedded/<name>-<hash>`: one cluster per requested directory, named so a
+/// person can tell which is which. The hash (FNV-1a, 64 bits) is stable across
+/// builds and toolchains, so the same launch directory finds its cluster again.
+pub fn relocated_dir(state_dir: &Path, requested: &Path) -> PathBuf {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in requested.as_os_str().as_encoded_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    // The launch directory's name (`spacet` for `~/spacet/.spacet/postgres`).
+    let name: String = requested
+        .ancestors()
+        .filter_map(|a| a.file_name())
+        .map(|n| n.to_string_lossy())
+        .find(|n| !n.starts_with('.') && n != "postgres")
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    state_dir.join("embedded").join(format!(
+        "{}-{hash:016x}",
+        if name.is_empty() { "cluster" } else { &name }
+    ))
+}
+
+/// Whether a process with `uid`/`gid` can traverse every existing ancestor of
+/// `path` (the permission bits; ACLs and supplementary groups are not read).
+fn reachable_by(path: &Path, uid: u32, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    path.ancestors().skip(1).all(|dir| match fs::metadata(dir) {
+        Ok(meta) => {
+            let mode = meta.mode();
+            if meta.uid() == uid {
+                mode & 0o100 != 0
+            } else if meta.gid() == gid {
+                mode & 0o010 != 0
+            } else {
+                mode & 0o001 != 0
+            }
+        }
+        // Not created yet: we create it, 0755 by the usual umask.
+        Err(_) => true,
+    })
+}
+
 fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -109,6 +197,7 @@ impl EmbeddedPostgres {
     /// port. `fast` trades durability for speed (for throwaway test clusters).
     pub fn start(data_dir: &Path, fast: bool) -> Result<EmbeddedPostgres, EmbeddedError> {
         let bin = find_binaries().ok_or(EmbeddedError::BinariesNotFound)?;
+        let data_dir = &placement(data_dir)?;
         fs::create_dir_all(data_dir).map_err(failed("creating the data directory"))?;
         let data_dir = data_dir
             .canonicalize()
@@ -224,6 +313,11 @@ impl EmbeddedPostgres {
         })
     }
 
+    /// The data directory in use (see [`placement`] for where that is as root).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// Port the server listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port
@@ -301,5 +395,58 @@ fn stop_leftover(bin: &Path, data_dir: &Path) {
     if pid_file.exists() {
         tracing::info!("removing a stale postmaster.pid");
         let _ = fs::remove_file(&pid_file);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_launch_directory_always_maps_to_the_same_cluster() {
+        let state = Path::new("/var/lib/spacet");
+        let a = relocated_dir(state, Path::new("/root/spacet/.spacet/postgres"));
+        assert_eq!(
+            a,
+            relocated_dir(state, Path::new("/root/spacet/.spacet/postgres"))
+        );
+        // Pinned: a new toolchain or build must find the same cluster again.
+        assert_eq!(
+            a,
+            Path::new("/var/lib/spacet/embedded/spacet-").with_file_name(format!(
+                "spacet-{:016x}",
+                {
+                    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+                    for b in b"/root/spacet/.spacet/postgres" {
+                        h ^= u64::from(*b);
+                        h = h.wrapping_mul(0x0100_0000_01b3);
+                    }
+                    h
+                }
+            ))
+        );
+        let b = relocated_dir(state, Path::new("/root/other/.spacet/postgres"));
+        assert_ne!(a, b);
+        assert!(b
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("other-"));
+    }
+
+    #[test]
+    fn a_0700_parent_is_out_of_reach_of_another_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dir.path().join("home");
+        fs::create_dir(&inner).unwrap();
+        fs::set_permissions(&inner, fs::Permissions::from_mode(0o700)).unwrap();
+        let me = unsafe { libc::geteuid() };
+        let other = me.wrapping_add(4242);
+        let target = inner.join("spacet/.spacet/postgres");
+        assert!(reachable_by(&target, me, u32::MAX));
+        assert!(!reachable_by(&target, other, u32::MAX));
+        fs::set_permissions(&inner, fs::Permissions::from_mode(0o711)).unwrap();
+        assert!(reachable_by(&target, other, u32::MAX));
     }
 }
