@@ -1,4 +1,8 @@
 //! Prometheus metrics, served at `GET /metrics` in the text format.
+//!
+//! Every label value comes from a finite set (never verbatim from a request), and
+//! every family is on the first scrape: the known label values start at zero so
+//! `rate()` and alerts work from the start.
 
 use std::sync::LazyLock;
 
@@ -7,6 +11,35 @@ use prometheus::{
     register_int_gauge_vec, Encoder, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, TextEncoder,
 };
+
+/// The `method` label of a request whose method is not a standard one.
+pub const OTHER_METHOD: &str = "OTHER";
+
+/// The standard HTTP methods (RFC 9110 and PATCH), each its own label value.
+const HTTP_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// Outcomes of `spacet_bookings_total`: what `api::grpc` records, including the
+/// `FailedPrecondition` reasons of `api::error`.
+const BOOKING_OUTCOMES: &[&str] = &[
+    "confirmed",
+    "replayed",
+    "invalid",
+    "idempotency_conflict",
+    "error",
+    "LAUNCHPAD_DAY_TAKEN",
+    "DESTINATION_USED_THIS_WEEK",
+    "FLIGHT_FULL",
+    "SPACEX_CONFLICT",
+    "LAUNCHPAD_INACTIVE",
+];
+/// Results of a SpaceX sync (`spacex::sync`).
+const SYNC_RESULTS: &[&str] = &["applied", "skipped", "failed"];
+/// Outcomes of a rocket message (`rockets::http`).
+const ROCKET_OUTCOMES: &[&str] = &["stored", "duplicate", "conflict", "invalid", "error"];
+/// States of the database pool gauge.
+const POOL_STATES: &[&str] = &["idle", "in_use", "max"];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -116,28 +149,143 @@ static POOL: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .unwrap()
 });
 
-/// Records one HTTP request.
+/// `spacet_build_info`: 1, with what was built.
+static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "spacet_build_info",
+        "Build information: always 1, the labels say what runs",
+        &["version", "profile", "os", "arch"]
+    )
+    .unwrap()
+});
+
+/// The `method` label of an HTTP method: its name when it is a standard one,
+/// `OTHER` otherwise (any token is a valid method, so a client could make up
+/// one per request).
+pub fn http_method_label(method: &str) -> &'static str {
+    HTTP_METHODS
+        .into_iter()
+        .find(|m| *m == method)
+        .unwrap_or(OTHER_METHOD)
+}
+
+/// The canonical name of a gRPC status code (`INVALID_ARGUMENT`), as gRPC
+/// documents and other services label it.
+pub fn grpc_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Records one HTTP request. `route` must be a route template or another fixed
+/// label (the caller bounds it); the method is bounded here.
 pub fn record_http(method: &http::Method, route: &str, status: u16, latency_ms: f64) {
+    let method = http_method_label(method.as_str());
     HTTP_REQUESTS
-        .with_label_values(&[method.as_str(), route, &status.to_string()])
+        .with_label_values(&[method, route, &status.to_string()])
         .inc();
     HTTP_LATENCY
-        .with_label_values(&[method.as_str(), route])
+        .with_label_values(&[method, route])
         .observe(latency_ms / 1000.0);
 }
 
-/// Records one gRPC call.
+/// Records one gRPC call. `method` must be a served method's path or another
+/// fixed label (the caller bounds it).
 pub fn record_grpc(method: &str, code: tonic::Code, latency_ms: f64) {
     GRPC_REQUESTS
-        .with_label_values(&[method, &format!("{code:?}")])
+        .with_label_values(&[method, grpc_code_name(code)])
         .inc();
     GRPC_LATENCY
         .with_label_values(&[method])
         .observe(latency_ms / 1000.0);
 }
 
+/// Starts the series of known HTTP routes (`(method, template)`, the method in
+/// any case) at zero, with status 200.
+pub fn declare_http_routes<'a>(routes: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    for (method, route) in routes {
+        let method = http_method_label(&method.to_ascii_uppercase());
+        HTTP_REQUESTS.with_label_values(&[method, route, "200"]);
+        HTTP_LATENCY.with_label_values(&[method, route]);
+    }
+}
+
+/// Starts the series of known gRPC methods (their paths) at zero, with code OK.
+pub fn declare_grpc_methods<'a>(methods: impl IntoIterator<Item = &'a str>) {
+    for method in methods {
+        GRPC_REQUESTS.with_label_values(&[method, grpc_code_name(tonic::Code::Ok)]);
+        GRPC_LATENCY.with_label_values(&[method]);
+    }
+}
+
+/// Registers every family and starts the known label values at zero, once.
+/// The request families are registered here too; their known routes and methods
+/// are declared by the access log, which knows them (`declare_*`).
+static DECLARED: LazyLock<()> = LazyLock::new(|| {
+    LazyLock::force(&HTTP_REQUESTS);
+    LazyLock::force(&HTTP_LATENCY);
+    LazyLock::force(&GRPC_REQUESTS);
+    LazyLock::force(&GRPC_LATENCY);
+    for outcome in BOOKING_OUTCOMES {
+        BOOKINGS.with_label_values(&[outcome]);
+    }
+    for result in SYNC_RESULTS {
+        SYNC_RUNS.with_label_values(&[result]);
+        SYNC_DURATION.with_label_values(&[result]);
+    }
+    LazyLock::force(&OUTBOX_PUBLISHED);
+    LazyLock::force(&OUTBOX_FAILED);
+    LazyLock::force(&OUTBOX_PARKED);
+    LazyLock::force(&OUTBOX_BACKLOG);
+    for outcome in ROCKET_OUTCOMES {
+        ROCKET_MESSAGES.with_label_values(&[outcome]);
+    }
+    for state in POOL_STATES {
+        POOL.with_label_values(&[state]);
+    }
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    BUILD_INFO
+        .with_label_values(&[
+            env!("CARGO_PKG_VERSION"),
+            profile,
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+        ])
+        .set(1);
+    // The process_* families (CPU, memory, file descriptors, threads, start time)
+    // come from the ProcessCollector that the `process` feature registers in the
+    // default registry on Linux.
+});
+
+/// Registers every family, with the known label values at zero (idempotent).
+pub fn declare() {
+    LazyLock::force(&DECLARED);
+}
+
 /// Renders every metric, after refreshing the pool gauges.
 pub fn render(pool: &sqlx::PgPool) -> String {
+    declare();
     let idle = pool.num_idle() as i64;
     POOL.with_label_values(&["idle"]).set(idle);
     POOL.with_label_values(&["in_use"])

@@ -1,20 +1,86 @@
 //! One log line per HTTP or gRPC request (method/route, status, latency, request
 //! id), and the `x-request-id` header: kept when the client sends one, generated
-//! otherwise, and returned in the response.
+//! otherwise, and returned in the response. Also the request metrics, whose labels
+//! are bounded here: route templates and served gRPC methods, never raw paths.
 
 use std::{
+    collections::HashSet,
     future::Future,
     pin::Pin,
+    sync::{LazyLock, Once},
     task::{Context, Poll},
     time::Instant,
 };
 
 use axum::extract::MatchedPath;
 use http::{HeaderValue, Request, Response};
+use prost::Message as _;
 use tower::{Layer, Service};
 
 /// Header carrying the request id.
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// The `route` label of an HTTP request no route matched.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The `method` label of a gRPC call to a method the server does not serve.
+pub const UNKNOWN_GRPC_METHOD: &str = "unknown";
+
+/// The path (`/package.Service/Method`) of every method of the services the gRPC
+/// server serves (reflection v1 and v1alpha included), read from their compiled
+/// descriptors.
+static GRPC_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    [
+        crate::proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]
+    .into_iter()
+    .flat_map(|encoded| {
+        prost_types::FileDescriptorSet::decode(encoded)
+            .expect("compiled descriptor sets decode")
+            .file
+    })
+    .flat_map(|file| {
+        let prefix = match file.package() {
+            "" => String::new(),
+            package => format!("{package}."),
+        };
+        file.service.into_iter().flat_map(move |service| {
+            let service_name = format!("{prefix}{}", service.name());
+            service
+                .method
+                .into_iter()
+                .map(move |method| format!("/{service_name}/{}", method.name()))
+        })
+    })
+    .collect()
+});
+
+/// The `method` label of a gRPC request path: the path of a served method, or
+/// `unknown` (anyone can send any path to the gRPC port).
+pub fn grpc_method_label(path: &str) -> &'static str {
+    GRPC_METHODS
+        .get(path)
+        .map_or(UNKNOWN_GRPC_METHOD, String::as_str)
+}
+
+/// Registers the metrics and starts the known routes or methods at zero, once
+/// per protocol, when the layer is installed: before the first scrape.
+fn declare_series(protocol: Protocol) {
+    static HTTP: Once = Once::new();
+    static GRPC: Once = Once::new();
+    crate::metrics::declare();
+    match protocol {
+        Protocol::Http => {
+            HTTP.call_once(|| crate::metrics::declare_http_routes(super::http_routes()))
+        }
+        Protocol::Grpc => GRPC.call_once(|| {
+            crate::metrics::declare_grpc_methods(GRPC_METHODS.iter().map(String::as_str))
+        }),
+    }
+}
 
 /// Which protocol a log line is for.
 #[derive(Clone, Copy, Debug)]
@@ -30,6 +96,7 @@ pub struct AccessLogLayer(pub Protocol);
 impl<S> Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
     fn layer(&self, inner: S) -> AccessLog<S> {
+        declare_series(self.0);
         AccessLog {
             inner,
             protocol: self.0,
@@ -98,7 +165,7 @@ where
                         .map(|p| p.as_str().to_owned());
                     crate::metrics::record_http(
                         &method,
-                        route.as_deref().unwrap_or("unmatched"),
+                        route.as_deref().unwrap_or(UNMATCHED_ROUTE),
                         status,
                         latency_ms,
                     );
@@ -114,7 +181,7 @@ where
                         .and_then(|v| v.parse::<i32>().ok())
                         .unwrap_or(0);
                     let code = tonic::Code::from_i32(grpc_status);
-                    crate::metrics::record_grpc(&path, code, latency_ms);
+                    crate::metrics::record_grpc(grpc_method_label(&path), code, latency_ms);
                     tracing::info!(method = %path, grpc_status = ?code, latency_ms, request_id, "grpc request");
                 }
             }
