@@ -28,5 +28,31 @@ pub fn init(level: &str, format: LogFormat) {
         registry.with(fmt::layer().compact()).try_init()
     };
     // A second init (tests start many apps in one process) keeps the first subscriber.
-    let _ = result;
+    if result.is_ok() {
+        log_panics();
+    }
+}
+
+/// Routes panics through tracing: one structured line (JSON in production) instead
+/// of free text on stderr. The request layers still answer `INTERNAL` to the caller.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".to_string());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(
+            panic = %message,
+            location = %location,
+            thread = thread.name().unwrap_or("unnamed"),
+            "panic"
+        );
+    }));
 }

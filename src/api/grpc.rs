@@ -37,12 +37,14 @@ fn parse_day(field: &str, raw: &str) -> Result<Option<NaiveDate>, tonic_types::F
     if raw.is_empty() {
         return Ok(None);
     }
-    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+    let day = NaiveDate::parse_from_str(raw, "%Y-%m-%d")
         .or_else(|_| chrono::DateTime::parse_from_rfc3339(raw).map(|t| t.naive_utc().date()))
-        .map(Some)
         .map_err(|_| {
             tonic_types::FieldViolation::new(field, format!("{raw:?} is not a date (YYYY-MM-DD)"))
-        })
+        })?;
+    booking::check_day(day)
+        .map(Some)
+        .map_err(|e| tonic_types::FieldViolation::new(field, e))
 }
 
 impl BookingApi {
@@ -220,8 +222,15 @@ impl BookingApi {
             violations.push(v);
             None
         });
-        let from = from.unwrap_or_else(|| now.with_timezone(&pad.tz()).date_naive() + Days::new(1));
-        let to = to.unwrap_or(from + Days::new(DEFAULT_WINDOW_DAYS - 1));
+        // Both ends stay within years 1–9999: the default window is cut at the last day.
+        let from = from.unwrap_or_else(|| {
+            let today = now.with_timezone(&pad.tz()).date_naive();
+            today.checked_add_days(Days::new(1)).unwrap_or(today)
+        });
+        let to = to.unwrap_or_else(|| {
+            from.checked_add_days(Days::new(DEFAULT_WINDOW_DAYS - 1))
+                .map_or(booking::LAST_DAY, |day| day.min(booking::LAST_DAY))
+        });
         if violations.is_empty() {
             if to < from {
                 violations.push(tonic_types::FieldViolation::new(

@@ -234,6 +234,23 @@ pub struct NewBooking {
 
 const EARLIEST_BIRTHDAY: NaiveDate = NaiveDate::from_ymd_opt(1900, 1, 1).unwrap();
 
+/// The first day any date input may name: chrono parses years far beyond 1–9999
+/// (`+262142-12-31`), where day arithmetic overflows and PostgreSQL refuses values.
+pub const FIRST_DAY: NaiveDate = NaiveDate::from_ymd_opt(1, 1, 1).unwrap();
+/// The last day any date input may name.
+pub const LAST_DAY: NaiveDate = NaiveDate::from_ymd_opt(9999, 12, 31).unwrap();
+
+/// `day` when it lies in years 1–9999, or the violation's description.
+pub fn check_day(day: NaiveDate) -> Result<NaiveDate, String> {
+    if (FIRST_DAY..=LAST_DAY).contains(&day) {
+        Ok(day)
+    } else {
+        Err(format!(
+            "must be between {FIRST_DAY} and {LAST_DAY} (got {day})"
+        ))
+    }
+}
+
 impl NewBooking {
     /// Parses every field and reports every violation. `pad` is the launchpad the
     /// request names (`None` when unknown); `now` comes from the injected clock.
@@ -270,6 +287,7 @@ impl NewBooking {
                 None
             }
             Some(Ok(t)) => {
+                // 1900-01-01 to yesterday: inside years 1–9999 already.
                 let day = t.date_naive();
                 if day >= today_utc {
                     violation("birthday", format!("must be in the past (got {day})"));
@@ -303,9 +321,12 @@ impl NewBooking {
                 violation("launch_date", e);
                 None
             }
-            Some(Ok(t)) => {
-                let day = t.date_naive();
-                match pad {
+            Some(Ok(t)) => match check_day(t.date_naive()) {
+                Err(e) => {
+                    violation("launch_date", e);
+                    None
+                }
+                Ok(day) => match pad {
                     Some(pad) => {
                         let today_at_pad = now.with_timezone(&pad.timezone).date_naive();
                         if day <= today_at_pad {
@@ -323,8 +344,8 @@ impl NewBooking {
                         None
                     }
                     None => Some(day),
-                }
-            }
+                },
+            },
         };
         if fields.destination.is_none() {
             violation(
@@ -399,10 +420,14 @@ impl NewBooking {
     }
 }
 
-/// Monday of the ISO week of `day`.
+/// Monday of the ISO week of `day` (the earliest representable day when that
+/// Monday is not; inputs are held to years 1–9999, far from it).
 pub fn week_start(day: NaiveDate) -> NaiveDate {
     use chrono::Datelike;
-    day - chrono::Days::new(day.weekday().num_days_from_monday() as u64)
+    day.checked_sub_days(chrono::Days::new(
+        day.weekday().num_days_from_monday() as u64
+    ))
+    .unwrap_or(NaiveDate::MIN)
 }
 
 #[cfg(test)]
@@ -443,6 +468,56 @@ mod tests {
             );
         }
         assert!(PersonName::parse(&"é".repeat(50)).is_ok());
+    }
+
+    #[test]
+    fn a_launch_date_past_year_9999_is_named() {
+        let pad = PadInfo {
+            id: "5e9e4502f509094188566f88".into(),
+            timezone: chrono_tz::UTC,
+            status: "active".into(),
+        };
+        let far = NaiveDate::from_ymd_opt(10_000, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc();
+        let fields = BookingFields {
+            first_name: "Ada".into(),
+            last_name: "Lovelace".into(),
+            gender: Some(Gender::Female),
+            birthday: Some(Ok(NaiveDate::from_ymd_opt(1990, 12, 1)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap()
+                .and_utc())),
+            launchpad_id: pad.id.clone(),
+            launch_date: Some(Ok(far)),
+            destination: Some(Destination::Mars),
+            ..Default::default()
+        };
+        let now = NaiveDate::from_ymd_opt(2048, 6, 1)
+            .unwrap()
+            .and_hms_opt(12, 0, 0)
+            .unwrap()
+            .and_utc();
+        let fields: Vec<String> = NewBooking::parse(fields, Some(&pad), now)
+            .unwrap_err()
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(fields, ["launch_date"]);
+    }
+
+    #[test]
+    fn the_edges_of_the_date_range_do_not_overflow() {
+        assert_eq!(check_day(FIRST_DAY), Ok(FIRST_DAY));
+        assert_eq!(check_day(LAST_DAY), Ok(LAST_DAY));
+        assert!(check_day(FIRST_DAY.pred_opt().unwrap()).is_err());
+        assert!(check_day(LAST_DAY.succ_opt().unwrap()).is_err());
+        // No panic at chrono's own limits.
+        week_start(NaiveDate::MIN);
+        week_start(NaiveDate::MAX);
     }
 
     #[test]

@@ -32,6 +32,8 @@ impl Cursor {
         ))
     }
 
+    /// Decodes [`Cursor::encode`]'s text, checked whole: a time outside years
+    /// 1–9999 (which PostgreSQL may not hold) is not a cursor we wrote.
     pub fn decode(raw: &str) -> Option<Cursor> {
         let bytes = URL_SAFE_NO_PAD.decode(raw.trim()).ok()?;
         let text = String::from_utf8(bytes).ok()?;
@@ -39,7 +41,8 @@ impl Cursor {
         if parts.next()? != "v1" {
             return None;
         }
-        let created_at = DateTime::from_timestamp_micros(parts.next()?.parse().ok()?)?;
+        let created_at = DateTime::from_timestamp_micros(parts.next()?.parse().ok()?)
+            .filter(|t| super::check_day(t.date_naive()).is_ok())?;
         let id = Uuid::parse_str(parts.next()?).ok()?;
         parts.next().is_none().then_some(Cursor { created_at, id })
     }
@@ -172,6 +175,10 @@ mod tests {
             "djF8MXwy",
             "!!!",
             &URL_SAFE_NO_PAD.encode("v2|1|x"),
+            // Years -10000, 0 and 10000: chrono has them, the service does not.
+            &URL_SAFE_NO_PAD.encode(format!("v1|-377705116800000000|{}", c.id)),
+            &URL_SAFE_NO_PAD.encode(format!("v1|-62162035200000000|{}", c.id)),
+            &URL_SAFE_NO_PAD.encode(format!("v1|253402300800000000|{}", c.id)),
         ] {
             assert_eq!(Cursor::decode(bad), None, "{bad:?}");
         }

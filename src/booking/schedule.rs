@@ -108,7 +108,9 @@ pub async fn schedule(
     now: DateTime<Utc>,
 ) -> Result<Vec<ScheduleDay>, sqlx::Error> {
     let weeks_from = week_start(from);
-    let weeks_to = week_start(to) + Days::new(6);
+    let weeks_to = week_start(to)
+        .checked_add_days(Days::new(6))
+        .unwrap_or(NaiveDate::MAX);
     let flights: Vec<(NaiveDate, String, i32, i32)> = sqlx::query_as(
         "SELECT launch_day, destination, seats_booked, seats FROM flights
          WHERE launchpad_id = $1 AND status = 'scheduled' AND launch_day BETWEEN $2 AND $3",
@@ -153,8 +155,8 @@ pub async fn schedule(
     let today_at_pad = now.with_timezone(&pad.tz()).date_naive();
     let active = pad.status == "active";
     let mut days = Vec::new();
-    let mut date = from;
-    while date <= to {
+    let mut next = Some(from);
+    while let Some(date) = next.filter(|date| *date <= to) {
         let used = used_by_week.get(&week_start(date));
         let free_destinations: Vec<Destination> = Destination::ALL
             .into_iter()
@@ -184,7 +186,7 @@ pub async fn schedule(
             free_destinations,
             bookable,
         });
-        date = date + Days::new(1);
+        next = date.succ_opt();
     }
     Ok(days)
 }

@@ -3,7 +3,7 @@
 //! rocket whose key does not change meanwhile.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use chrono::SecondsFormat;
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use tonic_types::FieldViolation;
 use uuid::Uuid;
 
@@ -81,8 +81,6 @@ impl Sort {
 
     /// The value of [`Sort::expression`] for a rocket, as text PostgreSQL casts back.
     pub(super) fn key_of(self, rocket: &Rocket) -> SortKey {
-        let time =
-            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
         let key = match self {
             Sort::Channel => rocket.channel.to_string(),
             Sort::Type => rocket.rocket_type.clone().unwrap_or_default(),
@@ -101,6 +99,32 @@ impl Sort {
             channel: rocket.channel,
         }
     }
+
+    /// A cursor's key rewritten as [`Sort::key_of`] writes it, or `None` when it is
+    /// no value of this sort's expression: the key is cast to [`Sort::sql_type`] in
+    /// SQL, so anything the cast could refuse is refused here first.
+    fn canonical_key(self, raw: &str) -> Option<String> {
+        match self {
+            Sort::Channel => Uuid::try_parse(raw).ok().map(|c| c.to_string()),
+            // PostgreSQL text cannot hold NUL; any other text compares.
+            Sort::Type | Sort::Mission | Sort::Status => {
+                (!raw.contains('\0')).then(|| raw.to_string())
+            }
+            Sort::Speed => raw.parse::<i64>().ok().map(|n| n.to_string()),
+            Sort::LaunchedAt if raw == "-infinity" => Some(raw.to_string()),
+            Sort::LaunchedAt | Sort::UpdatedAt => DateTime::parse_from_rfc3339(raw)
+                .ok()
+                // Through microseconds: a leap second becomes the next second.
+                .and_then(|t| DateTime::from_timestamp_micros(t.timestamp_micros()))
+                .filter(|t| (1..=9999).contains(&t.year()))
+                .map(time),
+        }
+    }
+}
+
+/// A time as a cursor key: RFC 3339 in UTC with microseconds, as PostgreSQL stores it.
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// Position after the last rocket of a page.
@@ -125,7 +149,8 @@ impl SortKey {
         ))
     }
 
-    /// Decodes [`SortKey::encode`]'s text.
+    /// Decodes [`SortKey::encode`]'s text, checked whole: the key must be a value
+    /// of the cursor's own sort (see [`Sort::canonical_key`]).
     pub fn decode(raw: &str) -> Option<SortKey> {
         let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw.trim()).ok()?).ok()?;
         let mut parts = text.splitn(5, '|');
@@ -139,7 +164,7 @@ impl SortKey {
             _ => return None,
         };
         let channel = Uuid::try_parse(parts.next()?).ok()?;
-        let key = parts.next()?.to_string();
+        let key = sort.canonical_key(parts.next()?)?;
         Some(SortKey {
             sort,
             descending,
@@ -247,7 +272,18 @@ impl ListQuery {
                 }
             },
         };
-        let non_empty = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+        // Compared with stored text, which cannot hold NUL (PostgreSQL refuses it).
+        let mut filter = |field: &str, raw: &str| {
+            let value = raw.trim();
+            if value.contains('\0') {
+                bad(field, "must not contain NUL characters".into());
+                None
+            } else {
+                Some(value.to_string()).filter(|v| !v.is_empty())
+            }
+        };
+        let rocket_type = filter("type", &req.r#type);
+        let mission = filter("mission", &req.mission);
         if !violations.is_empty() {
             return Err(violations);
         }
@@ -255,8 +291,8 @@ impl ListQuery {
             sort,
             descending,
             status,
-            rocket_type: non_empty(&req.r#type),
-            mission: non_empty(&req.mission),
+            rocket_type,
+            mission,
             channel: None,
             limit: Some(limit),
             after,
@@ -291,6 +327,53 @@ mod tests {
     }
 
     #[test]
+    fn a_key_must_be_a_value_of_its_sort() {
+        let decode = |sort: &str, key: &str| {
+            SortKey::decode(&URL_SAFE_NO_PAD.encode(format!("r1|{sort}|asc|{}|{key}", Uuid::nil())))
+                .map(|k| k.key)
+        };
+        for (sort, key) in [
+            ("launchedAt", "100"),
+            ("updatedAt", "-infinity"),
+            ("launchedAt", "infinity"),
+            ("launchedAt", "now"),
+            ("updatedAt", "0000-06-01T00:00:00Z"),
+            ("updatedAt", "0001-01-01T00:30:00+01:00"),
+            ("updatedAt", "+262142-12-31T00:00:00Z"),
+            ("speed", "2022-02-02T18:00:00Z"),
+            ("speed", " 5"),
+            ("speed", "99999999999999999999"),
+            ("channel", "5"),
+            ("type", "a\0b"),
+        ] {
+            assert_eq!(decode(sort, key), None, "{sort} {key:?}");
+        }
+        for (sort, key, canonical) in [
+            ("launchedAt", "-infinity", "-infinity"),
+            (
+                "updatedAt",
+                "2022-02-02T19:39:05.86337+01:00",
+                "2022-02-02T18:39:05.863370Z",
+            ),
+            (
+                "updatedAt",
+                "9999-12-31T23:59:59Z",
+                "9999-12-31T23:59:59.000000Z",
+            ),
+            ("speed", "+5", "5"),
+            ("speed", "-9223372036854775808", "-9223372036854775808"),
+            ("mission", "A|B", "A|B"),
+            ("status", "", ""),
+        ] {
+            assert_eq!(
+                decode(sort, key).as_deref(),
+                Some(canonical),
+                "{sort} {key:?}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_fields_are_all_named() {
         let req = proto::ListRocketsRequest {
             sort: "height".into(),
@@ -298,7 +381,8 @@ mod tests {
             status: "flying".into(),
             limit: -1,
             cursor: "nope".into(),
-            ..Default::default()
+            r#type: "Falcon\09".into(),
+            mission: "\0".into(),
         };
         let mut fields: Vec<String> = ListQuery::parse(&req)
             .unwrap_err()
@@ -306,7 +390,10 @@ mod tests {
             .map(|v| v.field)
             .collect();
         fields.sort();
-        assert_eq!(fields, ["cursor", "limit", "order", "sort", "status"]);
+        assert_eq!(
+            fields,
+            ["cursor", "limit", "mission", "order", "sort", "status", "type"]
+        );
     }
 
     #[test]

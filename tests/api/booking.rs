@@ -742,6 +742,63 @@ async fn listing_filters_and_rejects_bad_cursors() {
     );
 }
 
+/// A cursor is checked whole before any SQL runs: one that decodes but holds a
+/// time PostgreSQL cannot store (or one outside years 1–9999) is the client's
+/// mistake, not an internal error.
+#[tokio::test]
+async fn a_tampered_cursor_is_invalid_argument_naming_cursor() {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    let app = TestApp::spawn().await;
+    for (day, destination) in [
+        ("2049-03-02", Destination::Mars),
+        ("2049-03-03", Destination::Moon),
+    ] {
+        book(&app, booking_request(pads::KSC_39A, day, destination))
+            .await
+            .unwrap();
+    }
+    let mut grpc = app.grpc().await;
+    let page = grpc
+        .list_bookings(ListTicketsRequest {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(&page.next_cursor).unwrap()).unwrap();
+    let id = text.rsplit('|').next().unwrap().to_string();
+    for micros in [
+        // Year -10000: chrono has it, PostgreSQL does not.
+        "-377705116800000000".to_string(),
+        // Year 0 and year 10000: outside 1–9999.
+        "-62162035200000000".to_string(),
+        "253402300800000000".to_string(),
+        i64::MIN.to_string(),
+    ] {
+        let cursor = URL_SAFE_NO_PAD.encode(format!("v1|{micros}|{id}"));
+        let status = grpc
+            .list_bookings(ListTicketsRequest {
+                cursor,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{micros}: {status:?}");
+        assert_eq!(field_violations(&status), ["cursor"], "{micros}");
+    }
+    // The edges of the range are still cursors: 0001-01-01 and 9999-12-31T23:59:59.999999.
+    for micros in ["-62135596800000000", "253402300799999999"] {
+        let cursor = URL_SAFE_NO_PAD.encode(format!("v1|{micros}|{id}"));
+        grpc.list_bookings(ListTicketsRequest {
+            cursor,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{micros}: {e:?}"));
+    }
+}
+
 #[tokio::test]
 async fn launchpads_and_their_schedule_show_what_can_be_booked() {
     let app = TestApp::spawn().await;

@@ -186,6 +186,98 @@ async fn grpc_health_says_serving_and_reflection_lists_the_services() {
     }
 }
 
+/// grpcio-reflection (Python), grpc_cli and older grpcurl speak v1alpha only.
+#[tokio::test]
+async fn reflection_answers_v1alpha_clients_too() {
+    use tonic_reflection::pb::v1alpha::{
+        server_reflection_client::ServerReflectionClient, server_reflection_request,
+        server_reflection_response, ServerReflectionRequest,
+    };
+    let app = TestApp::spawn().await;
+    let mut reflection = ServerReflectionClient::new(app.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut answers = reflection
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .expect("the v1alpha reflection service answers")
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answer.message_response
+    else {
+        panic!("unexpected reflection answer: {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "spacet.v1.SpaceTService",
+        "spacet.v1.RocketService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+}
+
+/// A gRPC method that panics answers INTERNAL with a generic message; the
+/// connection survives for the next call.
+#[tokio::test]
+async fn a_panicking_grpc_method_answers_internal() {
+    use spacet::api::access_log::{AccessLogLayer, Protocol};
+    use tonic_health::pb::{
+        health_server::{Health, HealthServer},
+        HealthCheckResponse,
+    };
+
+    struct Panicking;
+    #[tonic::async_trait]
+    impl Health for Panicking {
+        async fn check(
+            &self,
+            _: tonic::Request<HealthCheckRequest>,
+        ) -> Result<tonic::Response<HealthCheckResponse>, tonic::Status> {
+            panic!("secret detail of the crash")
+        }
+        type WatchStream = futures::stream::Empty<Result<HealthCheckResponse, tonic::Status>>;
+        async fn watch(
+            &self,
+            _: tonic::Request<HealthCheckRequest>,
+        ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+            Ok(tonic::Response::new(futures::stream::empty()))
+        }
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(AccessLogLayer(Protocol::Grpc))
+            .layer(spacet::api::CatchPanicLayer(Protocol::Grpc))
+            .add_service(HealthServer::new(Panicking))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    for _ in 0..2 {
+        let status = client
+            .check(HealthCheckRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+        assert_eq!(status.message(), "internal error");
+    }
+}
+
 #[tokio::test]
 async fn two_instances_migrate_one_empty_database_at_the_same_moment() {
     let db = fresh_database().await;
@@ -354,7 +446,7 @@ fn the_binary_runs_with_no_configuration_and_stops_cleanly() {
     );
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -458,3 +458,382 @@ async fn the_openapi_document_and_the_router_agree() {
         }
     }
 }
+
+/// chrono reads years of up to six digits; every date the API takes is held to
+/// years 1–9999 (400 naming the field), and no window runs past 9999-12-31.
+#[tokio::test]
+async fn dates_outside_years_1_to_9999_are_400_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let schedule = |query: &str| {
+        app.url(&format!(
+            "/v1/launchpads/{}/schedule?{query}",
+            pads::KSC_39A
+        ))
+    };
+    for (query, field) in [
+        // The request of issue 14: `from + 27 days` overflowed and reset the connection.
+        ("from=%2B262142-12-31", "from"),
+        ("to=%2B262142-12-31&from=%2B262142-12-01", "from"),
+        ("from=-262143-01-01", "from"),
+        ("from=0000-12-31", "from"),
+        ("from=9999-12-31&to=%2B10000-01-02", "to"),
+    ] {
+        let response = app
+            .client
+            .get(schedule(query))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{query}: no answer ({e})"));
+        assert_eq!(response.status(), 400, "{query}");
+        let body: Value = response.json().await.unwrap();
+        assert_error_body(&body, 3);
+        let fields: Vec<&str> = body["details"][0]["fieldViolations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["field"].as_str().unwrap())
+            .collect();
+        assert!(fields.contains(&field), "{query}: {body}");
+    }
+    // The last days there are still answer, the default window cut at 9999-12-31.
+    let last: Value = app
+        .client
+        .get(schedule("from=9999-12-30"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let days = last["days"].as_array().unwrap_or_else(|| panic!("{last}"));
+    assert_eq!(days.len(), 2, "{last}");
+    assert_eq!(days[1]["date"], "9999-12-31");
+    // Booking dates and list filters too.
+    let mut far = go_example();
+    far["launchDate"] = json!("+10000-01-01T00:00:00Z");
+    assert_eq!(post_booking(&app, &far).await.0, 400);
+    let listed = app
+        .client
+        .get(app.url("/v1/bookings?launchDateFrom=0000-06-01T00:00:00Z"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 400);
+}
+
+/// A handler that panics gets grpc-gateway's INTERNAL body, not a reset connection,
+/// and the panic's text stays in the log.
+#[tokio::test]
+async fn a_panicking_handler_answers_500_with_the_json_error_body() {
+    use spacet::api::access_log::{AccessLogLayer, Protocol};
+    let router = axum::Router::new()
+        .route(
+            "/boom",
+            axum::routing::get(|| async {
+                if true {
+                    panic!("secret detail of the crash");
+                }
+                "unreachable"
+            }),
+        )
+        .layer(spacet::api::CatchPanicLayer(Protocol::Http))
+        .layer(AccessLogLayer(Protocol::Http));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let response = reqwest::get(format!("http://{address}/boom"))
+        .await
+        .expect("an answer, not a reset connection");
+    assert_eq!(response.status(), 500);
+    assert!(response.headers().contains_key("x-request-id"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"code": 13, "message": "internal error", "details": []})
+    );
+}
+
+/// Any cursor string gets 200 or 400 from both lists, never a 5xx: random text,
+/// and cursors in the real format with their fields altered.
+#[test]
+fn no_cursor_string_makes_a_list_answer_5xx() {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    use proptest::{
+        prelude::*,
+        test_runner::{Config, TestRunner},
+    };
+
+    #[derive(Debug, Clone)]
+    enum Case {
+        Bookings(String),
+        Rockets {
+            sort: String,
+            order: String,
+            cursor: String,
+        },
+    }
+
+    const SORTS: [&str; 7] = [
+        "channel",
+        "type",
+        "speed",
+        "mission",
+        "status",
+        "launchedAt",
+        "updatedAt",
+    ];
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (app, ticket_ids, channels, real) = runtime.block_on(async {
+        let app = TestApp::spawn().await;
+        let mut ticket_ids = Vec::new();
+        for (day, destination) in [
+            ("2049-12-01", "MARS"),
+            ("2049-12-02", "MOON"),
+            ("2049-12-03", "PLUTO"),
+        ] {
+            let mut body = go_example();
+            body["launchDate"] = json!(format!("{day}T00:00:00Z"));
+            body["destinationId"] = json!(destination);
+            let (status, ticket) = post_booking(&app, &body).await;
+            assert_eq!(status, 200, "{ticket}");
+            ticket_ids.push(ticket["id"].as_str().unwrap().to_string());
+        }
+        let mut channels = Vec::new();
+        for (i, (rocket_type, speed)) in [("Falcon-9", 500), ("Starship", 900), ("Falcon-9", 700)]
+            .into_iter()
+            .enumerate()
+        {
+            let channel = uuid::Uuid::new_v4();
+            let message = json!({
+                "metadata": {"channel": channel, "messageNumber": 1,
+                             "messageTime": format!("2022-02-02T19:3{i}:05.86337+01:00"),
+                             "messageType": "RocketLaunched"},
+                "message": {"type": rocket_type, "launchSpeed": speed, "mission": "ARTEMIS"},
+            });
+            let response = app
+                .client
+                .post(app.url("/messages"))
+                .json(&message)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+            channels.push(channel.to_string());
+        }
+        // A real cursor of every sort and order, split into its fields.
+        let mut real = Vec::new();
+        for sort in SORTS {
+            for order in ["asc", "desc"] {
+                let page: Value = app
+                    .client
+                    .get(app.url("/v1/rockets"))
+                    .query(&[("sort", sort), ("order", order), ("limit", "1")])
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let cursor = page["nextCursor"].as_str().unwrap();
+                let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).unwrap()).unwrap();
+                let fields: Vec<String> = text.splitn(5, '|').map(str::to_string).collect();
+                assert_eq!(fields.len(), 5, "{text}");
+                real.push(fields);
+            }
+        }
+        (app, ticket_ids, channels, real)
+    });
+
+    let uuid_text = prop_oneof![
+        proptest::sample::select(ticket_ids.clone()),
+        proptest::sample::select(channels.clone()),
+        any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).to_string()),
+        "[0-9a-fA-F-]{0,40}",
+    ];
+    let integer = prop_oneof![
+        any::<i64>().prop_map(|n| n.to_string()),
+        // Microseconds of years 1–9999, and small numbers (speeds).
+        (-62_135_596_800_000_000i64..253_402_300_800_000_000).prop_map(|n| n.to_string()),
+        (-2000i64..2000).prop_map(|n| n.to_string()),
+        // Years 0, 1, 9999, 10000 and far out of PostgreSQL's range, in microseconds.
+        proptest::sample::select(vec![
+            i64::MIN,
+            i64::MAX,
+            -377_705_116_800_000_000,
+            -62_167_219_200_000_000,
+            -62_135_596_800_000_000,
+            253_402_300_799_999_999,
+            253_402_300_800_000_000,
+            0,
+        ])
+        .prop_map(|n| n.to_string()),
+        "[-+ 0-9eE.]{0,25}",
+    ];
+    let timestamp = (
+        prop_oneof![
+            -300_000i32..300_000,
+            -1i32..=1,
+            9998i32..=10_001,
+            1900i32..2100
+        ],
+        0u32..14,
+        0u32..33,
+        "(Z|[+-][0-9]{2}:[0-9]{2}|)",
+        "(\\.[0-9]{0,9})?",
+    )
+        .prop_map(|(year, month, day, offset, fraction)| {
+            let year = if (0..=9999).contains(&year) {
+                format!("{year:04}")
+            } else {
+                format!("{year:+}")
+            };
+            format!("{year}-{month:02}-{day:02}T12:34:56{fraction}{offset}")
+        });
+    let key = prop_oneof![
+        integer.clone(),
+        timestamp,
+        uuid_text.clone(),
+        proptest::sample::select(vec![
+            "-infinity",
+            "infinity",
+            "now",
+            "epoch",
+            "",
+            "\0",
+            "Falcon-9",
+            "exploded",
+            "a|b",
+        ])
+        .prop_map(str::to_string),
+        any::<String>(),
+    ];
+    let sort_name = prop_oneof![
+        4 => proptest::sample::select(SORTS.to_vec()).prop_map(str::to_string),
+        1 => "[a-zA-Z]{0,12}",
+    ];
+    let order_name = prop_oneof![
+        4 => proptest::sample::select(vec!["asc", "desc"]).prop_map(str::to_string),
+        1 => "[a-z]{0,5}",
+    ];
+    let random_text = prop_oneof![any::<String>(), "[A-Za-z0-9_=-]{0,120}"];
+    let booking_cursor = prop_oneof![
+        1 => random_text.clone(),
+        3 => (
+            proptest::sample::select(vec!["v1", "v1", "v1", "v1", "v2", ""]),
+            integer,
+            uuid_text.clone(),
+            prop_oneof![3 => Just(String::new()), 1 => "\\|[a-z0-9]{0,4}"],
+        )
+            .prop_map(|(version, micros, id, extra)| {
+                URL_SAFE_NO_PAD.encode(format!("{version}|{micros}|{id}{extra}"))
+            }),
+    ];
+    // A real cursor with one field replaced (index 1 sort, 2 order, 3 channel,
+    // 4 key), or none; sent with the sort and order it names.
+    let altered = (
+        proptest::sample::select(real),
+        0usize..6,
+        prop_oneof![
+            sort_name.clone(),
+            order_name.clone(),
+            uuid_text.clone(),
+            key.clone()
+        ],
+    )
+        .prop_map(|(mut fields, index, value)| {
+            if (1..=4).contains(&index) {
+                fields[index] = value;
+            }
+            let cursor = URL_SAFE_NO_PAD.encode(fields.join("|"));
+            Case::Rockets {
+                sort: fields[1].clone(),
+                order: fields[2].clone(),
+                cursor,
+            }
+        });
+    let rocket_case = prop_oneof![
+        2 => altered,
+        1 => (
+            sort_name.clone(),
+            order_name.clone(),
+            random_text.clone()
+        )
+            .prop_map(|(sort, order, cursor)| Case::Rockets {
+                sort,
+                order,
+                cursor
+            }),
+        // A cursor in the real format, mostly sent with the sort and order it names.
+        2 => (
+            proptest::sample::select(vec!["r1", "r1", "r1", "r0"]),
+            sort_name.clone(),
+            order_name.clone(),
+            uuid_text,
+            key,
+            proptest::bool::weighted(0.8),
+            sort_name,
+            order_name,
+        )
+            .prop_map(
+                |(version, sort, order, channel, key, same, other_sort, other_order)| {
+                    let cursor = URL_SAFE_NO_PAD
+                        .encode(format!("{version}|{sort}|{order}|{channel}|{key}"));
+                    let (sort, order) = if same {
+                        (sort, order)
+                    } else {
+                        (other_sort, other_order)
+                    };
+                    Case::Rockets {
+                        sort,
+                        order,
+                        cursor,
+                    }
+                }
+            ),
+    ];
+    let strategy = prop_oneof![
+        2 => booking_cursor.prop_map(Case::Bookings),
+        3 => rocket_case,
+    ];
+
+    let mut runner = TestRunner::new(Config {
+        cases: 128,
+        // Nothing written into the source tree; a failure prints its case.
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&strategy, |case| {
+        let request = match &case {
+            Case::Bookings(cursor) => app
+                .client
+                .get(app.url("/v1/bookings"))
+                .query(&[("cursor", cursor.as_str()), ("limit", "1")]),
+            Case::Rockets {
+                sort,
+                order,
+                cursor,
+            } => app.client.get(app.url("/v1/rockets")).query(&[
+                ("cursor", cursor.as_str()),
+                ("sort", sort.as_str()),
+                ("order", order.as_str()),
+                ("limit", "1"),
+            ]),
+        };
+        let (status, body) = runtime.block_on(async {
+            let response = request.send().await.expect("an answer");
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap_or_default())
+        });
+        prop_assert!(status == 200 || status == 400, "{case:?} → {status} {body}");
+        Ok(())
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+    drop(app);
+}

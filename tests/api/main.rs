@@ -5,8 +5,10 @@
 mod helpers;
 
 mod booking;
+mod embedded;
 mod foundation;
 mod gateway;
+mod metrics;
 mod outbox;
 mod packaging;
 mod pubsub_emulator;

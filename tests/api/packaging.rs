@@ -54,7 +54,10 @@ fn kubernetes_manifests_parse_and_probe_real_routes_and_ports() {
     for (probe, path) in [
         ("startupProbe", "/readiness"),
         ("readinessProbe", "/readiness"),
-        ("livenessProbe", "/liveness"),
+        // Liveness asks only whether the process answers: a database outage must not
+        // make Kubernetes restart every replica at once (`/liveness` is the
+        // dependency report for people and alerts, not for the kubelet).
+        ("livenessProbe", "/healthz"),
     ] {
         let get = &container[probe]["httpGet"];
         assert_eq!(get["path"], path, "{probe}");
@@ -300,7 +303,7 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
             .iter()
             .any(|(k, v)| k.starts_with("spacet_grpc_requests_total{")
                 && k.contains("LaunchBooking")
-                && k.contains("code=\"Ok\"")
+                && k.contains("code=\"OK\"")
                 && *v >= 1.0),
         "{text}"
     );

@@ -923,6 +923,68 @@ async fn bad_list_requests_name_every_problem() {
     assert_eq!(violations(&body), ["cursor"]);
 }
 
+/// A cursor's key is checked against its sort before any SQL runs: a speed cursor
+/// relabelled `launchedAt`, or a key of the wrong type, is the client's mistake
+/// (400 naming `cursor`), never an internal error.
+#[tokio::test]
+async fn a_cursor_with_a_tampered_sort_or_key_is_400_naming_cursor() {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    let app = TestApp::spawn().await;
+    fleet(&app).await;
+    let (_, page) = get(&app, "/v1/rockets?sort=speed&limit=2").await;
+    let speed_cursor = page["nextCursor"].as_str().unwrap().to_string();
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(&speed_cursor).unwrap()).unwrap();
+    let fields: Vec<&str> = text.splitn(5, '|').collect();
+    let channel = fields[3];
+    let forged =
+        |sort: &str, key: &str| URL_SAFE_NO_PAD.encode(format!("r1|{sort}|asc|{channel}|{key}"));
+    for (sort, key) in [
+        // The speed cursor's key under another sort.
+        ("launchedAt", fields[4]),
+        ("updatedAt", fields[4]),
+        ("channel", fields[4]),
+        ("speed", "fast"),
+        ("speed", "99999999999999999999"),
+        ("launchedAt", "0000-01-01T00:00:00Z"),
+        ("launchedAt", "+262142-12-31T00:00:00Z"),
+        ("updatedAt", "-infinity"),
+        ("type", "Falcon\u{0}9"),
+        ("mission", "\u{0}"),
+    ] {
+        for prefix in ["/rockets", "/v1/rockets"] {
+            let cursor = forged(sort, key);
+            let (status, body) = get(&app, &format!("{prefix}?sort={sort}&cursor={cursor}")).await;
+            assert_eq!(status, 400, "{prefix} sort={sort} key={key:?}: {body}");
+            assert_eq!(body["code"], 3, "{body}");
+            assert_eq!(
+                violations(&body),
+                ["cursor"],
+                "{prefix} sort={sort} key={key:?}"
+            );
+        }
+    }
+    // A filter PostgreSQL cannot compare is named too.
+    for query in ["type=Falcon%009", "mission=%00"] {
+        let (status, body) = get(&app, &format!("/v1/rockets?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+    }
+    // Keys in canonical and other valid spellings still continue their sort.
+    for (sort, key) in [
+        ("launchedAt", "-infinity"),
+        ("launchedAt", "2022-02-02T18:00:01Z"),
+        ("updatedAt", "2048-06-01T12:00:00.000000+00:00"),
+        ("speed", "-5"),
+        ("type", "Falcon|9"),
+    ] {
+        let (status, body) = get(
+            &app,
+            &format!("/v1/rockets?sort={sort}&cursor={}", forged(sort, key)),
+        )
+        .await;
+        assert_eq!(status, 200, "sort={sort} key={key:?}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn one_rocket_is_found_by_channel_or_named_missing() {
     let app = TestApp::spawn().await;
