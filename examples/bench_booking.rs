@@ -54,11 +54,11 @@ fn request(i: usize) -> proto::BookingRequest {
         first_name: "Ada".into(),
         last_name: "Lovelace".into(),
         gender: proto::Gender::Female as i32,
-        birthday: Some(proto::day_timestamp(
+        birthday: Some(spacet::api::convert::day_timestamp(
             NaiveDate::from_ymd_opt(1990, 12, 1).unwrap(),
         )),
         launchpad_id: pad.into(),
-        launch_date: Some(proto::day_timestamp(day)),
+        launch_date: Some(spacet::api::convert::day_timestamp(day)),
         destination_id: proto::Destination::from(destination) as i32,
         request_id: String::new(),
     }

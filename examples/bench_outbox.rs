@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
         let app = App::build(settings.clone(), clock.clone()).await?;
         let grpc_port = app.grpc_port();
         let http_port = app.http_port();
-        let pool = app.state().pool.clone();
+        let pool = app.pool().clone();
         let stop = app.shutdown_token();
         let handle = tokio::spawn(app.run_until_stopped());
         wait_ready(http_port).await?;
@@ -367,8 +367,9 @@ fn cpu_pressure() -> String {
 }
 
 fn request() -> BookingRequest {
-    let day =
-        |y, m, d| spacet::proto::day_timestamp(chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap());
+    let day = |y, m, d| {
+        spacet::api::convert::day_timestamp(chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap())
+    };
     BookingRequest {
         first_name: "Ada".into(),
         last_name: "Lovelace".into(),

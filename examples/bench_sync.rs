@@ -18,12 +18,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{Datelike, NaiveDate, TimeZone, Utc};
 use serde_json::{json, Value};
-use spacet::{
-    app::App,
-    clock::Clock,
-    config::{Database, Settings},
-    embedded_pg::EmbeddedPostgres,
-};
+use spacet::{clock::Clock, config::Settings, embedded_pg::EmbeddedPostgres, spacex::SyncDeps};
+use sqlx::postgres::PgPoolOptions;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wiremock::{
     matchers::{body_partial_json, method, path},
@@ -135,23 +132,22 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let url = format!("{}/v4", spacex.uri());
-    let env = [
-        ("HTTP_PORT", "0"),
-        ("GRPC_PORT", "0"),
-        ("BIND_ADDRESS", "127.0.0.1"),
-        ("SPACEX_SYNC_ENABLED", "false"),
-        ("SPACEX_API_URL", url.as_str()),
-        ("PUBSUB_ENABLED", "false"),
-    ];
-    let mut settings = Settings::load(None, |k| {
+    let env = [("SPACEX_API_URL", url.as_str())];
+    let settings = Settings::load(None, |k| {
         env.iter()
             .find(|(name, _)| *name == k)
             .map(|(_, v)| v.to_string())
     })?;
-    settings.database = Database::External(Box::new(pg.connect_options()));
-    let clock = Clock::fixed(Utc.with_ymd_and_hms(2048, 6, 1, 12, 0, 0).unwrap());
-    let app = App::build(settings, clock).await?;
-    let state = app.state().clone();
+    // The sync alone: a pool, a clock, its settings and a shutdown token.
+    let state = SyncDeps {
+        pool: PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(pg.connect_options())
+            .await?,
+        clock: Clock::fixed(Utc.with_ymd_and_hms(2048, 6, 1, 12, 0, 0).unwrap()),
+        settings: settings.spacex,
+        shutdown: CancellationToken::new(),
+    };
     spacet::db::migrate(&state.pool).await?;
 
     sqlx::query(
@@ -220,7 +216,7 @@ async fn main() -> anyhow::Result<()> {
         let unchanged = started.elapsed();
         anyhow::ensure!(again.tickets_cancelled == 0 && again.launches_updated == 0);
 
-        let apply = Duration::from_secs_f64(report.apply_duration_seconds);
+        let apply = report.apply_duration;
         println!(
             "run {run}: fetch+apply {:>7.1} ms (apply {:>7.1} ms, fetch {:>6.1} ms), {} tickets and {} flights cancelled; unchanged re-sync {:>6.1} ms",
             ms(wall),

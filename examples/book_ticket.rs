@@ -36,11 +36,11 @@ async fn main() -> anyhow::Result<()> {
             first_name: arg(&args, "--first-name", "Ada"),
             last_name: arg(&args, "--last-name", "Lovelace"),
             gender: proto::Gender::Female as i32,
-            birthday: Some(proto::day_timestamp(
+            birthday: Some(spacet::api::convert::day_timestamp(
                 chrono::NaiveDate::from_ymd_opt(1990, 12, 1).unwrap(),
             )),
             launchpad_id: pad.clone(),
-            launch_date: Some(proto::day_timestamp(day)),
+            launch_date: Some(spacet::api::convert::day_timestamp(day)),
             destination_id: destination as i32,
             request_id: String::new(),
         })

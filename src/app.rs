@@ -1,64 +1,41 @@
-//! Start-up and shutdown: binds both listeners, brings up the database, serves
-//! HTTP and gRPC, runs the background workers, and stops it all in order.
+//! Assembly, start-up, supervision and shutdown. The only module that builds pools,
+//! clients, the fixed list of liveness checks and the workers, and hands each
+//! feature exactly what it uses.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, RwLock,
-    },
-    time::Duration,
-};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use sqlx::{postgres::PgPoolOptions, PgPool};
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    api::{self, ApiState},
     clock::Clock,
     config::{Database, Settings},
     embedded_pg::EmbeddedPostgres,
-    health::{DatabaseCheck, HealthCheck},
+    health::{DatabaseCheck, Health, HealthCheck},
+    outbox::{Outbox, OutboxDeps},
+    rockets::Rockets,
+    spacex::{self, SyncDeps},
 };
 
-/// What every handler and worker shares.
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: PgPool,
-    pub settings: Arc<Settings>,
-    pub clock: Clock,
-    ready: Arc<AtomicBool>,
-    checks: Arc<RwLock<Vec<Arc<dyn HealthCheck>>>>,
-    /// Fired once when shutdown begins.
-    pub shutdown: CancellationToken,
-    /// Rocket telemetry: the writer's queue and the change feed.
-    pub rockets: crate::rockets::Rockets,
-}
+/// How long `pool.close()` may wait for connections in use at the end of shutdown.
+const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-impl AppState {
-    /// True once migrations are applied, false again from the start of shutdown.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
-    }
-
-    /// Adds a dependency check to `/liveness`.
-    pub fn register_check(&self, check: Arc<dyn HealthCheck>) {
-        self.checks.write().unwrap().push(check);
-    }
-
-    /// The registered checks.
-    pub fn checks(&self) -> Vec<Arc<dyn HealthCheck>> {
-        self.checks.read().unwrap().clone()
-    }
-}
+type Task = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
 /// A built application: listeners bound, database configured, nothing served yet.
 pub struct App {
     http: TcpListener,
     grpc: TcpListener,
-    state: AppState,
+    settings: Arc<Settings>,
+    pool: PgPool,
+    clock: Clock,
+    rockets: Rockets,
     embedded: Option<EmbeddedPostgres>,
+    shutdown: CancellationToken,
+    extra_tasks: Vec<(&'static str, Task)>,
 }
 
 impl App {
@@ -86,20 +63,16 @@ impl App {
             .max_connections(settings.pg_pool_max)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(options.application_name(&settings.app_name));
-        let state = AppState {
-            pool: pool.clone(),
-            settings: Arc::new(settings),
-            rockets: crate::rockets::Rockets::new(&pool, clock.clone()),
-            clock,
-            ready: Arc::new(AtomicBool::new(false)),
-            checks: Arc::new(RwLock::new(vec![Arc::new(DatabaseCheck(pool))])),
-            shutdown: CancellationToken::new(),
-        };
         Ok(App {
             http,
             grpc,
-            state,
+            rockets: Rockets::new(&pool, clock.clone()),
+            settings: Arc::new(settings),
+            pool,
+            clock,
             embedded,
+            shutdown: CancellationToken::new(),
+            extra_tasks: Vec::new(),
         })
     }
 
@@ -113,116 +86,299 @@ impl App {
         self.grpc.local_addr().expect("bound listener").port()
     }
 
-    /// The shared state (tests use its pool and clock).
-    pub fn state(&self) -> &AppState {
-        &self.state
+    /// The application's database pool (tests and tools read through it).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The clock the business rules read.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// What a SpaceX sync of this application runs with (tests and tools step it).
+    pub fn sync_deps(&self) -> SyncDeps {
+        SyncDeps {
+            pool: self.pool.clone(),
+            clock: self.clock.clone(),
+            settings: self.settings.spacex.clone(),
+            shutdown: self.shutdown.clone(),
+        }
     }
 
     /// Token that starts the graceful shutdown when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.state.shutdown.clone()
+        self.shutdown.clone()
     }
 
-    /// Serves until the shutdown token fires, then stops in order: readiness 503,
-    /// servers drain within the grace period, workers stop, pool closes, embedded
-    /// PostgreSQL stops.
+    /// Runs `task` under the same supervision as the servers and workers: should it
+    /// end before shutdown, with an error or not, the application stops and
+    /// [`App::run_until_stopped`] returns an error naming it.
+    pub fn supervise(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
+        self.extra_tasks.push((name, Box::pin(task)));
+    }
+
+    /// Serves until the shutdown token fires or a supervised task ends, then stops
+    /// in order: readiness 503, drain delay, servers stop accepting and in-flight
+    /// requests finish, workers finish their unit of work — all within
+    /// `SHUTDOWN_GRACE_PERIOD`, after which what is left is aborted — then the pool
+    /// closes (bounded) and an embedded PostgreSQL stops. Returns an error when a
+    /// task ended early or start-up failed.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let (http_port, grpc_port) = (self.http_port(), self.grpc_port());
+        let sync = self.sync_deps();
         let App {
             http,
             grpc,
-            state,
+            settings,
+            pool,
+            clock,
+            rockets,
             embedded,
+            shutdown,
+            extra_tasks,
         } = self;
-        let settings = state.settings.clone();
+
+        let outbox = Outbox::new(OutboxDeps {
+            pool: pool.clone(),
+            settings: settings.outbox.clone(),
+            pubsub: settings.pubsub.clone(),
+            origin: settings.app_name.clone(),
+        });
+        let mut checks: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(DatabaseCheck(pool.clone()))];
+        if settings.spacex.sync_enabled {
+            checks.push(Arc::new(spacex::SpaceXCheck::new(&sync)));
+        }
+        checks.extend(outbox.checks());
+        let health = Health::new(checks);
+        let state = ApiState {
+            pool: pool.clone(),
+            clock,
+            settings: settings.clone(),
+            rockets: rockets.clone(),
+            sync: sync.clone(),
+            health: health.clone(),
+            shutdown: shutdown.clone(),
+        };
+
+        let mut tasks = Supervisor::new(shutdown.clone());
         let servers_stop = CancellationToken::new();
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
-
-        let http_task = tokio::spawn({
-            let router = crate::api::http_router(state.clone());
+        {
+            let router = api::http_router(state.clone());
             let stop = servers_stop.clone();
-            async move {
+            tasks.spawn("http server", async move {
                 axum::serve(http, router)
                     .with_graceful_shutdown(stop.cancelled_owned())
                     .await
-            }
-        });
-        let grpc_task = tokio::spawn({
+                    .context("the HTTP server failed")
+            });
+        }
+        {
+            let routes = api::grpc_server(state.clone(), health_service)?;
             let stop = servers_stop.clone();
-            let routes = crate::api::grpc_server(state.clone(), health_service)?;
-            async move {
+            tasks.spawn("grpc server", async move {
                 routes
                     .serve_with_incoming_shutdown(
                         tokio_stream::wrappers::TcpListenerStream::new(grpc),
                         stop.cancelled_owned(),
                     )
                     .await
-            }
-        });
-        tracing::info!(http_port, grpc_port, "spacet listening");
+                    .context("the gRPC server failed")
+            });
+        }
+        for (name, task) in extra_tasks {
+            tasks.spawn(name, task);
+        }
+        tracing::info!(http_port, grpc_port, version = %settings.app_version, "spacet listening");
 
+        // Start-up: the database, migrations, then the workers. A task that dies
+        // meanwhile (a server) ends start-up too.
         let started = tokio::select! {
-            result = start(&state) => result,
-            _ = state.shutdown.cancelled() => Ok(Vec::new()),
+            result = wait_and_migrate(&pool, settings.pg_connect_timeout) => result,
+            failure = tasks.first_failure() => Err(failure),
+            _ = shutdown.cancelled() => Ok(()),
         };
-        let workers = match started {
-            Ok(workers) => {
-                if !state.shutdown.is_cancelled() {
-                    health_reporter
-                        .set_serving::<crate::proto::space_t_service_server::SpaceTServiceServer<
-                            crate::api::grpc::BookingApi,
-                        >>()
-                        .await;
-                    health_reporter
-                        .set_service_status("", tonic_health::ServingStatus::Serving)
-                        .await;
-                    tracing::info!("spacet ready");
+        let mut outcome = match started {
+            Ok(()) if !shutdown.is_cancelled() => {
+                health.set_ready(true);
+                for handle in rockets.start(shutdown.clone()) {
+                    tasks.watch("rocket writer", handle);
                 }
-                workers
+                for (name, handle) in outbox.start(shutdown.clone()) {
+                    tasks.watch(name, handle);
+                }
+                if let Some(handle) = spacex::start(sync).context("starting the SpaceX sync")? {
+                    tasks.watch("spacex sync", handle);
+                }
+                health_reporter
+                    .set_serving::<crate::proto::space_t_service_server::SpaceTServiceServer<
+                        api::grpc::booking::BookingApi,
+                    >>()
+                    .await;
+                health_reporter
+                    .set_service_status("", tonic_health::ServingStatus::Serving)
+                    .await;
+                tracing::info!("spacet ready");
+                // Serve until shutdown, or until a task ends on its own.
+                tokio::select! {
+                    _ = shutdown.cancelled() => Ok(()),
+                    failure = tasks.first_failure() => Err(failure),
+                }
             }
-            Err(error) => {
-                state.shutdown.cancel();
-                servers_stop.cancel();
-                let _ = http_task.await;
-                let _ = grpc_task.await;
-                state.pool.close().await;
-                stop_embedded(embedded).await;
-                return Err(error);
-            }
+            Ok(()) => Ok(()),
+            Err(error) => Err(error),
         };
+        if outcome.is_err() {
+            shutdown.cancel();
+        }
 
-        state.shutdown.cancelled().await;
         tracing::info!(grace_period = ?settings.shutdown_grace_period, "shutting down");
-        state.ready.store(false, Ordering::SeqCst);
+        health.set_ready(false);
         health_reporter
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
-        health_reporter.set_not_serving::<crate::proto::space_t_service_server::SpaceTServiceServer<crate::api::grpc::BookingApi>>().await;
-        if let Some(delay) = settings.shutdown_drain_delay {
+        health_reporter
+            .set_not_serving::<crate::proto::space_t_service_server::SpaceTServiceServer<
+                api::grpc::booking::BookingApi,
+            >>()
+            .await;
+        if let (Some(delay), Ok(())) = (settings.shutdown_drain_delay, &outcome) {
             // Lets load balancers see readiness fail before the listeners close.
             tokio::time::sleep(delay).await;
         }
         servers_stop.cancel();
-        let drained = tokio::time::timeout(settings.shutdown_grace_period, async {
-            let _ = http_task.await;
-            let _ = grpc_task.await;
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!("in-flight requests did not finish within the grace period");
+        if let Err(error) = tasks.drain(settings.shutdown_grace_period).await {
+            outcome = outcome.and(Err(error));
         }
-        let _ = tokio::time::timeout(
-            settings.shutdown_grace_period,
-            futures::future::join_all(workers),
-        )
-        .await;
-        state.pool.close().await;
+        if tokio::time::timeout(POOL_CLOSE_TIMEOUT, pool.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "database connections still in use after {POOL_CLOSE_TIMEOUT:?}; leaving them"
+            );
+        }
         stop_embedded(embedded).await;
-        tracing::info!("spacet stopped");
-        Ok(())
+        match &outcome {
+            Ok(()) => tracing::info!("spacet stopped"),
+            Err(error) => tracing::error!(
+                error = format!("{error:#}"),
+                "spacet stopped after a failure"
+            ),
+        }
+        outcome
+    }
+}
+
+/// The servers and workers, each with its name: the first to end before shutdown
+/// is the application's failure.
+struct Supervisor {
+    set: JoinSet<(&'static str, anyhow::Result<()>)>,
+    shutdown: CancellationToken,
+}
+
+impl Supervisor {
+    fn new(shutdown: CancellationToken) -> Supervisor {
+        Supervisor {
+            set: JoinSet::new(),
+            shutdown,
+        }
+    }
+
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
+        self.set.spawn(async move { (name, task.await) });
+    }
+
+    /// Supervises a task a feature spawned itself; aborting the supervisor's side
+    /// aborts the task too.
+    fn watch(&mut self, name: &'static str, handle: tokio::task::JoinHandle<()>) {
+        struct AbortOnDrop(tokio::task::JoinHandle<()>);
+        impl Drop for AbortOnDrop {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let mut guard = AbortOnDrop(handle);
+        self.spawn(name, async move {
+            (&mut guard.0)
+                .await
+                .map_err(|e| anyhow::anyhow!("{name} panicked: {e}"))
+        });
+    }
+
+    /// Waits for the first task to end and describes it; pending while all run.
+    async fn first_failure(&mut self) -> anyhow::Error {
+        loop {
+            match self.set.join_next().await {
+                None => std::future::pending::<()>().await,
+                Some(joined) => {
+                    let error = describe(joined);
+                    if self.shutdown.is_cancelled() {
+                        // Ending at shutdown is what tasks are asked to do.
+                        continue;
+                    }
+                    tracing::error!(
+                        error = format!("{error:#}"),
+                        "a task ended before shutdown; stopping"
+                    );
+                    return error;
+                }
+            }
+        }
+    }
+
+    /// After shutdown began: waits for every task within `grace`, then aborts the
+    /// rest. Errors of tasks that failed on the way out are reported.
+    async fn drain(&mut self, grace: Duration) -> anyhow::Result<()> {
+        let mut first: Option<anyhow::Error> = None;
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            match tokio::time::timeout_at(deadline, self.set.join_next()).await {
+                Ok(None) => break,
+                Ok(Some(joined)) => {
+                    let name = joined.as_ref().map(|(n, _)| *n).unwrap_or("a task");
+                    if let Err(error) = joined.map_err(anyhow::Error::from).and_then(|(_, r)| r) {
+                        tracing::error!(
+                            task = name,
+                            error = format!("{error:#}"),
+                            "task failed during shutdown"
+                        );
+                        first.get_or_insert(error);
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        left = self.set.len(),
+                        "tasks did not finish within the grace period; aborting them"
+                    );
+                    self.set.shutdown().await;
+                    break;
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+fn describe(
+    joined: Result<(&'static str, anyhow::Result<()>), tokio::task::JoinError>,
+) -> anyhow::Error {
+    match joined {
+        Ok((name, Ok(()))) => anyhow::anyhow!("{name} stopped before shutdown"),
+        Ok((name, Err(error))) => error.context(format!("{name} failed")),
+        Err(error) => anyhow::anyhow!("a task panicked or was cancelled: {error}"),
     }
 }
 
@@ -232,15 +388,12 @@ async fn stop_embedded(embedded: Option<EmbeddedPostgres>) {
     }
 }
 
-/// Waits for the database, applies migrations, marks the app ready and starts the
-/// background workers.
-async fn start(state: &AppState) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    wait_for_database(&state.pool, state.settings.pg_connect_timeout).await?;
-    crate::db::migrate(&state.pool)
+/// Waits for the database and applies the migrations.
+async fn wait_and_migrate(pool: &PgPool, wait_at_most: Duration) -> anyhow::Result<()> {
+    wait_for_database(pool, wait_at_most).await?;
+    crate::db::migrate(pool)
         .await
-        .context("applying database migrations")?;
-    state.ready.store(true, Ordering::SeqCst);
-    Ok(crate::workers::spawn_all(state))
+        .context("applying database migrations")
 }
 
 /// Polls the database with exponential backoff and a log line per attempt.
@@ -270,16 +423,11 @@ pub async fn wait_for_database(pool: &PgPool, wait_at_most: Duration) -> anyhow:
 /// migrations, stops.
 pub async fn migrate_only(settings: Settings) -> anyhow::Result<()> {
     let app = App::build(settings, Clock::system()).await?;
-    let result = async {
-        wait_for_database(&app.state.pool, app.state.settings.pg_connect_timeout).await?;
-        crate::db::migrate(&app.state.pool)
-            .await
-            .context("applying database migrations")?;
+    let result = wait_and_migrate(&app.pool, app.settings.pg_connect_timeout).await;
+    if result.is_ok() {
         tracing::info!("migrations applied");
-        anyhow::Ok(())
     }
-    .await;
-    app.state.pool.close().await;
+    app.pool.close().await;
     stop_embedded(app.embedded).await;
     result
 }
@@ -288,18 +436,14 @@ pub async fn migrate_only(settings: Settings) -> anyhow::Result<()> {
 pub async fn sync_once(settings: Settings) -> anyhow::Result<()> {
     let app = App::build(settings, Clock::system()).await?;
     let result = async {
-        wait_for_database(&app.state.pool, app.state.settings.pg_connect_timeout).await?;
-        crate::db::migrate(&app.state.pool)
-            .await
-            .context("applying database migrations")?;
-        let report = crate::spacex::sync_now(&app.state)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        wait_and_migrate(&app.pool, app.settings.pg_connect_timeout).await?;
+        let report = spacex::sync_now(&app.sync_deps()).await?;
+        let report = crate::proto::SyncReport::from(&report);
         println!("{}", serde_json::to_string(&report)?);
         anyhow::Ok(())
     }
     .await;
-    app.state.pool.close().await;
+    app.pool.close().await;
     stop_embedded(app.embedded).await;
     result
 }

@@ -1,7 +1,14 @@
 //! Dependency checks behind `/liveness`: each bounded by a timeout so the probe
-//! never hangs. Other modules register their own checks (SpaceX, Pub/Sub, outbox).
+//! never hangs. Features provide their checks (SpaceX, Pub/Sub, outbox); `app`
+//! assembles the fixed list once, with the readiness flag, into a [`Health`].
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -54,6 +61,37 @@ pub trait HealthCheck: Send + Sync {
     fn name(&self) -> &'static str;
     /// Runs the check; the caller bounds it with [`CHECK_TIMEOUT`].
     async fn check(&self) -> CheckResult;
+}
+
+/// Readiness and the fixed list of `/liveness` checks, shared by the probes.
+#[derive(Clone)]
+pub struct Health {
+    ready: Arc<AtomicBool>,
+    checks: Arc<[Arc<dyn HealthCheck>]>,
+}
+
+impl Health {
+    /// Not ready until [`Health::set_ready`].
+    pub fn new(checks: Vec<Arc<dyn HealthCheck>>) -> Health {
+        Health {
+            ready: Arc::new(AtomicBool::new(false)),
+            checks: checks.into(),
+        }
+    }
+
+    /// True once migrations are applied, false again from the start of shutdown.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// The `/liveness` checks.
+    pub fn checks(&self) -> &[Arc<dyn HealthCheck>] {
+        &self.checks
+    }
 }
 
 /// The database answers a query.

@@ -16,4 +16,3 @@ pub mod proto;
 pub mod rockets;
 pub mod spacex;
 pub mod telemetry;
-pub mod workers;

@@ -273,7 +273,10 @@ impl From<crate::booking::BookingError> for ApiError {
             ),
             E::LaunchpadInactive { pad, status } => precondition(
                 "LAUNCHPAD_INACTIVE",
-                &[("launchpad_id", pad.clone()), ("status", status.clone())],
+                &[
+                    ("launchpad_id", pad.clone()),
+                    ("status", status.to_string()),
+                ],
             ),
             E::IdempotencyKeyReused(_) => ApiError::AlreadyExists(message),
             E::Database(_) => match error {

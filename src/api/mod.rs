@@ -1,10 +1,14 @@
-//! The service's edges: gRPC, the HTTP/JSON gateway, probes; and the one error table.
+//! The service's edges: decode a request, call a feature, encode the answer.
+//! gRPC services (`grpc/`), the HTTP/JSON gateway, rocket routes and probes
+//! (`http/`), the one error table (`error`) and the proto ↔ domain conversions
+//! (`convert`). The edges read [`ApiState`], which `app` assembles; nothing here
+//! imports `app`.
 
 pub mod access_log;
+pub mod convert;
 pub mod error;
-pub mod gateway;
 pub mod grpc;
-pub mod probes;
+pub mod http;
 
 use std::{
     any::Any,
@@ -28,26 +32,43 @@ use tower_http::{
     cors::{AllowOrigin, CorsLayer},
 };
 
-use crate::{app::AppState, proto};
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::{clock::Clock, config::Settings, health::Health, proto, rockets::Rockets, spacex};
 use access_log::{AccessLogLayer, Protocol, REQUEST_ID};
+use http::{gateway, probes};
+
+/// What the edges read: assembled once by `app`, cloned into every handler.
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: PgPool,
+    pub clock: Clock,
+    pub settings: Arc<Settings>,
+    /// Rocket telemetry: the writer's queue and the change feed.
+    pub rockets: Rockets,
+    /// What a forced sync (`TriggerSync`) runs with.
+    pub sync: spacex::SyncDeps,
+    /// Readiness and the `/liveness` checks.
+    pub health: Health,
+    /// Fired once when shutdown begins (readiness turns 503, streams end).
+    pub shutdown: CancellationToken,
+}
 
 /// Every HTTP route: (method, path template). The OpenAPI document must list exactly these.
 pub fn http_routes() -> Vec<(&'static str, &'static str)> {
-    [
-        probes::ROUTES,
-        gateway::ROUTES,
-        crate::rockets::http::ROUTES,
-    ]
-    .concat()
+    [probes::ROUTES, gateway::ROUTES, http::rockets::ROUTES].concat()
 }
 
 /// The HTTP server: gateway, rocket telemetry, probes, metrics.
-pub fn http_router(state: AppState) -> axum::Router {
+pub fn http_router(state: ApiState) -> axum::Router {
     let settings = state.settings.clone();
     let mut router = axum::Router::new()
         .merge(probes::router())
         .merge(gateway::router())
-        .merge(crate::rockets::http::router())
+        .merge(http::rockets::router())
         .route_layer(middleware::map_response(remember_route))
         .fallback(gateway::not_found)
         .method_not_allowed_fallback(gateway::method_not_allowed)
@@ -101,7 +122,7 @@ pub type GrpcLayers = tower::layer::util::Stack<
 
 /// The gRPC server: booking and rocket services, health and reflection.
 pub fn grpc_server(
-    state: AppState,
+    state: ApiState,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
@@ -122,12 +143,12 @@ pub fn grpc_server(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(proto::space_t_service_server::SpaceTServiceServer::new(
-            grpc::BookingApi {
+            grpc::booking::BookingApi {
                 state: state.clone(),
             },
         ))
         .add_service(proto::rocket_service_server::RocketServiceServer::new(
-            crate::rockets::grpc::RocketApi::new(state),
+            grpc::rockets::RocketApi::new(state),
         )))
 }
 

@@ -107,7 +107,155 @@ impl TicketStatus {
             TicketStatus::Cancelled => "CANCELLED",
         }
     }
+
+    pub fn parse(name: &str) -> Option<TicketStatus> {
+        match name {
+            "CONFIRMED" => Some(TicketStatus::Confirmed),
+            "CANCELLED" => Some(TicketStatus::Cancelled),
+            _ => None,
+        }
+    }
 }
+
+/// Status of a launchpad, as SpaceX reports it; only `active` pads can be booked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaunchpadStatus {
+    Active,
+    Inactive,
+    Unknown,
+    Retired,
+    Lost,
+    UnderConstruction,
+}
+
+impl LaunchpadStatus {
+    pub const ALL: [LaunchpadStatus; 6] = [
+        LaunchpadStatus::Active,
+        LaunchpadStatus::Inactive,
+        LaunchpadStatus::Unknown,
+        LaunchpadStatus::Retired,
+        LaunchpadStatus::Lost,
+        LaunchpadStatus::UnderConstruction,
+    ];
+
+    /// SpaceX's name, stored as it is.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LaunchpadStatus::Active => "active",
+            LaunchpadStatus::Inactive => "inactive",
+            LaunchpadStatus::Unknown => "unknown",
+            LaunchpadStatus::Retired => "retired",
+            LaunchpadStatus::Lost => "lost",
+            LaunchpadStatus::UnderConstruction => "under construction",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<LaunchpadStatus> {
+        LaunchpadStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+
+    /// Only active launchpads take bookings.
+    pub fn is_bookable(self) -> bool {
+        self == LaunchpadStatus::Active
+    }
+}
+
+impl fmt::Display for LaunchpadStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A launchpad's IANA time zone, decoded once from its row: a zone chrono-tz does
+/// not know fails the row (no silent fallback to UTC, which would move pad days).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timezone(pub Tz);
+
+impl Timezone {
+    pub fn as_str(self) -> &'static str {
+        self.0.name()
+    }
+
+    pub fn parse(name: &str) -> Option<Timezone> {
+        name.parse().ok().map(Timezone)
+    }
+}
+
+crate::db::text_enum!(Timezone);
+
+/// Status of a flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlightStatus {
+    Scheduled,
+    Cancelled,
+}
+
+impl FlightStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlightStatus::Scheduled => "scheduled",
+            FlightStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<FlightStatus> {
+        match name {
+            "scheduled" => Some(FlightStatus::Scheduled),
+            "cancelled" => Some(FlightStatus::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// How precisely SpaceX knows a launch date. Defined here because the schedule
+/// reads it; the SpaceX sync (which imports booking, never the reverse) parses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatePrecision {
+    Hour,
+    Day,
+    Month,
+    Quarter,
+    Half,
+    Year,
+}
+
+impl DatePrecision {
+    /// The name SpaceX (and our `spacex_launches.date_precision`) uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatePrecision::Hour => "hour",
+            DatePrecision::Day => "day",
+            DatePrecision::Month => "month",
+            DatePrecision::Quarter => "quarter",
+            DatePrecision::Half => "half",
+            DatePrecision::Year => "year",
+        }
+    }
+
+    /// The precision of a stored name.
+    pub fn parse(name: &str) -> Option<DatePrecision> {
+        Some(match name {
+            "hour" => DatePrecision::Hour,
+            "day" => DatePrecision::Day,
+            "month" => DatePrecision::Month,
+            "quarter" => DatePrecision::Quarter,
+            "half" => DatePrecision::Half,
+            "year" => DatePrecision::Year,
+            _ => return None,
+        })
+    }
+}
+
+crate::db::text_enum!(DatePrecision);
+crate::db::text_enum!(Destination);
+crate::db::text_enum!(Gender);
+crate::db::text_enum!(TicketStatus);
+crate::db::text_enum!(CancellationReason);
+crate::db::text_enum!(LaunchpadStatus);
+crate::db::text_enum!(FlightStatus);
 
 /// Why a ticket (or flight) was cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +348,7 @@ pub fn is_launchpad_id(raw: &str) -> bool {
 pub struct PadInfo {
     pub id: String,
     pub timezone: Tz,
-    pub status: String,
+    pub status: LaunchpadStatus,
 }
 
 /// The fields of a booking request, before parsing (the proto at the edge fills it).
@@ -475,7 +623,7 @@ mod tests {
         let pad = PadInfo {
             id: "5e9e4502f509094188566f88".into(),
             timezone: chrono_tz::UTC,
-            status: "active".into(),
+            status: LaunchpadStatus::Active,
         };
         let far = NaiveDate::from_ymd_opt(10_000, 1, 1)
             .unwrap()

@@ -3,8 +3,11 @@
 //! violations to the domain errors clients can act on.
 
 pub mod domain;
+pub mod events;
 pub mod list;
 pub mod schedule;
+
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -12,7 +15,7 @@ use uuid::Uuid;
 
 pub use domain::*;
 
-use crate::outbox::{self, Event};
+use crate::outbox;
 
 /// Why a booking or cancellation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +51,10 @@ pub enum BookingError {
         launch: String,
     },
     #[error("launchpad {pad} is {status}; only active launchpads can be booked")]
-    LaunchpadInactive { pad: String, status: String },
+    LaunchpadInactive {
+        pad: String,
+        status: LaunchpadStatus,
+    },
     #[error("idempotency key {0:?} was already used for a different booking")]
     IdempotencyKeyReused(String),
     #[error(transparent)]
@@ -61,13 +67,13 @@ pub struct Ticket {
     pub id: Uuid,
     pub first_name: String,
     pub last_name: String,
-    pub gender: String,
+    pub gender: Gender,
     pub birthday: NaiveDate,
     pub launchpad_id: String,
     pub launch_day: NaiveDate,
-    pub destination: String,
-    pub status: String,
-    pub cancellation_reason: Option<String>,
+    pub destination: Destination,
+    pub status: TicketStatus,
+    pub cancellation_reason: Option<CancellationReason>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -80,14 +86,14 @@ pub async fn find_pad(pool: &PgPool, id: &str) -> Result<Option<PadInfo>, sqlx::
     if !is_launchpad_id(id.trim()) {
         return Ok(None);
     }
-    let row: Option<(String, String, String)> =
+    let row: Option<(String, Timezone, LaunchpadStatus)> =
         sqlx::query_as("SELECT id, timezone, status FROM launchpads WHERE id = $1")
             .bind(id.trim())
             .fetch_optional(pool)
             .await?;
     Ok(row.map(|(id, timezone, status)| PadInfo {
         id,
-        timezone: timezone.parse().unwrap_or(chrono_tz::UTC),
+        timezone: timezone.0,
         status,
     }))
 }
@@ -167,12 +173,12 @@ async fn book_once(
     // KEY SHARE on the pad serialises us with the SpaceX sync (which takes FOR
     // UPDATE on the pads it changes) without serialising bookings among themselves:
     // either the sync sees our flight, or we see its launch.
-    let status: String =
+    let status: LaunchpadStatus =
         sqlx::query_scalar("SELECT status FROM launchpads WHERE id = $1 FOR KEY SHARE")
             .bind(pad)
             .fetch_one(&mut *tx)
             .await?;
-    if status != "active" {
+    if !status.is_bookable() {
         return Err(BookingError::LaunchpadInactive {
             pad: pad.to_string(),
             status,
@@ -203,16 +209,16 @@ async fn book_once(
     .bind(flight_id)
     .bind(booking.first_name.as_str())
     .bind(booking.last_name.as_str())
-    .bind(booking.gender.as_str())
+    .bind(booking.gender)
     .bind(booking.birthday)
     .bind(pad)
     .bind(day)
-    .bind(booking.destination.as_str())
+    .bind(booking.destination)
     .bind(booking.idempotency_key.as_deref())
     .bind(booking.fingerprint())
     .fetch_one(&mut *tx)
     .await?;
-    outbox::enqueue(&mut tx, &Event::TicketBooked(ticket.clone())).await?;
+    outbox::enqueue(&mut tx, &events::booked(&ticket)).await?;
     tx.commit().await?;
     Ok(Booked {
         ticket,
@@ -231,7 +237,7 @@ async fn take_seat(
     // Two rounds at most: if a concurrent booking opened the flight between our
     // look-up and our insert, the second round joins it.
     for _ in 0..3 {
-        let flight: Option<(Uuid, String, i32, i32)> = sqlx::query_as(
+        let flight: Option<(Uuid, Destination, i32, i32)> = sqlx::query_as(
             "SELECT id, destination, seats, seats_booked FROM flights
              WHERE launchpad_id = $1 AND launch_day = $2 AND status = 'scheduled' FOR UPDATE",
         )
@@ -239,8 +245,7 @@ async fn take_seat(
         .bind(day)
         .fetch_optional(&mut *conn)
         .await?;
-        if let Some((id, destination, seats, booked)) = flight {
-            let taken_by = Destination::parse(&destination).unwrap_or(Destination::Mars);
+        if let Some((id, taken_by, seats, booked)) = flight {
             if taken_by != booking.destination {
                 return Err(BookingError::LaunchpadDayTaken {
                     pad: pad.to_string(),
@@ -270,7 +275,7 @@ async fn take_seat(
         .bind(Uuid::now_v7())
         .bind(pad)
         .bind(day)
-        .bind(booking.destination.as_str())
+        .bind(booking.destination)
         .bind(seats_per_flight)
         .fetch_optional(&mut *conn)
         .await?;
@@ -285,7 +290,7 @@ async fn take_seat(
         )
         .bind(pad)
         .bind(week_start(day))
-        .bind(booking.destination.as_str())
+        .bind(booking.destination)
         .fetch_optional(&mut *conn)
         .await?;
         if let Some(flown_on) = same_week.filter(|d| *d != day) {
@@ -326,7 +331,7 @@ pub async fn cancel(pool: &PgPool, id: TicketId) -> Result<Ticket, BookingError>
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(BookingError::TicketNotFound(id))?;
-    if ticket.status == TicketStatus::Cancelled.as_str() {
+    if ticket.status == TicketStatus::Cancelled {
         return Ok(ticket);
     }
     let ticket = sqlx::query_as::<_, Ticket>(&format!(
@@ -348,9 +353,88 @@ pub async fn cancel(pool: &PgPool, id: TicketId) -> Result<Ticket, BookingError>
     .await?;
     outbox::enqueue(
         &mut tx,
-        &Event::TicketCancelled(ticket.clone(), CancellationReason::UserRequested),
+        &events::cancelled(&ticket, CancellationReason::UserRequested),
     )
     .await?;
     tx.commit().await?;
     Ok(ticket)
+}
+
+/// What [`cancel_flights_blocked_by_spacex`] cancelled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cancelled {
+    pub flights: usize,
+    pub tickets: usize,
+}
+
+/// Cancels, in the caller's transaction (the SpaceX sync's), every scheduled flight
+/// on a pad and day an upcoming SpaceX launch blocks, from today at its pad on (a
+/// flight whose day has passed has flown), with its confirmed tickets and one
+/// `TicketCancelled` event per ticket (`SPACEX_CONFLICT`). `today_at_pad` is each
+/// launchpad's current local day.
+pub async fn cancel_flights_blocked_by_spacex(
+    conn: &mut PgConnection,
+    today_at_pad: &[(String, NaiveDate)],
+) -> Result<Cancelled, sqlx::Error> {
+    let (pads, days): (Vec<&str>, Vec<NaiveDate>) =
+        today_at_pad.iter().map(|(p, d)| (p.as_str(), *d)).unzip();
+    let started = Instant::now();
+    let flights: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT DISTINCT f.id
+         FROM spacex_launches s
+         JOIN flights f ON f.launchpad_id = s.launchpad_id AND f.launch_day = s.blocked_day
+         JOIN UNNEST($1::text[], $2::date[]) AS today(launchpad_id, day)
+              ON today.launchpad_id = f.launchpad_id
+         WHERE s.upcoming AND s.blocked_day IS NOT NULL
+           AND f.status = 'scheduled' AND f.launch_day >= today.day",
+    )
+    .bind(&pads)
+    .bind(&days)
+    .fetch_all(&mut *conn)
+    .await?;
+    if flights.is_empty() {
+        return Ok(Cancelled::default());
+    }
+    let found = started.elapsed();
+    // Tickets before flights: the order a passenger's cancellation locks them in,
+    // so the two cannot deadlock. A ticket cancelled meanwhile is left as it is.
+    let mut tickets: Vec<Ticket> = sqlx::query_as(&format!(
+        "UPDATE tickets SET status = 'CANCELLED', cancellation_reason = 'SPACEX_CONFLICT',
+                updated_at = clock_timestamp()
+         WHERE flight_id = ANY($1) AND status = 'CONFIRMED'
+         RETURNING {TICKET_COLUMNS}"
+    ))
+    .bind(&flights)
+    .fetch_all(&mut *conn)
+    .await?;
+    let tickets_done = started.elapsed();
+    let cancelled_flights = sqlx::query(
+        "UPDATE flights SET status = 'cancelled', cancellation_reason = 'SPACEX_CONFLICT',
+                seats_booked = 0, updated_at = now()
+         WHERE id = ANY($1) AND status = 'scheduled'",
+    )
+    .bind(&flights)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    // Ids are UUIDv7: the events are written in booking order.
+    tickets.sort_by_key(|t| t.id);
+    let events: Vec<outbox::NewEvent> = tickets
+        .iter()
+        .map(|t| events::cancelled(t, CancellationReason::SpacexConflict))
+        .collect();
+    let flights_done = started.elapsed();
+    outbox::enqueue_all(conn, &events).await?;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    tracing::debug!(
+        find_ms = ms(found),
+        tickets_ms = ms(tickets_done - found),
+        flights_ms = ms(flights_done - tickets_done),
+        outbox_ms = ms(started.elapsed() - flights_done),
+        "spacex sync cancellations"
+    );
+    Ok(Cancelled {
+        flights: cancelled_flights as usize,
+        tickets: events.len(),
+    })
 }

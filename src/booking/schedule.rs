@@ -7,7 +7,7 @@ use chrono::{DateTime, Datelike, Days, Months, NaiveDate, Utc};
 use chrono_tz::Tz;
 use sqlx::PgPool;
 
-use super::{week_start, Destination};
+use super::{week_start, DatePrecision, Destination, LaunchpadStatus, Timezone};
 
 /// Longest schedule window, in days.
 pub const MAX_WINDOW_DAYS: i64 = 90;
@@ -22,13 +22,13 @@ pub struct Launchpad {
     pub full_name: String,
     pub locality: String,
     pub region: String,
-    pub timezone: String,
-    pub status: String,
+    pub timezone: Timezone,
+    pub status: LaunchpadStatus,
 }
 
 impl Launchpad {
     pub fn tz(&self) -> Tz {
-        self.timezone.parse().unwrap_or(chrono_tz::UTC)
+        self.timezone.0
     }
 }
 
@@ -61,7 +61,7 @@ pub struct SpacexLaunch {
     pub id: String,
     pub name: String,
     pub date_utc: DateTime<Utc>,
-    pub date_precision: String,
+    pub date_precision: DatePrecision,
     pub blocked_day: Option<NaiveDate>,
 }
 
@@ -73,12 +73,12 @@ impl SpacexLaunch {
             return (day, day);
         }
         let start = self.date_utc.date_naive();
-        let months = match self.date_precision.as_str() {
-            "month" => 1,
-            "quarter" => 3,
-            "half" => 6,
-            "year" => 12,
-            _ => 0,
+        let months = match self.date_precision {
+            DatePrecision::Hour | DatePrecision::Day => 0,
+            DatePrecision::Month => 1,
+            DatePrecision::Quarter => 3,
+            DatePrecision::Half => 6,
+            DatePrecision::Year => 12,
         };
         let first = start.with_day(1).unwrap_or(start);
         let end = first
@@ -153,7 +153,7 @@ pub async fn schedule(
         );
     }
     let today_at_pad = now.with_timezone(&pad.tz()).date_naive();
-    let active = pad.status == "active";
+    let active = pad.status.is_bookable();
     let mut days = Vec::new();
     let mut next = Some(from);
     while let Some(date) = next.filter(|date| *date <= to) {

@@ -6,83 +6,57 @@ pub mod relay;
 
 use std::sync::Arc;
 
-use sqlx::PgConnection;
-use tokio::{sync::Notify, task::JoinHandle};
+use sqlx::{PgConnection, PgPool};
+use tokio::{
+    sync::{Notify, OnceCell},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::{
-    booking::{CancellationReason, Ticket},
-    proto,
+    config::{OutboxSettings, PubSubSettings},
+    health::HealthCheck,
 };
 
 /// Version of the event contract, sent as the `schema_version` attribute.
 pub const SCHEMA_VERSION: &str = "1";
 
-/// An event about a ticket.
+/// An event to publish, written in the transaction of the change that causes it.
+/// The feature that owns the change builds it; the outbox knows no feature.
 #[derive(Debug, Clone)]
-pub enum Event {
-    TicketBooked(Ticket),
-    TicketCancelled(Ticket, CancellationReason),
-}
-
-impl Event {
+pub struct NewEvent {
     /// The `event_type` attribute.
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            Event::TicketBooked(_) => "TicketBooked",
-            Event::TicketCancelled(..) => "TicketCancelled",
-        }
-    }
-
-    fn ticket(&self) -> &Ticket {
-        match self {
-            Event::TicketBooked(t) | Event::TicketCancelled(t, _) => t,
-        }
-    }
-
-    /// The message data: the event in proto3 JSON.
-    pub fn payload(&self) -> serde_json::Value {
-        let ticket = Some(proto::Ticket::from(self.ticket()));
-        let value = match self {
-            Event::TicketBooked(_) => serde_json::to_value(proto::TicketBooked { ticket }),
-            Event::TicketCancelled(_, reason) => serde_json::to_value(proto::TicketCancelled {
-                ticket,
-                reason: proto::CancellationReason::from(*reason) as i32,
-            }),
-        };
-        value.expect("generated serde impls serialise")
-    }
+    pub event_type: &'static str,
+    /// What the event is about; its events are published in order (the ordering key).
+    pub aggregate_id: Uuid,
+    /// The message data (proto3 JSON of the event).
+    pub payload: serde_json::Value,
 }
 
 /// Writes `event` in the caller's transaction and wakes the relay on commit.
-pub async fn enqueue(conn: &mut PgConnection, event: &Event) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO outbox (event_type, aggregate_id, payload, schema_version) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(event.event_type())
-    .bind(event.ticket().id)
-    .bind(event.payload())
-    .bind(SCHEMA_VERSION)
-    .execute(&mut *conn)
-    .await?;
-    notify(conn).await
+pub async fn enqueue(conn: &mut PgConnection, event: &NewEvent) -> Result<(), sqlx::Error> {
+    enqueue_all(conn, std::slice::from_ref(event)).await
 }
 
 /// Writes many events in the caller's transaction with one statement (the SpaceX
-/// sync cancels thousands of tickets at once) and wakes the relay on commit.
-pub async fn enqueue_all(conn: &mut PgConnection, events: &[Event]) -> Result<(), sqlx::Error> {
+/// sync cancels thousands of tickets at once) and wakes the relay on commit. Every
+/// row is labelled with this release's [`SCHEMA_VERSION`].
+pub async fn enqueue_all(conn: &mut PgConnection, events: &[NewEvent]) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }
-    let types: Vec<&str> = events.iter().map(Event::event_type).collect();
-    let aggregates: Vec<uuid::Uuid> = events.iter().map(|e| e.ticket().id).collect();
-    let payloads: Vec<serde_json::Value> = events.iter().map(Event::payload).collect();
+    let types: Vec<String> = events.iter().map(|e| e.event_type.to_string()).collect();
+    let aggregates: Vec<Uuid> = events.iter().map(|e| e.aggregate_id).collect();
+    let payloads: Vec<serde_json::Value> = events.iter().map(|e| e.payload.clone()).collect();
     sqlx::query(
-        "INSERT INTO outbox (event_type, aggregate_id, payload)
-         SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::jsonb[])",
+        "INSERT INTO outbox (event_type, aggregate_id, payload, schema_version)
+         SELECT t, a, p, $4 FROM UNNEST($1::text[], $2::uuid[], $3::jsonb[]) AS u(t, a, p)",
     )
     .bind(&types)
     .bind(&aggregates)
     .bind(&payloads)
+    .bind(SCHEMA_VERSION)
     .execute(&mut *conn)
     .await?;
     notify(conn).await
@@ -96,51 +70,72 @@ pub async fn notify(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Registers the outbox liveness checks and starts the relay and its listener,
-/// unless `OUTBOX_RELAY_ENABLED=false`. Pub/Sub when `PUBSUB_ENABLED`, else the log.
-pub fn spawn(state: &crate::app::AppState) -> Vec<JoinHandle<()>> {
-    let settings = state.settings.clone();
-    state.register_check(Arc::new(relay::BacklogCheck {
-        pool: state.pool.clone(),
-        threshold: settings.outbox.backlog_threshold,
-        max_age: settings.outbox.backlog_max_age,
-    }));
-    let pubsub = Arc::new(tokio::sync::OnceCell::new());
-    if settings.pubsub.enabled {
-        state.register_check(Arc::new(publisher::PubSubCheck(pubsub.clone())));
-    }
-    if !settings.outbox.relay_enabled {
-        tracing::info!("outbox relay disabled (OUTBOX_RELAY_ENABLED=false)");
-        return Vec::new();
+/// What the relay uses: the database, its settings, Pub/Sub's, and the `origin`
+/// attribute (the application's name).
+#[derive(Clone)]
+pub struct OutboxDeps {
+    pub pool: PgPool,
+    pub settings: OutboxSettings,
+    pub pubsub: PubSubSettings,
+    pub origin: String,
+}
+
+/// The outbox relay of one instance: its liveness checks, then its tasks.
+pub struct Outbox {
+    deps: OutboxDeps,
+    /// Set once the Pub/Sub client is built; the Pub/Sub check reads it.
+    pubsub: Arc<OnceCell<Arc<publisher::PubSubPublisher>>>,
+}
+
+impl Outbox {
+    pub fn new(deps: OutboxDeps) -> Outbox {
+        Outbox {
+            deps,
+            pubsub: Arc::new(OnceCell::new()),
+        }
     }
 
-    let pool = relay_pool(&state.pool);
-    let wake = Arc::new(Notify::new());
-    let listener = tokio::spawn(relay::listen(
-        pool.clone(),
-        wake.clone(),
-        state.shutdown.clone(),
-    ));
-    let shutdown = state.shutdown.clone();
-    let worker = tokio::spawn(async move {
-        let publisher: Arc<dyn publisher::Publisher> = if settings.pubsub.enabled {
-            let Some(client) = connect_pubsub(&settings.pubsub, &shutdown).await else {
-                return;
+    /// The `/liveness` entries: the backlog, and Pub/Sub when it is enabled.
+    pub fn checks(&self) -> Vec<Arc<dyn HealthCheck>> {
+        let mut checks: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(relay::BacklogCheck {
+            pool: self.deps.pool.clone(),
+            threshold: self.deps.settings.backlog_threshold,
+            max_age: self.deps.settings.backlog_max_age,
+        })];
+        if self.deps.pubsub.enabled {
+            checks.push(Arc::new(publisher::PubSubCheck(self.pubsub.clone())));
+        }
+        checks
+    }
+
+    /// Starts the relay and its listener, unless `OUTBOX_RELAY_ENABLED=false`.
+    /// Pub/Sub when `PUBSUB_ENABLED`, else the log.
+    pub fn start(self, shutdown: CancellationToken) -> Vec<(&'static str, JoinHandle<()>)> {
+        let Outbox { deps, pubsub } = self;
+        if !deps.settings.relay_enabled {
+            tracing::info!("outbox relay disabled (OUTBOX_RELAY_ENABLED=false)");
+            return Vec::new();
+        }
+        let pool = relay_pool(&deps.pool);
+        let wake = Arc::new(Notify::new());
+        let listener = tokio::spawn(relay::listen(pool.clone(), wake.clone(), shutdown.clone()));
+        let worker = tokio::spawn(async move {
+            let publisher: Arc<dyn publisher::Publisher> = if deps.pubsub.enabled {
+                let Some(client) = connect_pubsub(&deps.pubsub, &shutdown).await else {
+                    return;
+                };
+                let _ = pubsub.set(client.clone());
+                client
+            } else {
+                Arc::new(publisher::LogPublisher)
             };
-            let _ = pubsub.set(client.clone());
-            client
-        } else {
-            Arc::new(publisher::LogPublisher)
-        };
-        relay::Relay::new(
-            pool,
-            publisher,
-            relay::RelayConfig::from_settings(&settings),
-        )
-        .run(wake, shutdown)
-        .await
-    });
-    vec![listener, worker]
+            let config = relay::RelayConfig::new(&deps.settings, &deps.pubsub, deps.origin);
+            relay::Relay::new(pool, publisher, config)
+                .run(wake, shutdown)
+                .await
+        });
+        vec![("outbox listener", listener), ("outbox relay", worker)]
+    }
 }
 
 /// The relay's own small pool: requests cannot starve it, and its bookkeeping
@@ -148,7 +143,7 @@ pub fn spawn(state: &crate::app::AppState) -> Vec<JoinHandle<()>> {
 /// PostgreSQL can then lose at most a lease (the row is claimed again) or a
 /// "published" mark (the event is published again, a duplicate consumers drop by
 /// `event_id`); bookings and their events keep the server's durability.
-fn relay_pool(pool: &sqlx::PgPool) -> sqlx::PgPool {
+fn relay_pool(pool: &PgPool) -> PgPool {
     let options = (*pool.connect_options())
         .clone()
         .options([("synchronous_commit", "off")]);
@@ -161,8 +156,8 @@ fn relay_pool(pool: &sqlx::PgPool) -> sqlx::PgPool {
 
 /// Builds the Pub/Sub clients, retrying until it works or shutdown begins.
 async fn connect_pubsub(
-    settings: &crate::config::PubSubSettings,
-    shutdown: &tokio_util::sync::CancellationToken,
+    settings: &PubSubSettings,
+    shutdown: &CancellationToken,
 ) -> Option<Arc<publisher::PubSubPublisher>> {
     let mut delay = std::time::Duration::from_secs(1);
     loop {

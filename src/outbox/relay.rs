@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::publisher::{FailureKind, OutgoingMessage, PublishError, Publisher};
 use crate::{
-    config::Settings,
+    config::{OutboxSettings, PubSubSettings},
     health::{CheckResult, HealthCheck},
     metrics,
 };
@@ -74,7 +74,7 @@ pub struct StepReport {
     pub deleted: u64,
 }
 
-/// Relay settings, taken from [`Settings`].
+/// Relay settings, taken from the outbox and Pub/Sub settings.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     pub batch_size: i64,
@@ -90,8 +90,7 @@ pub struct RelayConfig {
 }
 
 impl RelayConfig {
-    pub fn from_settings(settings: &Settings) -> RelayConfig {
-        let outbox = &settings.outbox;
+    pub fn new(outbox: &OutboxSettings, pubsub: &PubSubSettings, origin: String) -> RelayConfig {
         RelayConfig {
             batch_size: outbox.batch_size_max,
             interval: outbox.interval,
@@ -99,8 +98,8 @@ impl RelayConfig {
             backoff: outbox.retry_backoff,
             backoff_max: outbox.retry_backoff_max,
             retention: outbox.retention,
-            lease: settings.pubsub.publish_timeout * 2 + Duration::from_secs(30),
-            origin: settings.app_name.clone(),
+            lease: pubsub.publish_timeout * 2 + Duration::from_secs(30),
+            origin,
         }
     }
 }

@@ -6,11 +6,10 @@
 //! - [`message`]: the message contract and its validation;
 //! - [`state`]: the state as a pure, order-independent fold of the messages;
 //! - [`writer`]: group commit of concurrent messages;
-//! - [`store`]: the SQL; [`list`]: sorting and paging;
-//! - [`http`], [`grpc`]: the edges.
+//! - [`store`]: the SQL; [`list`]: sorting and paging.
+//!
+//! The HTTP and gRPC edges live in `api`.
 
-pub mod grpc;
-pub mod http;
 pub mod list;
 pub mod message;
 pub mod state;
@@ -25,7 +24,9 @@ use std::sync::{
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
-use crate::{app::AppState, clock::Clock};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
 use message::Message;
 use store::Rocket;
 use writer::{Job, Outcome, Sink, Writer};
@@ -54,14 +55,14 @@ pub struct Rockets {
 
 struct Inner {
     queue: mpsc::Sender<Job>,
-    /// Taken by [`spawn`] when the writer starts.
+    /// Taken by [`Rockets::start`] when the writer starts.
     receiver: Mutex<Option<mpsc::Receiver<Job>>>,
     sink: Sink,
     writer_started: AtomicBool,
 }
 
 impl Rockets {
-    /// Creates the queue and the change feed; [`spawn`] starts the writer.
+    /// Creates the queue and the change feed; [`Rockets::start`] starts the writer.
     ///
     /// The writer has a connection of its own (the API's pool is not starved by a
     /// burst of messages, nor the writer by slow reads), with generic plans: its one
@@ -129,19 +130,21 @@ impl Rockets {
     }
 }
 
-/// Starts the writers (once the database is migrated).
-pub fn spawn(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
-    let rockets = &state.rockets;
-    let Some(receiver) = rockets.inner.receiver.lock().unwrap().take() else {
-        return Vec::new();
-    };
-    let queue = Arc::new(tokio::sync::Mutex::new(receiver));
-    let writers = (0..writer::WRITERS)
-        .map(|_| {
-            let writer = Writer::new(rockets.inner.sink.clone(), queue.clone());
-            tokio::spawn(writer.run(state.shutdown.clone()))
-        })
-        .collect();
-    rockets.inner.writer_started.store(true, Ordering::Release);
-    writers
+impl Rockets {
+    /// Starts the writers (once the database is migrated); they stop when
+    /// `shutdown` fires, after the batch in hand. Starting twice starts nothing.
+    pub fn start(&self, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        let Some(receiver) = self.inner.receiver.lock().unwrap().take() else {
+            return Vec::new();
+        };
+        let queue = Arc::new(tokio::sync::Mutex::new(receiver));
+        let writers = (0..writer::WRITERS)
+            .map(|_| {
+                let writer = Writer::new(self.inner.sink.clone(), queue.clone());
+                tokio::spawn(writer.run(shutdown.clone()))
+            })
+            .collect();
+        self.inner.writer_started.store(true, Ordering::Release);
+        writers
+    }
 }

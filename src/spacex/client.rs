@@ -21,44 +21,7 @@ const MAX_PAGES: u32 = 1000;
 /// The longest pause between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// How precisely SpaceX knows a launch date.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DatePrecision {
-    Hour,
-    Day,
-    Month,
-    Quarter,
-    Half,
-    Year,
-}
-
-impl DatePrecision {
-    /// The name SpaceX (and our `spacex_launches.date_precision`) uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DatePrecision::Hour => "hour",
-            DatePrecision::Day => "day",
-            DatePrecision::Month => "month",
-            DatePrecision::Quarter => "quarter",
-            DatePrecision::Half => "half",
-            DatePrecision::Year => "year",
-        }
-    }
-
-    /// The precision of a stored name.
-    pub fn parse(name: &str) -> Option<DatePrecision> {
-        Some(match name {
-            "hour" => DatePrecision::Hour,
-            "day" => DatePrecision::Day,
-            "month" => DatePrecision::Month,
-            "quarter" => DatePrecision::Quarter,
-            "half" => DatePrecision::Half,
-            "year" => DatePrecision::Year,
-            _ => return None,
-        })
-    }
-}
+pub use crate::booking::DatePrecision;
 
 /// A launchpad as SpaceX describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]

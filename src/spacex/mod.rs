@@ -4,7 +4,7 @@
 //! - [`client`]: the SpaceX v4 HTTP client (timeouts, retries, tolerant decoding).
 //! - [`sync`]: one sync — fetch, then apply in one transaction, one replica at a time.
 //! - Here: the scheduled worker (a sync at start-up, then every
-//!   `ORCHESTRATOR_INTERVAL`), the admin entry point and the `/liveness` check.
+//!   `ORCHESTRATOR_INTERVAL`), the forced sync and the `/liveness` check.
 //!
 //! Which day a launch blocks depends on SpaceX's `date_precision`: see
 //! [`sync::blocked_day`].
@@ -12,71 +12,73 @@
 pub mod client;
 pub mod sync;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 pub use client::{DatePrecision, SpaceXClient, SpaceXError};
 pub use sync::{blocked_day, SkipReason, SyncError, SyncReport, Trigger};
 
 use crate::{
-    api::error::ApiError,
-    app::AppState,
     clock::Clock,
+    config::SpaceXSettings,
     health::{CheckResult, HealthCheck},
-    proto,
 };
 
-/// Starts the scheduled sync (unless `SPACEX_SYNC_ENABLED` is false) and registers
-/// its `/liveness` check.
-pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
-    if !state.settings.spacex.sync_enabled {
+/// What a sync uses: the database, the clock, its settings and the shutdown token
+/// (a fetch in flight is abandoned when shutdown begins).
+#[derive(Clone)]
+pub struct SyncDeps {
+    pub pool: PgPool,
+    pub clock: Clock,
+    pub settings: SpaceXSettings,
+    pub shutdown: CancellationToken,
+}
+
+/// Starts the scheduled sync, unless `SPACEX_SYNC_ENABLED` is false.
+pub fn start(deps: SyncDeps) -> Result<Option<JoinHandle<()>>, SpaceXError> {
+    if !deps.settings.sync_enabled {
         tracing::info!("spacex sync disabled (SPACEX_SYNC_ENABLED=false)");
-        return Vec::new();
+        return Ok(None);
     }
-    state.register_check(Arc::new(SpaceXCheck::new(state)));
-    match SyncWorker::new(state) {
-        Ok(worker) => vec![tokio::spawn(worker.run_until_stopped())],
-        Err(error) => {
-            tracing::error!(%error, "spacex sync not started");
-            Vec::new()
-        }
-    }
+    let worker = SyncWorker::new(deps)?;
+    Ok(Some(tokio::spawn(worker.run_until_stopped())))
 }
 
 /// The scheduled sync, one [`SyncWorker::step`] at a time.
 pub struct SyncWorker {
-    state: AppState,
+    deps: SyncDeps,
     client: SpaceXClient,
 }
 
 impl SyncWorker {
     /// A worker with its own HTTP client.
-    pub fn new(state: &AppState) -> Result<SyncWorker, SpaceXError> {
+    pub fn new(deps: SyncDeps) -> Result<SyncWorker, SpaceXError> {
         Ok(SyncWorker {
-            state: state.clone(),
-            client: SpaceXClient::new(&state.settings.spacex)?,
+            client: SpaceXClient::new(&deps.settings)?,
+            deps,
         })
     }
 
     /// One scheduled sync: skipped when fresh or when another replica is applying.
     pub async fn step(&self) -> Result<SyncReport, SyncError> {
-        sync::run(&self.state, &self.client, Trigger::Scheduled).await
+        sync::run(&self.deps, &self.client, Trigger::Scheduled).await
     }
 
     /// A sync now, then one every interval, until shutdown. A failed sync is retried
     /// at the next tick; in between the service serves what the last sync stored.
     pub async fn run_until_stopped(self) {
-        let interval = self.state.settings.spacex.interval;
+        let interval = self.deps.settings.interval;
         loop {
             // Outcomes are logged, counted and recorded by `sync::run`.
             let _ = self.step().await;
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
-                _ = self.state.shutdown.cancelled() => break,
+                _ = self.deps.shutdown.cancelled() => break,
             }
         }
         tracing::debug!("spacex sync stopped");
@@ -84,15 +86,14 @@ impl SyncWorker {
 }
 
 /// One scheduled step with a new client (tests and tools drive the worker this way).
-pub async fn step(state: &AppState) -> Result<SyncReport, SyncError> {
-    SyncWorker::new(state)?.step().await
+pub async fn step(deps: &SyncDeps) -> Result<SyncReport, SyncError> {
+    SyncWorker::new(deps.clone())?.step().await
 }
 
 /// Runs one sync now, whatever the schedule (`TriggerSync`, `spacet sync`).
-pub async fn sync_now(state: &AppState) -> Result<proto::SyncReport, ApiError> {
-    let client = SpaceXClient::new(&state.settings.spacex).map_err(SyncError::from)?;
-    let report = sync::run(state, &client, Trigger::Forced).await?;
-    Ok(proto::SyncReport::from(&report))
+pub async fn sync_now(deps: &SyncDeps) -> Result<SyncReport, SyncError> {
+    let client = SpaceXClient::new(&deps.settings)?;
+    sync::run(deps, &client, Trigger::Forced).await
 }
 
 /// `/liveness` entry `spacex`: degraded — never unhealthy, we serve from the last
@@ -105,12 +106,12 @@ pub struct SpaceXCheck {
 }
 
 impl SpaceXCheck {
-    /// The check of `state`'s database and schedule.
-    pub fn new(state: &AppState) -> SpaceXCheck {
+    /// The check of the sync `deps` run.
+    pub fn new(deps: &SyncDeps) -> SpaceXCheck {
         SpaceXCheck {
-            pool: state.pool.clone(),
-            clock: state.clock.clone(),
-            interval: state.settings.spacex.interval,
+            pool: deps.pool.clone(),
+            clock: deps.clock.clone(),
+            interval: deps.settings.interval,
         }
     }
 }

@@ -25,16 +25,12 @@ use std::{
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
-use super::client::{DatePrecision, Launchpad, SpaceXClient, SpaceXError, Upcoming};
-use crate::{
-    app::AppState,
-    booking::{CancellationReason, Ticket, TICKET_COLUMNS},
-    metrics,
-    outbox::{self, Event},
-    proto,
+use super::{
+    client::{DatePrecision, Launchpad, SpaceXClient, SpaceXError, Upcoming},
+    SyncDeps,
 };
+use crate::{booking, metrics};
 
 /// Key of the transaction-level advisory lock held while a sync is applied
 /// ("SPACEX" in ASCII, then 1).
@@ -113,27 +109,6 @@ impl SyncReport {
     }
 }
 
-impl From<&SyncReport> for proto::SyncReport {
-    fn from(r: &SyncReport) -> proto::SyncReport {
-        let n = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
-        proto::SyncReport {
-            applied: r.applied(),
-            launchpads_added: n(r.launchpads_added),
-            launchpads_updated: n(r.launchpads_updated),
-            launches_seen: n(r.launches_seen),
-            launches_added: n(r.launches_added),
-            launches_updated: n(r.launches_updated),
-            launches_removed: n(r.launches_removed),
-            flights_cancelled: n(r.flights_cancelled),
-            tickets_cancelled: n(r.tickets_cancelled),
-            launches_skipped: n(r.launches_skipped),
-            duration_seconds: r.duration.as_secs_f64(),
-            skipped_reason: r.skipped.map(SkipReason::as_str).unwrap_or("").to_string(),
-            apply_duration_seconds: r.apply_duration.as_secs_f64(),
-        }
-    }
-}
-
 /// Why a sync failed. Nothing was applied.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -172,12 +147,12 @@ pub fn blocked_day(
 
 /// Runs one sync, records its outcome (`sync_state`, metrics) and logs one summary line.
 pub async fn run(
-    state: &AppState,
+    deps: &SyncDeps,
     client: &SpaceXClient,
     trigger: Trigger,
 ) -> Result<SyncReport, SyncError> {
     let started = Instant::now();
-    let result = fetch_and_apply(state, client, trigger).await;
+    let result = fetch_and_apply(deps, client, trigger).await;
     let duration = started.elapsed();
     match result {
         Ok(mut report) => {
@@ -225,7 +200,7 @@ pub async fn run(
                 error = %error,
                 "spacex sync"
             );
-            if let Err(db) = record_failure(&state.pool, state.clock.now(), &error).await {
+            if let Err(db) = record_failure(&deps.pool, deps.clock.now(), &error).await {
                 tracing::warn!(error = %db, "could not record the failed spacex sync");
             }
             Err(error)
@@ -234,16 +209,16 @@ pub async fn run(
 }
 
 async fn fetch_and_apply(
-    state: &AppState,
+    deps: &SyncDeps,
     client: &SpaceXClient,
     trigger: Trigger,
 ) -> Result<SyncReport, SyncError> {
-    let settings = &state.settings.spacex;
-    let now = state.clock.now();
+    let settings = &deps.settings;
+    let now = deps.clock.now();
 
     // A look before any HTTP call, so that replicas skip a fresh sync without
     // asking SpaceX; repeated under the advisory lock below, where it counts.
-    let (launches_synced, launchpads_synced) = last_successes(&state.pool).await?;
+    let (launches_synced, launchpads_synced) = last_successes(&deps.pool).await?;
     if trigger == Trigger::Scheduled && is_fresh(launches_synced, now, settings.interval) {
         return Ok(SyncReport::skipped(SkipReason::Fresh));
     }
@@ -266,12 +241,12 @@ async fn fetch_and_apply(
     };
     let (launchpads, upcoming) = tokio::select! {
         fetched = fetch => fetched?,
-        _ = state.shutdown.cancelled() => return Err(SyncError::Interrupted),
+        _ = deps.shutdown.cancelled() => return Err(SyncError::Interrupted),
     };
 
     let apply_started = Instant::now();
-    let now = state.clock.now();
-    let mut tx = state.pool.begin().await?;
+    let now = deps.clock.now();
+    let mut tx = deps.pool.begin().await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
         .bind(SYNC_LOCK_KEY)
         .fetch_one(&mut *tx)
@@ -334,7 +309,7 @@ struct LaunchRow {
     name: String,
     launchpad_id: String,
     date_utc: DateTime<Utc>,
-    date_precision: String,
+    date_precision: DatePrecision,
     upcoming: bool,
     blocked_day: Option<NaiveDate>,
 }
@@ -430,7 +405,7 @@ async fn apply(
             name: launch.name.clone(),
             launchpad_id: launch.launchpad_id.clone(),
             date_utc: launch.date_utc,
-            date_precision: launch.date_precision.as_str().to_string(),
+            date_precision: launch.date_precision,
             upcoming: launch.upcoming,
             blocked_day: blocked_day(launch.date_utc, launch.date_precision, timezone),
         };
@@ -480,9 +455,9 @@ async fn apply(
             (id.to_string(), day)
         })
         .collect();
-    let (flights, tickets) = cancel_colliding_flights(conn, &today).await?;
-    report.flights_cancelled = flights;
-    report.tickets_cancelled = tickets;
+    let cancelled = booking::cancel_flights_blocked_by_spacex(conn, &today).await?;
+    report.flights_cancelled = cancelled.flights;
+    report.tickets_cancelled = cancelled.tickets;
     Ok(report)
 }
 
@@ -569,81 +544,13 @@ async fn upsert_launches(
     .bind(text(|r| &r.name))
     .bind(text(|r| &r.launchpad_id))
     .bind(rows.iter().map(|r| r.date_utc).collect::<Vec<_>>())
-    .bind(text(|r| &r.date_precision))
+    .bind(rows.iter().map(|r| r.date_precision).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.upcoming).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.blocked_day).collect::<Vec<_>>())
     .bind(now)
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-/// Cancels every scheduled flight on a pad and day an upcoming SpaceX launch
-/// blocks, from today at its pad on (a flight whose day has passed has flown), with
-/// its confirmed tickets and one outbox event per ticket. Returns the flights and
-/// tickets cancelled.
-async fn cancel_colliding_flights(
-    conn: &mut PgConnection,
-    today_at_pad: &[(String, NaiveDate)],
-) -> Result<(usize, usize), sqlx::Error> {
-    let (pads, days): (Vec<&str>, Vec<NaiveDate>) =
-        today_at_pad.iter().map(|(p, d)| (p.as_str(), *d)).unzip();
-    let started = Instant::now();
-    let flights: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT DISTINCT f.id
-         FROM spacex_launches s
-         JOIN flights f ON f.launchpad_id = s.launchpad_id AND f.launch_day = s.blocked_day
-         JOIN UNNEST($1::text[], $2::date[]) AS today(launchpad_id, day)
-              ON today.launchpad_id = f.launchpad_id
-         WHERE s.upcoming AND s.blocked_day IS NOT NULL
-           AND f.status = 'scheduled' AND f.launch_day >= today.day",
-    )
-    .bind(&pads)
-    .bind(&days)
-    .fetch_all(&mut *conn)
-    .await?;
-    if flights.is_empty() {
-        return Ok((0, 0));
-    }
-    let found = started.elapsed();
-    // Tickets before flights: the order a passenger's cancellation locks them in,
-    // so the two cannot deadlock. A ticket cancelled meanwhile is left as it is.
-    let mut tickets: Vec<Ticket> = sqlx::query_as(&format!(
-        "UPDATE tickets SET status = 'CANCELLED', cancellation_reason = 'SPACEX_CONFLICT',
-                updated_at = clock_timestamp()
-         WHERE flight_id = ANY($1) AND status = 'CONFIRMED'
-         RETURNING {TICKET_COLUMNS}"
-    ))
-    .bind(&flights)
-    .fetch_all(&mut *conn)
-    .await?;
-    let tickets_done = started.elapsed();
-    let cancelled_flights = sqlx::query(
-        "UPDATE flights SET status = 'cancelled', cancellation_reason = 'SPACEX_CONFLICT',
-                seats_booked = 0, updated_at = now()
-         WHERE id = ANY($1) AND status = 'scheduled'",
-    )
-    .bind(&flights)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    // Ids are UUIDv7: the events are written in booking order.
-    tickets.sort_by_key(|t| t.id);
-    let events: Vec<Event> = tickets
-        .into_iter()
-        .map(|t| Event::TicketCancelled(t, CancellationReason::SpacexConflict))
-        .collect();
-    let flights_done = started.elapsed();
-    outbox::enqueue_all(conn, &events).await?;
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    tracing::debug!(
-        find_ms = ms(found),
-        tickets_ms = ms(tickets_done - found),
-        flights_ms = ms(flights_done - tickets_done),
-        outbox_ms = ms(started.elapsed() - flights_done),
-        "spacex sync cancellations"
-    );
-    Ok((cancelled_flights as usize, events.len()))
 }
 
 async fn record_success(

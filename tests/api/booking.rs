@@ -132,15 +132,21 @@ async fn names_from_many_languages_book_and_bad_dates_are_refused() {
     let cases = [
         (
             "birthday",
-            spacet::proto::day_timestamp(chrono::NaiveDate::from_ymd_opt(1899, 12, 31).unwrap()),
+            spacet::api::convert::day_timestamp(
+                chrono::NaiveDate::from_ymd_opt(1899, 12, 31).unwrap(),
+            ),
         ),
         (
             "birthday",
-            spacet::proto::day_timestamp(chrono::NaiveDate::from_ymd_opt(2048, 6, 2).unwrap()),
+            spacet::api::convert::day_timestamp(
+                chrono::NaiveDate::from_ymd_opt(2048, 6, 2).unwrap(),
+            ),
         ),
         (
             "launch_date",
-            spacet::proto::day_timestamp(chrono::NaiveDate::from_ymd_opt(2048, 6, 1).unwrap()),
+            spacet::api::convert::day_timestamp(
+                chrono::NaiveDate::from_ymd_opt(2048, 6, 1).unwrap(),
+            ),
         ),
     ];
     for (field, value) in cases {
@@ -706,10 +712,10 @@ async fn listing_filters_and_rejects_bad_cursors() {
         [moon.id.as_str()]
     );
     let april = ListTicketsRequest {
-        launch_date_from: Some(spacet::proto::day_timestamp(
+        launch_date_from: Some(spacet::api::convert::day_timestamp(
             chrono::NaiveDate::from_ymd_opt(2049, 4, 1).unwrap(),
         )),
-        launch_date_to: Some(spacet::proto::day_timestamp(
+        launch_date_to: Some(spacet::api::convert::day_timestamp(
             chrono::NaiveDate::from_ymd_opt(2049, 4, 30).unwrap(),
         )),
         ..Default::default()

@@ -112,8 +112,8 @@ pub struct TestApp {
     pub clock: Clock,
     pub db: PgConnectOptions,
     pub client: reqwest::Client,
-    /// The app's shared state (to step its workers directly).
-    pub state: spacet::app::AppState,
+    /// What the app's SpaceX sync runs with (to step it directly).
+    pub sync: spacet::spacex::SyncDeps,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -156,8 +156,8 @@ impl TestApp {
             .expect("app builds");
         let http_port = app.http_port();
         let grpc_port = app.grpc_port();
-        let pool = app.state().pool.clone();
-        let state = app.state().clone();
+        let pool = app.pool().clone();
+        let sync = app.sync_deps();
         let shutdown = app.shutdown_token();
         let handle = tokio::spawn(app.run_until_stopped());
         TestApp {
@@ -168,7 +168,7 @@ impl TestApp {
             clock,
             db,
             client: reqwest::Client::new(),
-            state,
+            sync,
             shutdown,
             handle: Some(handle),
         }
@@ -271,11 +271,11 @@ pub fn booking_request(
         first_name: "Ada".into(),
         last_name: "Lovelace".into(),
         gender: spacet::proto::Gender::Female as i32,
-        birthday: Some(spacet::proto::day_timestamp(
+        birthday: Some(spacet::api::convert::day_timestamp(
             chrono::NaiveDate::from_ymd_opt(1990, 12, 1).unwrap(),
         )),
         launchpad_id: pad.into(),
-        launch_date: Some(spacet::proto::day_timestamp(date)),
+        launch_date: Some(spacet::api::convert::day_timestamp(date)),
         destination_id: destination as i32,
         request_id: String::new(),
     }

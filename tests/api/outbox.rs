@@ -591,7 +591,11 @@ async fn published_events_are_deleted_after_the_retention_and_parked_ones_are_ke
 async fn relays_stepped_concurrently_claim_each_event_once() {
     let app = TestApp::spawn_with(&[("OUTBOX_RELAY_ENABLED", "false")]).await;
     let settings = test_settings(&app.db, &[("NOTIFICATIONS_BATCH_SIZE_MAX", "25")]);
-    let config = RelayConfig::from_settings(&settings);
+    let config = RelayConfig::new(
+        &settings.outbox,
+        &settings.pubsub,
+        settings.app_name.clone(),
+    );
     book(&app, 3).await;
 
     let mut relay = Relay::new(app.pool.clone(), Arc::new(LogPublisher), config.clone());
@@ -790,7 +794,11 @@ fn execution_time(plan: &[String]) -> &str {
 async fn a_claim_passes_over_ten_thousand_blocked_events_to_the_claimable_ones() {
     let app = TestApp::spawn_with(&[("OUTBOX_RELAY_ENABLED", "false")]).await;
     let settings = test_settings(&app.db, &[("NOTIFICATIONS_BATCH_SIZE_MAX", "10")]);
-    let config = RelayConfig::from_settings(&settings);
+    let config = RelayConfig::new(
+        &settings.outbox,
+        &settings.pubsub,
+        settings.app_name.clone(),
+    );
     // 10 000 tickets whose first event waits an hour in backoff, each with a later
     // event due since an hour ago: due first, and not claimable.
     sqlx::query(

@@ -692,7 +692,7 @@ async fn two_instances_syncing_at_the_same_moment_apply_it_once() {
     fake.serve_launchpads(recorded_launchpads()).await;
     fake.serve_launches(&upcoming_2049(), Duration::from_millis(300))
         .await;
-    let (a, b) = tokio::join!(spacex::step(&first.state), spacex::step(&second.state));
+    let (a, b) = tokio::join!(spacex::step(&first.sync), spacex::step(&second.sync));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(
         [a.applied(), b.applied()].iter().filter(|x| **x).count(),
@@ -713,7 +713,7 @@ async fn two_instances_syncing_at_the_same_moment_apply_it_once() {
 
     // Within the interval, scheduled syncs do not even call SpaceX.
     let calls = fake.requests("/launches/query").await;
-    let (a, b) = tokio::join!(spacex::step(&first.state), spacex::step(&second.state));
+    let (a, b) = tokio::join!(spacex::step(&first.sync), spacex::step(&second.sync));
     assert_eq!(a.unwrap().skipped, Some(SkipReason::Fresh));
     assert_eq!(b.unwrap().skipped, Some(SkipReason::Fresh));
     assert_eq!(fake.requests("/launches/query").await, calls);
@@ -741,7 +741,7 @@ async fn a_replica_whose_fetch_ends_after_another_applied_does_not_apply_again()
     slow.serve_launches(&upcoming_2049(), Duration::from_millis(700))
         .await;
 
-    let (a, b) = tokio::join!(spacex::step(&first.state), spacex::step(&second.state));
+    let (a, b) = tokio::join!(spacex::step(&first.sync), spacex::step(&second.sync));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert!(a.applied(), "{a:?}");
     assert_eq!(a.tickets_cancelled, 1);
@@ -835,7 +835,7 @@ async fn launchpads_are_refreshed_when_older_than_their_max_age() {
     fake.serve_launches(&upcoming_2049(), Duration::ZERO).await;
     let app = app_with(&fake, &[("LAUNCHPADS_MAX_AGE", "24h")]).await;
 
-    let report = spacex::step(&app.state).await.unwrap();
+    let report = spacex::step(&app.sync).await.unwrap();
     assert!(report.applied());
     assert_eq!(report.launchpads_updated, 1);
     assert_eq!(report.launchpads_added, 1);
@@ -850,10 +850,10 @@ async fn launchpads_are_refreshed_when_older_than_their_max_age() {
     // An hour later the launches are due again, the launchpads are not.
     let start = app.clock.now();
     app.clock.set(start + chrono::Duration::hours(1));
-    assert!(spacex::step(&app.state).await.unwrap().applied());
+    assert!(spacex::step(&app.sync).await.unwrap().applied());
     assert_eq!(fake.requests("/launchpads").await, 1);
     app.clock.set(start + chrono::Duration::hours(25));
-    assert!(spacex::step(&app.state).await.unwrap().applied());
+    assert!(spacex::step(&app.sync).await.unwrap().applied());
     assert_eq!(fake.requests("/launchpads").await, 2);
 }
 

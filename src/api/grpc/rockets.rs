@@ -7,17 +7,20 @@ use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::{
-    list::ListQuery,
-    store::{self, Rocket},
-    RocketError,
+use crate::{
+    api::{convert, error::ApiError, ApiState},
+    proto,
+    rockets::{
+        list::ListQuery,
+        store::{self, Rocket},
+        RocketError,
+    },
 };
-use crate::{api::error::ApiError, app::AppState, proto};
 
 /// Implementation of `spacet.v1.RocketService`.
 #[derive(Clone)]
 pub struct RocketApi {
-    state: AppState,
+    state: ApiState,
 }
 
 /// Parses a channel field (a UUID).
@@ -27,7 +30,7 @@ pub fn channel(field: &str, raw: &str) -> Result<Uuid, ApiError> {
 }
 
 impl RocketApi {
-    pub fn new(state: AppState) -> RocketApi {
+    pub fn new(state: ApiState) -> RocketApi {
         RocketApi { state }
     }
 
@@ -59,10 +62,10 @@ impl From<&Rocket> for proto::Rocket {
             mission: r.mission.clone().unwrap_or_default(),
             status: r.status.as_str().to_string(),
             explosion_reason: r.explosion_reason.clone().unwrap_or_default(),
-            launched_at: r.launched_at.map(proto::timestamp),
-            updated_at: Some(proto::timestamp(r.updated_at)),
+            launched_at: r.launched_at.map(convert::timestamp),
+            updated_at: Some(convert::timestamp(r.updated_at)),
             last_message_number: r.last_message_number,
-            last_message_time: Some(proto::timestamp(r.last_message_time)),
+            last_message_time: Some(convert::timestamp(r.last_message_time)),
             missing_messages: r.missing_messages,
             messages_received: r.messages_received,
             launch_speed: r.launch_speed.unwrap_or_default(),
@@ -128,7 +131,7 @@ impl proto::rocket_service_server::RocketService for RocketApi {
 /// so a state older than one already sent is skipped: the snapshot and the feed
 /// may overlap, and a resync after lagging resends only what moved.
 async fn forward(
-    state: AppState,
+    state: ApiState,
     only: Option<Uuid>,
     snapshot: Vec<Rocket>,
     mut changes: tokio::sync::broadcast::Receiver<Arc<Rocket>>,

@@ -21,15 +21,16 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{grpc::RocketApi, message::Message, store::Rocket, writer::Outcome};
+use super::gateway::{call, decode_body, decode_query, GatewayResult};
 use crate::{
     api::{
         error::{ApiError, GatewayError},
-        gateway::{call, decode_body, decode_query, GatewayResult},
+        grpc::rockets::RocketApi,
+        ApiState,
     },
-    app::AppState,
     metrics::ROCKET_MESSAGES,
     proto::{self, rocket_service_server::RocketService},
+    rockets::{message::Message, store::Rocket, writer::Outcome, RocketError},
 };
 
 /// Rocket routes: (method, path).
@@ -42,7 +43,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 /// The rocket routes.
-pub fn router() -> axum::Router<AppState> {
+pub fn router() -> axum::Router<ApiState> {
     use axum::routing::{get, post};
     axum::Router::new()
         .route("/messages", post(post_message))
@@ -53,7 +54,7 @@ pub fn router() -> axum::Router<AppState> {
 }
 
 async fn post_message(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> GatewayResult {
@@ -67,7 +68,7 @@ async fn post_message(
         Ok(Outcome::Duplicate) => (StatusCode::OK, "duplicate"),
         Err(error) => {
             let label = match &error {
-                super::RocketError::Conflict { .. } => {
+                RocketError::Conflict { .. } => {
                     tracing::warn!(%channel, number, "conflicting duplicate refused, the first message is kept");
                     "conflict"
                 }
@@ -126,7 +127,7 @@ impl<'a> From<&'a Rocket> for RocketJson<'a> {
 }
 
 async fn list_rockets(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> GatewayResult {
     let req: proto::ListRocketsRequest = decode_query("spacet.v1.ListRocketsRequest", &query, &[])?;
@@ -136,7 +137,7 @@ async fn list_rockets(
 }
 
 async fn get_rocket(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(channel): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> GatewayResult {
@@ -153,7 +154,7 @@ async fn get_rocket(
 }
 
 async fn list_rockets_v1(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> GatewayResult {
@@ -169,7 +170,7 @@ async fn list_rockets_v1(
 }
 
 async fn get_rocket_v1(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(channel): Path<String>,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,

@@ -5,16 +5,16 @@
 use chrono::{Days, NaiveDate};
 use tonic::{Request, Response, Status};
 
-use super::error::ApiError;
 use crate::{
-    app::AppState,
+    api::{convert, error::ApiError, ApiState},
     booking::{
         self,
         list::ListQuery,
         schedule::{self, DEFAULT_WINDOW_DAYS, MAX_WINDOW_DAYS},
-        BookingFields, Gender, NewBooking, TicketId, TicketStatus,
+        BookingFields, NewBooking, TicketId, TicketStatus,
     },
     proto::{self, space_t_service_server::SpaceTService},
+    spacex,
 };
 
 /// gRPC metadata key carrying an idempotency key (the `Idempotency-Key` HTTP header).
@@ -23,7 +23,7 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Implementation of `spacet.v1.SpaceTService`.
 #[derive(Clone)]
 pub struct BookingApi {
-    pub state: AppState,
+    pub state: ApiState,
 }
 
 type RpcResult<T> = Result<Response<T>, Status>;
@@ -62,13 +62,11 @@ impl BookingApi {
         let fields = BookingFields {
             first_name: req.first_name,
             last_name: req.last_name,
-            gender: proto::Gender::try_from(req.gender)
-                .ok()
-                .and_then(|g| Gender::parse(g.as_str_name())),
-            birthday: req.birthday.as_ref().map(proto::from_timestamp),
+            gender: convert::gender(req.gender),
+            birthday: req.birthday.as_ref().map(convert::from_timestamp),
             launchpad_id: req.launchpad_id,
-            launch_date: req.launch_date.as_ref().map(proto::from_timestamp),
-            destination: proto::destination(req.destination_id),
+            launch_date: req.launch_date.as_ref().map(convert::from_timestamp),
+            destination: convert::destination(req.destination_id),
             request_id: req.request_id,
             idempotency_key_header: header_key,
         };
@@ -112,7 +110,7 @@ impl BookingApi {
         let destination = match req.destination_id {
             0 => None,
             n => {
-                let d = proto::destination(n);
+                let d = convert::destination(n);
                 if d.is_none() {
                     violations.push(tonic_types::FieldViolation::new(
                         "destination_id",
@@ -136,7 +134,7 @@ impl BookingApi {
         };
         let mut day = |field: &str, t: &Option<pbjson_types::Timestamp>| match t
             .as_ref()
-            .map(proto::from_timestamp)
+            .map(convert::from_timestamp)
         {
             None => None,
             Some(Ok(t)) => Some(t.date_naive()),
@@ -266,8 +264,8 @@ impl BookingApi {
                             tentative: l.blocked_day.is_none(),
                             id: l.id,
                             name: l.name,
-                            date_utc: Some(proto::timestamp(l.date_utc)),
-                            date_precision: l.date_precision,
+                            date_utc: Some(convert::timestamp(l.date_utc)),
+                            date_precision: l.date_precision.as_str().to_string(),
                         })
                         .collect(),
                     free_destinations: d
@@ -289,9 +287,9 @@ fn launchpad_proto(pad: &schedule::Launchpad) -> proto::Launchpad {
         full_name: pad.full_name.clone(),
         locality: pad.locality.clone(),
         region: pad.region.clone(),
-        timezone: pad.timezone.clone(),
-        status: pad.status.clone(),
-        bookable: pad.status == "active",
+        timezone: pad.timezone.as_str().to_string(),
+        status: pad.status.as_str().to_string(),
+        bookable: pad.status.is_bookable(),
     }
 }
 
@@ -357,7 +355,9 @@ impl SpaceTService for BookingApi {
         &self,
         _request: Request<proto::TriggerSyncRequest>,
     ) -> RpcResult<proto::SyncReport> {
-        let report = crate::spacex::sync_now(&self.state).await?;
-        Ok(Response::new(report))
+        let report = spacex::sync_now(&self.state.sync)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(proto::SyncReport::from(&report)))
     }
 }

@@ -8,7 +8,7 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::{app::AppState, health::CheckStatus};
+use crate::{api::ApiState, health::CheckStatus};
 
 /// Probe and document routes: (method, path), for the OpenAPI test.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -20,10 +20,10 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 /// The OpenAPI 3.1 document of the HTTP surface (kept in `openapi/spacet.json`).
-pub const OPENAPI: &str = include_str!("../../openapi/spacet.json");
+pub const OPENAPI: &str = include_str!("../../../openapi/spacet.json");
 
 /// The probe routes.
-pub fn router() -> axum::Router<AppState> {
+pub fn router() -> axum::Router<ApiState> {
     use axum::routing::get;
     axum::Router::new()
         .route("/healthz", get(healthz))
@@ -40,7 +40,7 @@ async fn healthz() -> Json<serde_json::Value> {
 
 /// 200 once migrations are applied and the database answers; 503 before that
 /// and from the moment shutdown begins.
-async fn readiness(State(state): State<AppState>) -> Response {
+async fn readiness(State(state): State<ApiState>) -> Response {
     if state.shutdown.is_cancelled() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -48,7 +48,7 @@ async fn readiness(State(state): State<AppState>) -> Response {
         )
             .into_response();
     }
-    if !state.is_ready() {
+    if !state.health.is_ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready", "reason": "starting: database or migrations not ready"}))).into_response();
     }
     let answered = tokio::time::timeout(
@@ -67,8 +67,8 @@ async fn readiness(State(state): State<AppState>) -> Response {
 }
 
 /// 200 healthy (degraded checks included) or 500 unhealthy, one entry per dependency.
-async fn liveness(State(state): State<AppState>) -> Response {
-    let (overall, checks) = crate::health::run_all(&state.checks()).await;
+async fn liveness(State(state): State<ApiState>) -> Response {
+    let (overall, checks) = crate::health::run_all(state.health.checks()).await;
     match overall {
         CheckStatus::Unhealthy => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -83,7 +83,7 @@ async fn liveness(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<ApiState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,

@@ -19,11 +19,15 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
 use tonic::Code;
 
-use super::{
-    error::{error_body, http_status, ApiError, GatewayError},
-    grpc::{BookingApi, IDEMPOTENCY_KEY},
+use crate::{
+    api::{
+        error::{error_body, http_status, ApiError, GatewayError},
+        grpc::booking::{BookingApi, IDEMPOTENCY_KEY},
+        ApiState,
+    },
+    proto,
+    proto::space_t_service_server::SpaceTService,
 };
-use crate::{app::AppState, proto, proto::space_t_service_server::SpaceTService};
 
 static DESCRIPTORS: LazyLock<DescriptorPool> = LazyLock::new(|| {
     DescriptorPool::decode(proto::FILE_DESCRIPTOR_SET).expect("embedded descriptors decode")
@@ -43,7 +47,7 @@ macro_rules! gateway_routes {
         pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
 
         /// The gateway's routes.
-        pub fn router() -> axum::Router<AppState> {
+        pub fn router() -> axum::Router<ApiState> {
             let router = axum::Router::new();
             $(let router = router.route($path, axum::routing::$method($handler));)*
             router
@@ -263,14 +267,14 @@ fn from_json<T: DeserializeOwned>(value: Value) -> Result<T, GatewayError> {
     })
 }
 
-fn api(state: &AppState) -> BookingApi {
+fn api(state: &ApiState) -> BookingApi {
     BookingApi {
         state: state.clone(),
     }
 }
 
 async fn launch_booking(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> GatewayResult {
@@ -285,7 +289,7 @@ async fn launch_booking(
 }
 
 async fn cancel_booking(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -301,7 +305,7 @@ async fn cancel_booking(
 }
 
 async fn list_bookings(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> GatewayResult {
@@ -317,7 +321,7 @@ async fn list_bookings(
 }
 
 async fn get_booking(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
@@ -333,7 +337,7 @@ async fn get_booking(
 }
 
 async fn list_launchpads(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> GatewayResult {
@@ -347,7 +351,7 @@ async fn list_launchpads(
 }
 
 async fn get_launchpad_schedule(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
@@ -365,7 +369,7 @@ async fn get_launchpad_schedule(
 }
 
 async fn trigger_sync(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> GatewayResult {
