@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # SpaceT: multi-stage build. Dependencies are compiled in their own cached layer
 # (cargo-chef), the runtime image is Debian slim with a non-root user.
-# Queries are checked at run time (no sqlx offline data is needed to build).
+# Queries are checked at build time against the committed .sqlx data (SQLX_OFFLINE).
 
 FROM lukemathwalker/cargo-chef:latest-rust-1-bookworm AS chef
 WORKDIR /app
@@ -15,6 +15,8 @@ COPY --from=planner /app/recipe.json recipe.json
 # Only the dependencies: this layer is reused until Cargo.toml/Cargo.lock change.
 RUN cargo chef cook --release --recipe-path recipe.json
 COPY . .
+# The SQL is checked against the committed .sqlx data: no database at build time.
+ENV SQLX_OFFLINE=true
 RUN cargo build --release --locked --bin spacet --example subscriber --example book_ticket
 
 FROM debian:bookworm-slim AS runtime

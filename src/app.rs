@@ -2,9 +2,12 @@
 //! clients, the fixed list of liveness checks and the workers, and hands each
 //! feature exactly what it uses.
 
-use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    future::Future, net::SocketAddr, panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Duration,
+};
 
 use anyhow::Context;
+use futures::FutureExt;
 use sqlx::{postgres::PgPoolOptions, PgPool};
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -298,7 +301,12 @@ impl Supervisor {
         name: &'static str,
         task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
     ) {
-        self.set.spawn(async move { (name, task.await) });
+        self.set.spawn(async move {
+            match AssertUnwindSafe(task).catch_unwind().await {
+                Ok(result) => (name, result),
+                Err(_) => (name, Err(anyhow::anyhow!("{name} panicked"))),
+            }
+        });
     }
 
     /// Supervises a task a feature spawned itself; aborting the supervisor's side
@@ -402,7 +410,7 @@ pub async fn wait_for_database(pool: &PgPool, wait_at_most: Duration) -> anyhow:
     let mut delay = Duration::from_millis(100);
     let mut attempt = 1u32;
     loop {
-        match sqlx::query("SELECT 1").execute(pool).await {
+        match sqlx::query_scalar!("SELECT 1 AS one").fetch_one(pool).await {
             Ok(_) => return Ok(()),
             Err(error) if started.elapsed() + delay < wait_at_most => {
                 tracing::warn!(attempt, %error, retry_in_ms = delay.as_millis() as u64, "database not reachable yet");

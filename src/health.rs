@@ -103,7 +103,7 @@ impl HealthCheck for DatabaseCheck {
         "database"
     }
     async fn check(&self) -> CheckResult {
-        match sqlx::query_scalar::<_, i32>("SELECT 1")
+        match sqlx::query_scalar!("SELECT 1 AS one")
             .fetch_one(&self.0)
             .await
         {

@@ -21,7 +21,10 @@ pub fn init(level: &str, format: LogFormat) {
                 fmt::layer()
                     .json()
                     .flatten_event(true)
-                    .with_current_span(false),
+                    // The request span's fields (request_id, method, path) on every
+                    // line logged while serving a request.
+                    .with_current_span(true)
+                    .with_span_list(false),
             )
             .try_init()
     } else {
@@ -37,6 +40,14 @@ pub fn init(level: &str, format: LogFormat) {
 /// of free text on stderr. The request layers still answer `INTERNAL` to the caller.
 fn log_panics() {
     std::panic::set_hook(Box::new(|info| {
+        // A request's panic is caught and logged, once, with the request by the
+        // API's panic layer.
+        if tracing::Span::current()
+            .metadata()
+            .is_some_and(|m| m.name() == "request")
+        {
+            return;
+        }
         let payload = info.payload();
         let message = payload
             .downcast_ref::<&str>()

@@ -82,6 +82,9 @@ fn declare_series(protocol: Protocol) {
     }
 }
 
+/// Name of the span each request is served in.
+pub const REQUEST_SPAN: &str = "request";
+
 /// Which protocol a log line is for.
 #[derive(Clone, Copy, Debug)]
 pub enum Protocol {
@@ -147,45 +150,118 @@ where
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let protocol = self.protocol;
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let mut response = future.await?;
-            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            if let Ok(value) = HeaderValue::from_str(&request_id) {
-                response.headers_mut().insert(REQUEST_ID, value);
-            }
-            let status = response.status().as_u16();
-            match protocol {
-                Protocol::Http => {
-                    // The router copies the matched route template into the response
-                    // (see `api::remember_route`); unmatched paths share one label.
-                    let route = response
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map(|p| p.as_str().to_owned());
-                    crate::metrics::record_http(
-                        &method,
-                        route.as_deref().unwrap_or(UNMATCHED_ROUTE),
-                        status,
-                        latency_ms,
-                    );
-                    tracing::info!(%method, path, route, status, latency_ms, request_id, "http request");
+        // One request, one span: every line logged while serving it (by handlers,
+        // features and the panic hook) carries its request id.
+        let span = tracing::info_span!(REQUEST_SPAN, request_id = %request_id, method = %method, path = %path);
+        let future = span.in_scope(|| self.inner.call(request));
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let mut response = future.await?;
+                let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+                if let Ok(value) = HeaderValue::from_str(&request_id) {
+                    response.headers_mut().insert(REQUEST_ID, value);
                 }
-                Protocol::Grpc => {
-                    // Errors come back trailers-only, with grpc-status in the headers;
-                    // a success puts grpc-status 0 in the trailers.
-                    let grpc_status = response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .unwrap_or(0);
-                    let code = tonic::Code::from_i32(grpc_status);
-                    crate::metrics::record_grpc(grpc_method_label(&path), code, latency_ms);
-                    tracing::info!(method = %path, grpc_status = ?code, latency_ms, request_id, "grpc request");
+                let status = response.status().as_u16();
+                match protocol {
+                    Protocol::Http => {
+                        // The router copies the matched route template into the response
+                        // (see `api::remember_route`); unmatched paths share one label.
+                        let route = response
+                            .extensions()
+                            .get::<MatchedPath>()
+                            .map(|p| p.as_str().to_owned());
+                        crate::metrics::record_http(
+                            &method,
+                            route.as_deref().unwrap_or(UNMATCHED_ROUTE),
+                            status,
+                            latency_ms,
+                        );
+                        tracing::info!(%method, path, route, status, latency_ms, request_id, "http request");
+                    }
+                    Protocol::Grpc => {
+                        // Errors come back trailers-only, with grpc-status in the headers;
+                        // a success puts grpc-status 0 in the trailers.
+                        let grpc_status = response
+                            .headers()
+                            .get("grpc-status")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<i32>().ok())
+                            .unwrap_or(0);
+                        let code = tonic::Code::from_i32(grpc_status);
+                        crate::metrics::record_grpc(grpc_method_label(&path), code, latency_ms);
+                        tracing::info!(method = %path, grpc_status = ?code, latency_ms, request_id, "grpc request");
+                    }
                 }
-            }
-            Ok(response)
-        })
+                Ok(response)
+            },
+            span,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io,
+        sync::{Arc, Mutex},
+    };
+
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn every_line_logged_while_serving_a_request_carries_its_request_id() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        // A handler that logs before and after an await, like a feature would.
+        let handler = tower::service_fn(|_: Request<axum::body::Body>| async {
+            tracing::info!("handler started");
+            tokio::task::yield_now().await;
+            tracing::warn!(detail = 7, "feature warning");
+            Ok::<_, std::convert::Infallible>(Response::new(axum::body::Body::empty()))
+        });
+        let request = Request::builder()
+            .uri("/v1/bookings")
+            .header(REQUEST_ID, "req-7")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        AccessLogLayer(Protocol::Http)
+            .layer(handler)
+            .oneshot(request)
+            .await
+            .unwrap();
+
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        for line in &lines {
+            assert_eq!(line["span"]["request_id"], "req-7", "{line}");
+            assert_eq!(line["span"]["name"], REQUEST_SPAN, "{line}");
+        }
     }
 }

@@ -78,23 +78,42 @@ pub struct Ticket {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Columns of [`Ticket`], for `SELECT` and `RETURNING`.
+/// Columns of [`Ticket`], for the SQL [`list`] assembles at run time.
 pub const TICKET_COLUMNS: &str = "id, first_name, last_name, gender, birthday, launchpad_id, launch_day, destination, status, cancellation_reason, created_at, updated_at";
+
+/// `sqlx::query_as!(Ticket, ...)` with the columns of [`Ticket`] between `$head`
+/// and `$tail`, so that every static ticket query is checked at build time
+/// against one column list (the text enums decoded by type override).
+macro_rules! query_ticket {
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Ticket,
+            $head
+                + r#" id, first_name, last_name, gender AS "gender: Gender", birthday, launchpad_id, launch_day,
+                      destination AS "destination: Destination", status AS "status: TicketStatus",
+                      cancellation_reason AS "cancellation_reason: CancellationReason", created_at, updated_at "#
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
 
 /// What [`NewBooking::parse`] needs to know about a launchpad, if it exists.
 pub async fn find_pad(pool: &PgPool, id: &str) -> Result<Option<PadInfo>, sqlx::Error> {
     if !is_launchpad_id(id.trim()) {
         return Ok(None);
     }
-    let row: Option<(String, Timezone, LaunchpadStatus)> =
-        sqlx::query_as("SELECT id, timezone, status FROM launchpads WHERE id = $1")
-            .bind(id.trim())
-            .fetch_optional(pool)
-            .await?;
-    Ok(row.map(|(id, timezone, status)| PadInfo {
-        id,
-        timezone: timezone.0,
-        status,
+    let row = sqlx::query!(
+        r#"SELECT id, timezone AS "timezone: Timezone", status AS "status: LaunchpadStatus"
+           FROM launchpads WHERE id = $1"#,
+        id.trim()
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|row| PadInfo {
+        id: row.id,
+        timezone: row.timezone.0,
+        status: row.status,
     }))
 }
 
@@ -138,20 +157,20 @@ async fn replay(
     key: &str,
     booking: &NewBooking,
 ) -> Result<Option<Booked>, BookingError> {
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT request_hash FROM tickets WHERE idempotency_key = $1")
-            .bind(key)
-            .fetch_optional(pool)
-            .await?;
-    match row {
+    // Every keyed ticket has a hash (book_once writes both); a NULL one fails to
+    // decode, as a corrupted row should.
+    let hash = sqlx::query_scalar!(
+        r#"SELECT request_hash AS "request_hash!" FROM tickets WHERE idempotency_key = $1"#,
+        key
+    )
+    .fetch_optional(pool)
+    .await?;
+    match hash {
         None => Ok(None),
-        Some((hash,)) if hash == booking.fingerprint() => {
-            let ticket = sqlx::query_as::<_, Ticket>(&format!(
-                "SELECT {TICKET_COLUMNS} FROM tickets WHERE idempotency_key = $1"
-            ))
-            .bind(key)
-            .fetch_one(pool)
-            .await?;
+        Some(hash) if hash == booking.fingerprint() => {
+            let ticket = query_ticket!("SELECT", "FROM tickets WHERE idempotency_key = $1", key)
+                .fetch_one(pool)
+                .await?;
             Ok(Some(Booked {
                 ticket,
                 replayed: true,
@@ -173,22 +192,23 @@ async fn book_once(
     // KEY SHARE on the pad serialises us with the SpaceX sync (which takes FOR
     // UPDATE on the pads it changes) without serialising bookings among themselves:
     // either the sync sees our flight, or we see its launch.
-    let status: LaunchpadStatus =
-        sqlx::query_scalar("SELECT status FROM launchpads WHERE id = $1 FOR KEY SHARE")
-            .bind(pad)
-            .fetch_one(&mut *tx)
-            .await?;
+    let status = sqlx::query_scalar!(
+        r#"SELECT status AS "status: LaunchpadStatus" FROM launchpads WHERE id = $1 FOR KEY SHARE"#,
+        pad
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if !status.is_bookable() {
         return Err(BookingError::LaunchpadInactive {
             pad: pad.to_string(),
             status,
         });
     }
-    let spacex: Option<String> = sqlx::query_scalar(
+    let spacex = sqlx::query_scalar!(
         "SELECT name FROM spacex_launches WHERE launchpad_id = $1 AND blocked_day = $2 AND upcoming LIMIT 1",
+        pad,
+        day
     )
-    .bind(pad)
-    .bind(day)
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(launch) = spacex {
@@ -200,22 +220,23 @@ async fn book_once(
     }
 
     let flight_id = take_seat(&mut tx, booking, seats_per_flight).await?;
-    let ticket = sqlx::query_as::<_, Ticket>(&format!(
+    let ticket = query_ticket!(
         "INSERT INTO tickets (id, flight_id, first_name, last_name, gender, birthday, launchpad_id, launch_day, destination, idempotency_key, request_hash)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         RETURNING {TICKET_COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(flight_id)
-    .bind(booking.first_name.as_str())
-    .bind(booking.last_name.as_str())
-    .bind(booking.gender)
-    .bind(booking.birthday)
-    .bind(pad)
-    .bind(day)
-    .bind(booking.destination)
-    .bind(booking.idempotency_key.as_deref())
-    .bind(booking.fingerprint())
+         RETURNING",
+        "",
+        Uuid::now_v7(),
+        flight_id,
+        booking.first_name.as_str(),
+        booking.last_name.as_str(),
+        booking.gender.as_str(),
+        booking.birthday,
+        pad,
+        day,
+        booking.destination.as_str(),
+        booking.idempotency_key.as_deref(),
+        booking.fingerprint(),
+    )
     .fetch_one(&mut *tx)
     .await?;
     outbox::enqueue(&mut tx, &events::booked(&ticket)).await?;
@@ -237,14 +258,15 @@ async fn take_seat(
     // Two rounds at most: if a concurrent booking opened the flight between our
     // look-up and our insert, the second round joins it.
     for _ in 0..3 {
-        let flight: Option<(Uuid, Destination, i32, i32)> = sqlx::query_as(
-            "SELECT id, destination, seats, seats_booked FROM flights
-             WHERE launchpad_id = $1 AND launch_day = $2 AND status = 'scheduled' FOR UPDATE",
+        let flight = sqlx::query!(
+            r#"SELECT id, destination AS "destination: Destination", seats, seats_booked FROM flights
+               WHERE launchpad_id = $1 AND launch_day = $2 AND status = 'scheduled' FOR UPDATE"#,
+            pad,
+            day
         )
-        .bind(pad)
-        .bind(day)
         .fetch_optional(&mut *conn)
-        .await?;
+        .await?
+        .map(|f| (f.id, f.destination, f.seats, f.seats_booked));
         if let Some((id, taken_by, seats, booked)) = flight {
             if taken_by != booking.destination {
                 return Err(BookingError::LaunchpadDayTaken {
@@ -261,22 +283,24 @@ async fn take_seat(
                     seats,
                 });
             }
-            sqlx::query("UPDATE flights SET seats_booked = seats_booked + 1, updated_at = now() WHERE id = $1")
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query!(
+                "UPDATE flights SET seats_booked = seats_booked + 1, updated_at = now() WHERE id = $1",
+                id
+            )
+            .execute(&mut *conn)
+            .await?;
             return Ok(id);
         }
-        let inserted: Option<Uuid> = sqlx::query_scalar(
+        let inserted = sqlx::query_scalar!(
             "INSERT INTO flights (id, launchpad_id, launch_day, destination, seats, seats_booked)
              VALUES ($1, $2, $3, $4, $5, 1)
              ON CONFLICT DO NOTHING RETURNING id",
+            Uuid::now_v7(),
+            pad,
+            day,
+            booking.destination.as_str(),
+            seats_per_flight
         )
-        .bind(Uuid::now_v7())
-        .bind(pad)
-        .bind(day)
-        .bind(booking.destination)
-        .bind(seats_per_flight)
         .fetch_optional(&mut *conn)
         .await?;
         if let Some(id) = inserted {
@@ -284,13 +308,13 @@ async fn take_seat(
         }
         // A unique index refused the flight: either the pad and day were just
         // taken (next round joins or refuses) or the destination flies this week.
-        let same_week: Option<NaiveDate> = sqlx::query_scalar(
+        let same_week = sqlx::query_scalar!(
             "SELECT launch_day FROM flights
              WHERE launchpad_id = $1 AND week_start = $2 AND destination = $3 AND status = 'scheduled'",
+            pad,
+            week_start(day),
+            booking.destination.as_str()
         )
-        .bind(pad)
-        .bind(week_start(day))
-        .bind(booking.destination)
         .fetch_optional(&mut *conn)
         .await?;
         if let Some(flown_on) = same_week.filter(|d| *d != day) {
@@ -309,13 +333,10 @@ async fn take_seat(
 
 /// Returns one ticket.
 pub async fn get(pool: &PgPool, id: TicketId) -> Result<Ticket, BookingError> {
-    sqlx::query_as::<_, Ticket>(&format!(
-        "SELECT {TICKET_COLUMNS} FROM tickets WHERE id = $1"
-    ))
-    .bind(id.0)
-    .fetch_optional(pool)
-    .await?
-    .ok_or(BookingError::TicketNotFound(id))
+    query_ticket!("SELECT", "FROM tickets WHERE id = $1", id.0)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(BookingError::TicketNotFound(id))
 }
 
 /// Cancels a ticket at its holder's request. Cancelling a cancelled ticket changes
@@ -324,31 +345,29 @@ pub async fn get(pool: &PgPool, id: TicketId) -> Result<Ticket, BookingError> {
 #[tracing::instrument(skip_all, fields(ticket = %id))]
 pub async fn cancel(pool: &PgPool, id: TicketId) -> Result<Ticket, BookingError> {
     let mut tx = pool.begin().await?;
-    let ticket = sqlx::query_as::<_, Ticket>(&format!(
-        "SELECT {TICKET_COLUMNS} FROM tickets WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(id.0)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(BookingError::TicketNotFound(id))?;
+    let ticket = query_ticket!("SELECT", "FROM tickets WHERE id = $1 FOR UPDATE", id.0)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(BookingError::TicketNotFound(id))?;
     if ticket.status == TicketStatus::Cancelled {
         return Ok(ticket);
     }
-    let ticket = sqlx::query_as::<_, Ticket>(&format!(
+    let ticket = query_ticket!(
         "UPDATE tickets SET status = 'CANCELLED', cancellation_reason = 'USER_REQUESTED', updated_at = clock_timestamp()
-         WHERE id = $1 RETURNING {TICKET_COLUMNS}"
-    ))
-    .bind(id.0)
+         WHERE id = $1 RETURNING",
+        "",
+        id.0
+    )
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE flights SET seats_booked = seats_booked - 1,
                 status = CASE WHEN seats_booked = 1 THEN 'cancelled' ELSE status END,
                 cancellation_reason = CASE WHEN seats_booked = 1 THEN 'USER_REQUESTED' ELSE cancellation_reason END,
                 updated_at = now()
          WHERE id = (SELECT flight_id FROM tickets WHERE id = $1)",
+        id.0
     )
-    .bind(id.0)
     .execute(&mut *tx)
     .await?;
     outbox::enqueue(
@@ -379,7 +398,7 @@ pub async fn cancel_flights_blocked_by_spacex(
     let (pads, days): (Vec<&str>, Vec<NaiveDate>) =
         today_at_pad.iter().map(|(p, d)| (p.as_str(), *d)).unzip();
     let started = Instant::now();
-    let flights: Vec<Uuid> = sqlx::query_scalar(
+    let flights: Vec<Uuid> = sqlx::query_scalar!(
         "SELECT DISTINCT f.id
          FROM spacex_launches s
          JOIN flights f ON f.launchpad_id = s.launchpad_id AND f.launch_day = s.blocked_day
@@ -387,9 +406,10 @@ pub async fn cancel_flights_blocked_by_spacex(
               ON today.launchpad_id = f.launchpad_id
          WHERE s.upcoming AND s.blocked_day IS NOT NULL
            AND f.status = 'scheduled' AND f.launch_day >= today.day",
+        // text[] checks as `&[String]`; the override binds the borrowed names as text[].
+        &pads[..] as &[&str],
+        &days
     )
-    .bind(&pads)
-    .bind(&days)
     .fetch_all(&mut *conn)
     .await?;
     if flights.is_empty() {
@@ -398,22 +418,23 @@ pub async fn cancel_flights_blocked_by_spacex(
     let found = started.elapsed();
     // Tickets before flights: the order a passenger's cancellation locks them in,
     // so the two cannot deadlock. A ticket cancelled meanwhile is left as it is.
-    let mut tickets: Vec<Ticket> = sqlx::query_as(&format!(
+    let mut tickets: Vec<Ticket> = query_ticket!(
         "UPDATE tickets SET status = 'CANCELLED', cancellation_reason = 'SPACEX_CONFLICT',
                 updated_at = clock_timestamp()
          WHERE flight_id = ANY($1) AND status = 'CONFIRMED'
-         RETURNING {TICKET_COLUMNS}"
-    ))
-    .bind(&flights)
+         RETURNING",
+        "",
+        &flights
+    )
     .fetch_all(&mut *conn)
     .await?;
     let tickets_done = started.elapsed();
-    let cancelled_flights = sqlx::query(
+    let cancelled_flights = sqlx::query!(
         "UPDATE flights SET status = 'cancelled', cancellation_reason = 'SPACEX_CONFLICT',
                 seats_booked = 0, updated_at = now()
          WHERE id = ANY($1) AND status = 'scheduled'",
+        &flights
     )
-    .bind(&flights)
     .execute(&mut *conn)
     .await?
     .rows_affected();

@@ -15,7 +15,7 @@ pub const MAX_WINDOW_DAYS: i64 = 90;
 pub const DEFAULT_WINDOW_DAYS: u64 = 28;
 
 /// A launchpad as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Launchpad {
     pub id: String,
     pub name: String,
@@ -34,17 +34,27 @@ impl Launchpad {
 
 /// Every launchpad, by name.
 pub async fn launchpads(pool: &PgPool) -> Result<Vec<Launchpad>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name, full_name, locality, region, timezone, status FROM launchpads ORDER BY name, id")
-        .fetch_all(pool)
-        .await
+    sqlx::query_as!(
+        Launchpad,
+        r#"SELECT id, name, full_name, locality, region, timezone AS "timezone: Timezone",
+                  status AS "status: LaunchpadStatus"
+           FROM launchpads ORDER BY name, id"#
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// One launchpad.
 pub async fn launchpad(pool: &PgPool, id: &str) -> Result<Option<Launchpad>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name, full_name, locality, region, timezone, status FROM launchpads WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as!(
+        Launchpad,
+        r#"SELECT id, name, full_name, locality, region, timezone AS "timezone: Timezone",
+                  status AS "status: LaunchpadStatus"
+           FROM launchpads WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 /// Our flight on a day.
@@ -56,7 +66,7 @@ pub struct FlightSummary {
 }
 
 /// A SpaceX launch as last synced.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct SpacexLaunch {
     pub id: String,
     pub name: String,
@@ -111,44 +121,44 @@ pub async fn schedule(
     let weeks_to = week_start(to)
         .checked_add_days(Days::new(6))
         .unwrap_or(NaiveDate::MAX);
-    let flights: Vec<(NaiveDate, String, i32, i32)> = sqlx::query_as(
-        "SELECT launch_day, destination, seats_booked, seats FROM flights
-         WHERE launchpad_id = $1 AND status = 'scheduled' AND launch_day BETWEEN $2 AND $3",
+    let flights = sqlx::query!(
+        r#"SELECT launch_day, destination AS "destination: Destination", seats_booked, seats FROM flights
+         WHERE launchpad_id = $1 AND status = 'scheduled' AND launch_day BETWEEN $2 AND $3"#,
+        pad.id,
+        weeks_from,
+        weeks_to
     )
-    .bind(&pad.id)
-    .bind(weeks_from)
-    .bind(weeks_to)
     .fetch_all(pool)
     .await?;
-    let launches: Vec<SpacexLaunch> = sqlx::query_as(
-        "SELECT id, name, date_utc, date_precision, blocked_day FROM spacex_launches
-         WHERE launchpad_id = $1 AND upcoming
-           AND (blocked_day BETWEEN $2 AND $3
-                OR (blocked_day IS NULL AND date_utc < ($3::date + 1) AND date_utc >= ($2::date - interval '1 year')))
-         ORDER BY date_utc",
+    let launches = sqlx::query_as!(
+        SpacexLaunch,
+        r#"SELECT id, name, date_utc, date_precision AS "date_precision: DatePrecision", blocked_day
+           FROM spacex_launches
+           WHERE launchpad_id = $1 AND upcoming
+             AND (blocked_day BETWEEN $2 AND $3
+                  OR (blocked_day IS NULL AND date_utc < ($3::date + 1) AND date_utc >= ($2::date - interval '1 year')))
+           ORDER BY date_utc"#,
+        pad.id,
+        from,
+        to
     )
-    .bind(&pad.id)
-    .bind(from)
-    .bind(to)
     .fetch_all(pool)
     .await?;
 
     let mut by_day: BTreeMap<NaiveDate, FlightSummary> = BTreeMap::new();
     let mut used_by_week: BTreeMap<NaiveDate, BTreeSet<Destination>> = BTreeMap::new();
-    for (day, destination, booked, seats) in flights {
-        let Some(destination) = Destination::parse(&destination) else {
-            continue;
-        };
+    for flight in flights {
+        let destination = flight.destination;
         used_by_week
-            .entry(week_start(day))
+            .entry(week_start(flight.launch_day))
             .or_default()
             .insert(destination);
         by_day.insert(
-            day,
+            flight.launch_day,
             FlightSummary {
                 destination,
-                seats_booked: booked,
-                seats_left: seats - booked,
+                seats_booked: flight.seats_booked,
+                seats_left: flight.seats - flight.seats_booked,
             },
         );
     }

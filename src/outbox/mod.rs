@@ -49,14 +49,14 @@ pub async fn enqueue_all(conn: &mut PgConnection, events: &[NewEvent]) -> Result
     let types: Vec<String> = events.iter().map(|e| e.event_type.to_string()).collect();
     let aggregates: Vec<Uuid> = events.iter().map(|e| e.aggregate_id).collect();
     let payloads: Vec<serde_json::Value> = events.iter().map(|e| e.payload.clone()).collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO outbox (event_type, aggregate_id, payload, schema_version)
          SELECT t, a, p, $4 FROM UNNEST($1::text[], $2::uuid[], $3::jsonb[]) AS u(t, a, p)",
+        &types,
+        &aggregates,
+        &payloads,
+        SCHEMA_VERSION,
     )
-    .bind(&types)
-    .bind(&aggregates)
-    .bind(&payloads)
-    .bind(SCHEMA_VERSION)
     .execute(&mut *conn)
     .await?;
     notify(conn).await
@@ -64,7 +64,7 @@ pub async fn enqueue_all(conn: &mut PgConnection, events: &[NewEvent]) -> Result
 
 /// `NOTIFY outbox`: delivered when the transaction commits, once per transaction.
 pub async fn notify(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify('outbox', '')")
+    sqlx::query!("SELECT pg_notify('outbox', '')")
         .execute(conn)
         .await?;
     Ok(())

@@ -28,7 +28,8 @@ use crate::{
 pub const CHANNEL: &str = "outbox";
 
 /// The claim statement: `$1` is the batch size, `$2` the lease in milliseconds.
-/// Public so that tests can check its plan.
+/// Public so that tests can check its plan; the relay runs the same text through
+/// the `claim_query!` macro, checked at build time (a unit test compares the two).
 ///
 /// Only each ticket's earliest waiting event can be claimed, and that test comes
 /// before the `LIMIT`: events held back behind an earlier one (in backoff, or
@@ -59,6 +60,35 @@ pub const CLAIM_SQL: &str = "WITH claimable AS MATERIALIZED (
              SET claimed_until = now() + $2 * interval '1 millisecond', attempts = o.attempts + 1
              FROM claimable WHERE o.id = claimable.id
              RETURNING o.id, o.event_type, o.aggregate_id, o.payload, o.schema_version";
+
+/// [`CLAIM_SQL`] as a query checked at build time (the macro takes only a literal,
+/// so the text is written out again; `claim_query_runs_claim_sql` compares them).
+macro_rules! claim_query {
+    ($batch_size:expr, $lease_ms:expr) => {
+        sqlx::query_as!(
+            Claimed,
+            "WITH claimable AS MATERIALIZED (
+                 SELECT o.id FROM outbox o
+                 WHERE o.published_at IS NULL AND o.parked_at IS NULL
+                   AND o.next_attempt_at <= now()
+                   AND (o.claimed_until IS NULL OR o.claimed_until <= now())
+                   AND o.id = (
+                       SELECT min(e.id) FROM outbox e
+                       WHERE e.aggregate_id = o.aggregate_id
+                         AND e.published_at IS NULL AND e.parked_at IS NULL)
+                 ORDER BY o.next_attempt_at, o.id
+                 LIMIT $1
+                 FOR UPDATE SKIP LOCKED
+             )
+             UPDATE outbox o
+             SET claimed_until = now() + $2 * interval '1 millisecond', attempts = o.attempts + 1
+             FROM claimable WHERE o.id = claimable.id
+             RETURNING o.id, o.event_type, o.aggregate_id, o.payload, o.schema_version",
+            $batch_size,
+            $lease_ms
+        )
+    };
+}
 
 /// What one [`Relay::step`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +135,7 @@ impl RelayConfig {
 }
 
 /// A claimed row.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct Claimed {
     id: i64,
     event_type: String,
@@ -219,9 +249,7 @@ impl Relay {
     /// backoff, leased by another relay, or in this batch): events of a ticket go
     /// out in order, and a batch holds at most one event per ticket.
     async fn claim(&self) -> Result<Vec<Claimed>, sqlx::Error> {
-        sqlx::query_as::<_, Claimed>(CLAIM_SQL)
-            .bind(self.config.batch_size)
-            .bind(self.config.lease.as_millis() as f64)
+        claim_query!(self.config.batch_size, self.config.lease.as_millis() as f64)
             .fetch_all(&self.pool)
             .await
     }
@@ -234,10 +262,10 @@ impl Relay {
         }
         let mut delay = Duration::from_millis(50);
         for attempt in 1.. {
-            let result = sqlx::query(
+            let result = sqlx::query!(
                 "UPDATE outbox SET published_at = now(), claimed_until = NULL WHERE id = ANY($1)",
+                ids,
             )
-            .bind(ids)
             .execute(&self.pool)
             .await;
             match result {
@@ -267,8 +295,10 @@ impl Relay {
             .iter()
             .map(|(_, e)| e.kind == FailureKind::Rejected)
             .collect();
-        let parked: Vec<(i64, String, Uuid, i32, String)> = sqlx::query_as(
-            "UPDATE outbox o SET
+        // `f.error` comes from the array (never NULL here) and `parked` is computed:
+        // PostgreSQL cannot tell they are not NULL.
+        let parked: Vec<(i64, String, Uuid, i32, String)> = sqlx::query!(
+            r#"UPDATE outbox o SET
                  last_error = f.error,
                  claimed_until = NULL,
                  next_attempt_at = now() + least($2::float8, $1::float8 * power(2, least(o.attempts - 1, 40)))
@@ -276,20 +306,19 @@ impl Relay {
                  parked_at = CASE WHEN f.rejected AND o.attempts >= $3 THEN now() END
              FROM unnest($4::bigint[], $5::text[], $6::bool[]) AS f(id, error, rejected)
              WHERE o.id = f.id
-             RETURNING o.id, o.event_type, o.aggregate_id, o.attempts, f.error, o.parked_at IS NOT NULL AS parked",
+             RETURNING o.id, o.event_type, o.aggregate_id, o.attempts, f.error AS "error!", o.parked_at IS NOT NULL AS "parked!""#,
+            self.config.backoff.as_millis() as f64,
+            self.config.backoff_max.as_millis() as f64,
+            self.config.max_attempts,
+            &ids,
+            &errors,
+            &rejected,
         )
-        .bind(self.config.backoff.as_millis() as f64)
-        .bind(self.config.backoff_max.as_millis() as f64)
-        .bind(self.config.max_attempts)
-        .bind(&ids)
-        .bind(&errors)
-        .bind(&rejected)
         .fetch_all(&self.pool)
         .await?
         .into_iter()
-        .filter_map(|row: (i64, String, Uuid, i32, String, bool)| {
-            row.5.then_some((row.0, row.1, row.2, row.3, row.4))
-        })
+        .filter(|row| row.parked)
+        .map(|row| (row.id, row.event_type, row.aggregate_id, row.attempts, row.error))
         .collect();
         for (id, event_type, ticket, attempts, error) in &parked {
             tracing::error!(
@@ -310,14 +339,14 @@ impl Relay {
         const CHUNK: i64 = 5000;
         let mut deleted = 0;
         for _ in 0..20 {
-            let n = sqlx::query(
+            let n = sqlx::query!(
                 "DELETE FROM outbox WHERE id IN (
                      SELECT id FROM outbox
                      WHERE published_at < now() - $1 * interval '1 millisecond'
                      LIMIT $2)",
+                self.config.retention.as_millis() as f64,
+                CHUNK,
             )
-            .bind(self.config.retention.as_millis() as f64)
-            .bind(CHUNK)
             .execute(&self.pool)
             .await?
             .rows_affected();
@@ -417,14 +446,16 @@ pub struct Backlog {
 
 /// Measures the backlog and updates the backlog gauge.
 pub async fn backlog(pool: &PgPool) -> Result<Backlog, sqlx::Error> {
-    let (pending, oldest_age_s): (i64, Option<f64>) = sqlx::query_as(
-        "SELECT count(*), extract(epoch FROM now() - min(created_at))::float8
-         FROM outbox WHERE published_at IS NULL AND parked_at IS NULL",
+    // count(*) is never NULL; the age is NULL when nothing is pending.
+    let row = sqlx::query!(
+        r#"SELECT count(*) AS "count!", extract(epoch FROM now() - min(created_at))::float8 AS oldest_age_s
+           FROM outbox WHERE published_at IS NULL AND parked_at IS NULL"#,
     )
     .fetch_one(pool)
     .await?;
-    let parked: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL AND published_at IS NULL",
+    let (pending, oldest_age_s) = (row.count, row.oldest_age_s);
+    let parked = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM outbox WHERE parked_at IS NOT NULL AND published_at IS NULL"#,
     )
     .fetch_one(pool)
     .await?;
@@ -493,5 +524,17 @@ impl HealthCheck for BacklogCheck {
             details["problems"] = json!(problems);
             CheckResult::degraded(details)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tests check the plan of [`CLAIM_SQL`]; the relay must run that very text.
+    #[test]
+    fn claim_query_runs_claim_sql() {
+        let query = claim_query!(1i64, 1.0f64);
+        assert_eq!(sqlx::Execute::sql(&query), CLAIM_SQL);
     }
 }

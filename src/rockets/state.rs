@@ -85,6 +85,9 @@ impl Status {
     }
 }
 
+// Decoded from the status expression of the rocket queries (src/rockets/store.rs).
+crate::db::text_enum!(Status);
+
 impl Summary {
     /// What one message contributes.
     pub fn of(message: &Message) -> Summary {

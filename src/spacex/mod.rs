@@ -123,22 +123,25 @@ impl HealthCheck for SpaceXCheck {
     }
 
     async fn check(&self) -> CheckResult {
-        type Row = (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<String>);
-        let row: Result<Option<Row>, _> = sqlx::query_as(
+        let row = sqlx::query!(
             "SELECT last_success_at, last_attempt_at, last_error FROM sync_state WHERE resource = $1",
+            sync::LAUNCHES
         )
-        .bind(sync::LAUNCHES)
         .fetch_optional(&self.pool)
         .await;
         let now = self.clock.now();
         let seconds = |at: DateTime<Utc>| (now - at).num_seconds().max(0);
-        let (last_success, last_attempt, last_error) = match row {
-            Ok(row) => row.unwrap_or((None, None, None)),
+        let row = match row {
+            Ok(row) => row,
             // The database check reports the database; we only cannot tell.
             Err(_) => {
                 return CheckResult::degraded(json!({"error": "the sync state cannot be read"}))
             }
         };
+        // No row yet: no sync has been attempted.
+        let last_success = row.as_ref().and_then(|r| r.last_success_at);
+        let last_attempt = row.as_ref().and_then(|r| r.last_attempt_at);
+        let last_error = row.and_then(|r| r.last_error);
         if let Some(error) = last_error {
             return CheckResult::degraded(json!({
                 "last_error": error,

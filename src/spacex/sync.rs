@@ -247,10 +247,12 @@ async fn fetch_and_apply(
     let apply_started = Instant::now();
     let now = deps.clock.now();
     let mut tx = deps.pool.begin().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(SYNC_LOCK_KEY)
-        .fetch_one(&mut *tx)
-        .await?;
+    let locked = sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_xact_lock($1) AS "locked!""#,
+        SYNC_LOCK_KEY
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if !locked {
         tx.rollback().await?;
         return Ok(SyncReport::skipped(SkipReason::Locked));
@@ -258,12 +260,13 @@ async fn fetch_and_apply(
     if trigger == Trigger::Scheduled {
         // Under the lock: a replica that fetched at the same moment as another one
         // which has committed since sees its success here and applies nothing.
-        let synced: Option<DateTime<Utc>> =
-            sqlx::query_scalar("SELECT last_success_at FROM sync_state WHERE resource = $1")
-                .bind(LAUNCHES)
-                .fetch_optional(&mut *tx)
-                .await?
-                .flatten();
+        let synced: Option<DateTime<Utc>> = sqlx::query_scalar!(
+            "SELECT last_success_at FROM sync_state WHERE resource = $1",
+            LAUNCHES
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .flatten();
         if is_fresh(synced, now, settings.interval) {
             tx.rollback().await?;
             return Ok(SyncReport::skipped(SkipReason::Fresh));
@@ -287,23 +290,23 @@ fn is_fresh(last_success: Option<DateTime<Utc>>, now: DateTime<Utc>, interval: D
 async fn last_successes(
     pool: &PgPool,
 ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), sqlx::Error> {
-    let rows: Vec<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT resource, last_success_at FROM sync_state WHERE resource IN ($1, $2)",
+        LAUNCHES,
+        LAUNCHPADS
     )
-    .bind(LAUNCHES)
-    .bind(LAUNCHPADS)
     .fetch_all(pool)
     .await?;
     let get = |resource: &str| {
         rows.iter()
-            .find(|(r, _)| r == resource)
-            .and_then(|(_, at)| *at)
+            .find(|row| row.resource == resource)
+            .and_then(|row| row.last_success_at)
     };
     Ok((get(LAUNCHES), get(LAUNCHPADS)))
 }
 
 /// A row of `spacex_launches`, as stored or as it is about to be.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct LaunchRow {
     id: String,
     name: String,
@@ -337,29 +340,15 @@ async fn apply(
     };
 
     // Launchpads: what changes, and every pad's zone once the refresh is applied.
-    let stored_pads: Vec<(String, String, String, String, String, String, String)> =
-        sqlx::query_as(
-            "SELECT id, name, full_name, locality, region, timezone, status FROM launchpads",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-    let stored_pads: HashMap<String, Launchpad> = stored_pads
-        .into_iter()
-        .map(
-            |(id, name, full_name, locality, region, timezone, status)| {
-                let pad = Launchpad {
-                    id: id.clone(),
-                    name,
-                    full_name,
-                    locality,
-                    region,
-                    timezone,
-                    status,
-                };
-                (id, pad)
-            },
-        )
-        .collect();
+    let stored_pads: HashMap<String, Launchpad> = sqlx::query_as!(
+        Launchpad,
+        "SELECT id, name, full_name, locality, region, timezone, status FROM launchpads"
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|pad| (pad.id.clone(), pad))
+    .collect();
     let mut timezones: HashMap<&str, Option<Tz>> = stored_pads
         .values()
         .map(|p| (p.id.as_str(), p.timezone.parse().ok()))
@@ -379,11 +368,13 @@ async fn apply(
 
     // Launches: the rows as they should be, compared with the rows we have.
     let fetched_ids: Vec<&str> = upcoming.launches.iter().map(|l| l.id.as_str()).collect();
-    let stored: Vec<LaunchRow> = sqlx::query_as(
-        "SELECT id, name, launchpad_id, date_utc, date_precision, upcoming, blocked_day
-         FROM spacex_launches WHERE upcoming OR id = ANY($1)",
+    let stored: Vec<LaunchRow> = sqlx::query_as!(
+        LaunchRow,
+        r#"SELECT id, name, launchpad_id, date_utc,
+                  date_precision AS "date_precision: DatePrecision", upcoming, blocked_day
+           FROM spacex_launches WHERE upcoming OR id = ANY($1)"#,
+        &fetched_ids as &[&str]
     )
-    .bind(&fetched_ids)
     .fetch_all(&mut *conn)
     .await?;
     let stored: HashMap<&str, &LaunchRow> = stored.iter().map(|r| (r.id.as_str(), r)).collect();
@@ -439,11 +430,11 @@ async fn apply(
     upsert_launches(conn, &changed, now).await?;
     if !removed.is_empty() {
         // Kept for the record, no longer blocking: the day is free again.
-        sqlx::query(
+        sqlx::query!(
             "UPDATE spacex_launches SET upcoming = false, synced_at = $2 WHERE id = ANY($1)",
+            &removed as &[&str],
+            now
         )
-        .bind(&removed)
-        .bind(now)
         .execute(&mut *conn)
         .await?;
     }
@@ -482,10 +473,12 @@ async fn lock_launchpads(conn: &mut PgConnection, ids: &BTreeSet<&str>) -> Resul
         return Ok(());
     }
     let ids: Vec<&str> = ids.iter().copied().collect();
-    sqlx::query("SELECT id FROM launchpads WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "SELECT id FROM launchpads WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &ids as &[&str]
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -498,7 +491,7 @@ async fn upsert_launchpads(
         return Ok(());
     }
     let column = |f: fn(&Launchpad) -> &str| pads.iter().map(f).collect::<Vec<&str>>();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO launchpads (id, name, full_name, locality, region, timezone, status, refreshed_at)
          SELECT u.*, $8 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
               AS u(id, name, full_name, locality, region, timezone, status)
@@ -506,15 +499,15 @@ async fn upsert_launchpads(
              name = EXCLUDED.name, full_name = EXCLUDED.full_name, locality = EXCLUDED.locality,
              region = EXCLUDED.region, timezone = EXCLUDED.timezone, status = EXCLUDED.status,
              refreshed_at = EXCLUDED.refreshed_at",
+        &column(|p| &p.id) as &[&str],
+        &column(|p| &p.name) as &[&str],
+        &column(|p| &p.full_name) as &[&str],
+        &column(|p| &p.locality) as &[&str],
+        &column(|p| &p.region) as &[&str],
+        &column(|p| &p.timezone) as &[&str],
+        &column(|p| &p.status) as &[&str],
+        now
     )
-    .bind(column(|p| &p.id))
-    .bind(column(|p| &p.name))
-    .bind(column(|p| &p.full_name))
-    .bind(column(|p| &p.locality))
-    .bind(column(|p| &p.region))
-    .bind(column(|p| &p.timezone))
-    .bind(column(|p| &p.status))
-    .bind(now)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -531,7 +524,10 @@ async fn upsert_launches(
         return Ok(());
     }
     let text = |f: fn(&LaunchRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
-    sqlx::query(
+    let date_utc: Vec<DateTime<Utc>> = rows.iter().map(|r| r.date_utc).collect();
+    let upcoming: Vec<bool> = rows.iter().map(|r| r.upcoming).collect();
+    let blocked_day: Vec<Option<NaiveDate>> = rows.iter().map(|r| r.blocked_day).collect();
+    sqlx::query!(
         "INSERT INTO spacex_launches (id, name, launchpad_id, date_utc, date_precision, upcoming, blocked_day, synced_at)
          SELECT u.*, $8 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::boolean[], $7::date[])
               AS u(id, name, launchpad_id, date_utc, date_precision, upcoming, blocked_day)
@@ -539,15 +535,15 @@ async fn upsert_launches(
              name = EXCLUDED.name, launchpad_id = EXCLUDED.launchpad_id, date_utc = EXCLUDED.date_utc,
              date_precision = EXCLUDED.date_precision, upcoming = EXCLUDED.upcoming,
              blocked_day = EXCLUDED.blocked_day, synced_at = EXCLUDED.synced_at",
+        &text(|r| &r.id) as &[&str],
+        &text(|r| &r.name) as &[&str],
+        &text(|r| &r.launchpad_id) as &[&str],
+        date_utc.as_slice(),
+        &text(|r| r.date_precision.as_str()) as &[&str],
+        upcoming.as_slice(),
+        &blocked_day as &[Option<NaiveDate>],
+        now
     )
-    .bind(text(|r| &r.id))
-    .bind(text(|r| &r.name))
-    .bind(text(|r| &r.launchpad_id))
-    .bind(rows.iter().map(|r| r.date_utc).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.date_precision).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.upcoming).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.blocked_day).collect::<Vec<_>>())
-    .bind(now)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -563,16 +559,16 @@ async fn record_success(
     } else {
         &[LAUNCHES]
     };
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO sync_state (resource, last_success_at, last_attempt_at, last_error)
          SELECT r, $2, $2, NULL FROM UNNEST($1::text[]) AS r
          ON CONFLICT (resource) DO UPDATE SET
              last_success_at = EXCLUDED.last_success_at,
              last_attempt_at = EXCLUDED.last_attempt_at,
              last_error = NULL",
+        resources as &[&str],
+        now
     )
-    .bind(resources)
-    .bind(now)
     .execute(conn)
     .await?;
     Ok(())
@@ -583,14 +579,14 @@ async fn record_failure(
     now: DateTime<Utc>,
     error: &SyncError,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO sync_state (resource, last_attempt_at, last_error) VALUES ($1, $2, $3)
          ON CONFLICT (resource) DO UPDATE SET
              last_attempt_at = EXCLUDED.last_attempt_at, last_error = EXCLUDED.last_error",
+        LAUNCHES,
+        now,
+        error.to_string()
     )
-    .bind(LAUNCHES)
-    .bind(now)
-    .bind(error.to_string())
     .execute(pool)
     .await?;
     Ok(())

@@ -5,44 +5,18 @@ use std::collections::{HashMap, HashSet};
 use chrono::{TimeZone, Utc};
 use spacet::proto::{
     BookingRequest, CancellationReason, Destination, GetLaunchpadScheduleRequest,
-    ListLaunchpadsRequest, ListTicketsRequest, Ticket, TicketId, TicketStatus,
+    ListLaunchpadsRequest, ListTicketsRequest, TicketId, TicketStatus,
 };
 use tonic::{Code, Request};
-use tonic_types::StatusExt;
 
-use crate::helpers::{booking_request, pads, TestApp};
-
-fn field_violations(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default()
-}
-
-async fn book(app: &TestApp, request: BookingRequest) -> Result<Ticket, tonic::Status> {
-    app.grpc()
-        .await
-        .launch_booking(request)
-        .await
-        .map(|r| r.into_inner())
-}
+use crate::helpers::{booking_request, pads, StatusDetails, TestApp};
 
 #[tokio::test]
 async fn a_booking_returns_a_confirmed_ticket_that_can_be_read_back() {
     let app = TestApp::spawn().await;
-    let ticket = book(
-        &app,
-        booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars),
-    )
-    .await
-    .unwrap();
+    let ticket = app
+        .book_ok(pads::KSC_39A, "2049-03-02", Destination::Mars)
+        .await;
     assert_eq!(ticket.first_name, "Ada");
     assert_eq!(ticket.status, TicketStatus::Confirmed as i32);
     assert_eq!(ticket.destination_id, Destination::Mars as i32);
@@ -54,16 +28,7 @@ async fn a_booking_returns_a_confirmed_ticket_that_can_be_read_back() {
             .timestamp()
     );
     assert!(ticket.created_at.is_some() && ticket.updated_at.is_some());
-    let read = app
-        .grpc()
-        .await
-        .get_booking(TicketId {
-            id: ticket.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(read, ticket);
+    assert_eq!(app.ticket(&ticket.id).await.unwrap(), ticket);
     let outbox: Vec<(String, serde_json::Value)> =
         sqlx::query_as("SELECT event_type, payload FROM outbox ORDER BY id")
             .fetch_all(&app.pool)
@@ -87,9 +52,9 @@ async fn every_invalid_field_is_named_at_once() {
         destination_id: 0,
         request_id: String::new(),
     };
-    let status = book(&app, request).await.unwrap_err();
+    let status = app.book(request).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    let mut fields = field_violations(&status);
+    let mut fields = status.violated_fields();
     fields.sort();
     assert_eq!(
         fields,
@@ -103,10 +68,7 @@ async fn every_invalid_field_is_named_at_once() {
             "launchpad_id"
         ]
     );
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let count = app.count("SELECT count(*) FROM tickets").await;
     assert_eq!(count, 0, "nothing written");
 }
 
@@ -124,7 +86,8 @@ async fn names_from_many_languages_book_and_bad_dates_are_refused() {
         let mut request = booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars);
         request.first_name = first.into();
         request.last_name = last.into();
-        let ticket = book(&app, request)
+        let ticket = app
+            .book(request)
             .await
             .unwrap_or_else(|e| panic!("{first} {last}: {e:?} ({i})"));
         assert_eq!(ticket.last_name, last);
@@ -155,8 +118,8 @@ async fn names_from_many_languages_book_and_bad_dates_are_refused() {
             "birthday" => request.birthday = Some(value),
             _ => request.launch_date = Some(value),
         }
-        let status = book(&app, request).await.unwrap_err();
-        assert_eq!(field_violations(&status), [field], "{status:?}");
+        let status = app.book(request).await.unwrap_err();
+        assert_eq!(status.violated_fields(), [field], "{status:?}");
     }
 }
 
@@ -166,69 +129,48 @@ async fn the_launch_day_is_compared_with_today_at_the_pad() {
     // 02:00 UTC on June 2nd is still June 1st in Florida: June 2nd is bookable there.
     app.clock
         .set(Utc.with_ymd_and_hms(2048, 6, 2, 2, 0, 0).unwrap());
-    book(
-        &app,
-        booking_request(pads::KSC_39A, "2048-06-02", Destination::Mars),
-    )
-    .await
-    .unwrap();
+    app.book_ok(pads::KSC_39A, "2048-06-02", Destination::Mars)
+        .await;
     app.clock
         .set(Utc.with_ymd_and_hms(2048, 6, 2, 12, 0, 0).unwrap());
-    let status = book(
-        &app,
-        booking_request(pads::CCSFS_40, "2048-06-02", Destination::Mars),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(field_violations(&status), ["launch_date"]);
+    let status = app
+        .book_err(pads::CCSFS_40, "2048-06-02", Destination::Mars)
+        .await;
+    assert_eq!(status.violated_fields(), ["launch_date"]);
 }
 
 #[tokio::test]
 async fn inactive_and_unknown_launchpads_are_refused() {
     let app = TestApp::spawn().await;
     for pad in [pads::VAFB_3W, pads::STLS] {
-        let status = book(&app, booking_request(pad, "2049-03-02", Destination::Mars))
-            .await
-            .unwrap_err();
+        let status = app.book_err(pad, "2049-03-02", Destination::Mars).await;
         assert_eq!(status.code(), Code::FailedPrecondition);
-        assert_eq!(reason(&status), "LAUNCHPAD_INACTIVE");
+        assert_eq!(status.reason().as_deref(), Some("LAUNCHPAD_INACTIVE"));
         assert!(status.message().contains(pad), "{}", status.message());
     }
-    let status = book(
-        &app,
-        booking_request("5e9e4502f509094188566fff", "2049-03-02", Destination::Mars),
-    )
-    .await
-    .unwrap_err();
+    let status = app
+        .book_err("5e9e4502f509094188566fff", "2049-03-02", Destination::Mars)
+        .await;
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(field_violations(&status), ["launchpad_id"]);
+    assert_eq!(status.violated_fields(), ["launchpad_id"]);
 }
 
 #[tokio::test]
 async fn a_pad_and_day_flies_one_destination_and_a_week_never_repeats_one() {
     let app = TestApp::spawn().await;
-    let first = book(
-        &app,
-        booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars),
-    )
-    .await
-    .unwrap();
-    let joined = book(
-        &app,
-        booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars),
-    )
-    .await
-    .unwrap();
+    let first = app
+        .book_ok(pads::KSC_39A, "2049-03-02", Destination::Mars)
+        .await;
+    let joined = app
+        .book_ok(pads::KSC_39A, "2049-03-02", Destination::Mars)
+        .await;
     assert_ne!(first.id, joined.id);
 
-    let taken = book(
-        &app,
-        booking_request(pads::KSC_39A, "2049-03-02", Destination::Moon),
-    )
-    .await
-    .unwrap_err();
+    let taken = app
+        .book_err(pads::KSC_39A, "2049-03-02", Destination::Moon)
+        .await;
     assert_eq!(taken.code(), Code::FailedPrecondition);
-    assert_eq!(reason(&taken), "LAUNCHPAD_DAY_TAKEN");
+    assert_eq!(taken.reason().as_deref(), Some("LAUNCHPAD_DAY_TAKEN"));
     assert!(
         taken.message().contains("2049-03-02") && taken.message().contains("MARS"),
         "{}",
@@ -236,47 +178,32 @@ async fn a_pad_and_day_flies_one_destination_and_a_week_never_repeats_one() {
     );
 
     // 2049-03-02 is a Tuesday: Sunday the 7th is the same ISO week, Monday the 8th is not.
-    let same_week = book(
-        &app,
-        booking_request(pads::KSC_39A, "2049-03-07", Destination::Mars),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(reason(&same_week), "DESTINATION_USED_THIS_WEEK");
-    book(
-        &app,
-        booking_request(pads::KSC_39A, "2049-03-08", Destination::Mars),
-    )
-    .await
-    .unwrap();
+    let same_week = app
+        .book_err(pads::KSC_39A, "2049-03-07", Destination::Mars)
+        .await;
+    assert_eq!(
+        same_week.reason().as_deref(),
+        Some("DESTINATION_USED_THIS_WEEK")
+    );
+    app.book_ok(pads::KSC_39A, "2049-03-08", Destination::Mars)
+        .await;
     // Another pad has its own week.
-    book(
-        &app,
-        booking_request(pads::CCSFS_40, "2049-03-03", Destination::Mars),
-    )
-    .await
-    .unwrap();
+    app.book_ok(pads::CCSFS_40, "2049-03-03", Destination::Mars)
+        .await;
 }
 
 #[tokio::test]
 async fn a_full_flight_refuses_the_next_passenger() {
     let app = TestApp::spawn_with(&[("SEATS_PER_FLIGHT", "2")]).await;
     for _ in 0..2 {
-        book(
-            &app,
-            booking_request(pads::KSC_39A, "2049-03-02", Destination::Europa),
-        )
-        .await
-        .unwrap();
+        app.book_ok(pads::KSC_39A, "2049-03-02", Destination::Europa)
+            .await;
     }
-    let full = book(
-        &app,
-        booking_request(pads::KSC_39A, "2049-03-02", Destination::Europa),
-    )
-    .await
-    .unwrap_err();
+    let full = app
+        .book_err(pads::KSC_39A, "2049-03-02", Destination::Europa)
+        .await;
     assert_eq!(full.code(), Code::FailedPrecondition);
-    assert_eq!(reason(&full), "FLIGHT_FULL");
+    assert_eq!(full.reason().as_deref(), Some("FLIGHT_FULL"));
 }
 
 #[tokio::test]
@@ -290,93 +217,47 @@ async fn a_spacex_launch_on_the_pad_and_day_refuses_the_booking() {
     .execute(&app.pool)
     .await
     .unwrap();
-    let status = book(
-        &app,
-        booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars),
-    )
-    .await
-    .unwrap_err();
+    let status = app
+        .book_err(pads::KSC_39A, "2049-03-02", Destination::Mars)
+        .await;
     assert_eq!(status.code(), Code::FailedPrecondition);
-    assert_eq!(reason(&status), "SPACEX_CONFLICT");
+    assert_eq!(status.reason().as_deref(), Some("SPACEX_CONFLICT"));
     assert!(status.message().contains("Starlink 99"));
-    book(
-        &app,
-        booking_request(pads::KSC_39A, "2049-03-03", Destination::Mars),
-    )
-    .await
-    .unwrap();
+    app.book_ok(pads::KSC_39A, "2049-03-03", Destination::Mars)
+        .await;
 }
 
 #[tokio::test]
 async fn cancelling_frees_the_seat_and_the_last_ticket_frees_the_day() {
     let app = TestApp::spawn().await;
-    let mut grpc = app.grpc().await;
-    let a = book(
-        &app,
-        booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars),
-    )
-    .await
-    .unwrap();
-    let b = book(
-        &app,
-        booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars),
-    )
-    .await
-    .unwrap();
-    grpc.cancel_booking(TicketId { id: a.id.clone() })
-        .await
-        .unwrap();
-    let cancelled = grpc
-        .get_booking(TicketId { id: a.id.clone() })
-        .await
-        .unwrap()
-        .into_inner();
+    let a = app
+        .book_ok(pads::KSC_39A, "2049-03-02", Destination::Mars)
+        .await;
+    let b = app
+        .book_ok(pads::KSC_39A, "2049-03-02", Destination::Mars)
+        .await;
+    app.cancel(&a.id).await.unwrap();
+    let cancelled = app.ticket(&a.id).await.unwrap();
     assert_eq!(cancelled.status, TicketStatus::Cancelled as i32);
     assert_eq!(
         cancelled.cancellation_reason,
         CancellationReason::UserRequested as i32
     );
     // The day is still Mars's while b holds a seat.
-    let still = book(
-        &app,
-        booking_request(pads::KSC_39A, "2049-03-02", Destination::Moon),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(reason(&still), "LAUNCHPAD_DAY_TAKEN");
-    grpc.cancel_booking(TicketId { id: b.id.clone() })
-        .await
-        .unwrap();
+    let still = app
+        .book_err(pads::KSC_39A, "2049-03-02", Destination::Moon)
+        .await;
+    assert_eq!(still.reason().as_deref(), Some("LAUNCHPAD_DAY_TAKEN"));
+    app.cancel(&b.id).await.unwrap();
     // Cancelling again succeeds and changes nothing.
-    grpc.cancel_booking(TicketId { id: b.id.clone() })
-        .await
-        .unwrap();
-    let again = grpc
-        .get_booking(TicketId { id: b.id.clone() })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        again.updated_at,
-        grpc.get_booking(TicketId { id: b.id.clone() })
-            .await
-            .unwrap()
-            .into_inner()
-            .updated_at
-    );
+    let cancelled = app.ticket(&b.id).await.unwrap();
+    app.cancel(&b.id).await.unwrap();
+    assert_eq!(app.ticket(&b.id).await.unwrap(), cancelled);
     // Flight cancelled: the day and Mars are free again.
-    book(
-        &app,
-        booking_request(pads::KSC_39A, "2049-03-02", Destination::Moon),
-    )
-    .await
-    .unwrap();
-    book(
-        &app,
-        booking_request(pads::KSC_39A, "2049-03-03", Destination::Mars),
-    )
-    .await
-    .unwrap();
+    app.book_ok(pads::KSC_39A, "2049-03-02", Destination::Moon)
+        .await;
+    app.book_ok(pads::KSC_39A, "2049-03-03", Destination::Mars)
+        .await;
     let events: Vec<String> = sqlx::query_scalar("SELECT event_type FROM outbox ORDER BY id")
         .fetch_all(&app.pool)
         .await
@@ -397,24 +278,18 @@ async fn cancelling_frees_the_seat_and_the_last_ticket_frees_the_day() {
 #[tokio::test]
 async fn unknown_and_malformed_ticket_ids_get_precise_codes() {
     let app = TestApp::spawn().await;
-    let mut grpc = app.grpc().await;
-    let unknown = TicketId {
-        id: uuid::Uuid::new_v4().to_string(),
-    };
+    let unknown = uuid::Uuid::new_v4().to_string();
     assert_eq!(
-        grpc.get_booking(unknown.clone()).await.unwrap_err().code(),
+        app.ticket(&unknown).await.unwrap_err().code(),
         Code::NotFound
     );
     assert_eq!(
-        grpc.cancel_booking(unknown).await.unwrap_err().code(),
+        app.cancel(&unknown).await.unwrap_err().code(),
         Code::NotFound
     );
-    let malformed = grpc
-        .cancel_booking(TicketId { id: "42".into() })
-        .await
-        .unwrap_err();
+    let malformed = app.cancel("42").await.unwrap_err();
     assert_eq!(malformed.code(), Code::InvalidArgument);
-    assert_eq!(field_violations(&malformed), ["id"]);
+    assert_eq!(malformed.violated_fields(), ["id"]);
 }
 
 #[tokio::test]
@@ -422,8 +297,8 @@ async fn a_retried_booking_with_the_same_request_id_returns_the_same_ticket() {
     let app = TestApp::spawn().await;
     let mut request = booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars);
     request.request_id = "retry-me-1".into();
-    let first = book(&app, request.clone()).await.unwrap();
-    let second = book(&app, request.clone()).await.unwrap();
+    let first = app.book(request.clone()).await.unwrap();
+    let second = app.book(request.clone()).await.unwrap();
     assert_eq!(first, second);
 
     // The same key through the metadata header.
@@ -446,20 +321,16 @@ async fn a_retried_booking_with_the_same_request_id_returns_the_same_ticket() {
 
     // The same key for another request is refused.
     request.first_name = "Grace".into();
-    let conflict = book(&app, request).await.unwrap_err();
+    let conflict = app.book(request).await.unwrap_err();
     assert_eq!(conflict.code(), Code::AlreadyExists);
 
     // Racing retries still give one ticket.
     let mut racing = booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars);
     racing.request_id = "race-1".into();
-    let answers = futures::future::join_all((0..10).map(|_| book(&app, racing.clone()))).await;
+    let answers = futures::future::join_all((0..10).map(|_| app.book(racing.clone()))).await;
     let ids: HashSet<String> = answers.into_iter().map(|a| a.unwrap().id).collect();
     assert_eq!(ids.len(), 1);
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(count, 2);
+    assert_eq!(app.count("SELECT count(*) FROM tickets").await, 2);
 }
 
 #[tokio::test]
@@ -467,14 +338,11 @@ async fn fifty_concurrent_bookings_for_one_pad_and_day_get_one_flight_within_its
     let app = TestApp::spawn_with(&[("SEATS_PER_FLIGHT", "30"), ("PG_POOL_MAX", "20")]).await;
     let destinations = [Destination::Mars, Destination::Moon, Destination::Titan];
     let answers = futures::future::join_all((0..50).map(|i| {
-        let app = &app;
-        async move {
-            book(
-                app,
-                booking_request(pads::KSC_39A, "2049-03-02", destinations[i % 3]),
-            )
-            .await
-        }
+        app.book(booking_request(
+            pads::KSC_39A,
+            "2049-03-02",
+            destinations[i % 3],
+        ))
     }))
     .await;
     let mut confirmed = Vec::new();
@@ -484,7 +352,10 @@ async fn fifty_concurrent_bookings_for_one_pad_and_day_get_one_flight_within_its
             Err(status) => {
                 assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
                 assert!(
-                    ["LAUNCHPAD_DAY_TAKEN", "FLIGHT_FULL"].contains(&reason(&status).as_str()),
+                    matches!(
+                        status.reason().as_deref(),
+                        Some("LAUNCHPAD_DAY_TAKEN" | "FLIGHT_FULL")
+                    ),
                     "{status:?}"
                 );
             }
@@ -533,11 +404,12 @@ async fn concurrent_bookings_over_one_week_never_repeat_a_destination() {
             attempts.push((format!("2049-03-{day:02}"), destination));
         }
     }
-    let answers =
-        futures::future::join_all(attempts.iter().map(|(day, destination)| {
-            book(&app, booking_request(pads::VAFB_4E, day, *destination))
-        }))
-        .await;
+    let answers = futures::future::join_all(
+        attempts
+            .iter()
+            .map(|(day, destination)| app.book(booking_request(pads::VAFB_4E, day, *destination))),
+    )
+    .await;
     assert!(answers.iter().any(|a| a.is_ok()));
     let flights: Vec<(chrono::NaiveDate, String)> =
         sqlx::query_as("SELECT launch_day, destination FROM flights WHERE status = 'scheduled'")
@@ -557,28 +429,20 @@ async fn concurrent_bookings_over_one_week_never_repeat_a_destination() {
 async fn paging_with_limit_7_while_tickets_change_returns_every_lasting_ticket_once() {
     let app = TestApp::spawn_with(&[("SEATS_PER_FLIGHT", "5000"), ("PG_POOL_MAX", "20")]).await;
     let mut lasting = Vec::new();
-    for chunk in 0..20 {
-        let batch = futures::future::join_all((0..50).map(|_| {
-            book(
-                &app,
-                booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars),
-            )
-        }))
+    for _ in 0..20 {
+        let batch = futures::future::join_all(
+            (0..50).map(|_| app.book_ok(pads::KSC_39A, "2049-03-02", Destination::Mars)),
+        )
         .await;
-        lasting.extend(batch.into_iter().map(|t| t.unwrap().id));
-        let _ = chunk;
+        lasting.extend(batch.into_iter().map(|t| t.id));
     }
     // Extra tickets that get cancelled while we page.
     let mut doomed = Vec::new();
     for _ in 0..50 {
         doomed.push(
-            book(
-                &app,
-                booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars),
-            )
-            .await
-            .unwrap()
-            .id,
+            app.book_ok(pads::KSC_39A, "2049-03-02", Destination::Mars)
+                .await
+                .id,
         );
     }
     let churn = {
@@ -637,23 +501,16 @@ async fn paging_with_limit_7_while_tickets_change_returns_every_lasting_ticket_o
 #[tokio::test]
 async fn listing_filters_and_rejects_bad_cursors() {
     let app = TestApp::spawn().await;
-    let mut grpc = app.grpc().await;
     let mut zoe = booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars);
     zoe.first_name = "Zoë".into();
     zoe.last_name = "Okafor".into();
-    let zoe = book(&app, zoe).await.unwrap();
-    let moon = book(
-        &app,
-        booking_request(pads::CCSFS_40, "2049-04-02", Destination::Moon),
-    )
-    .await
-    .unwrap();
-    grpc.cancel_booking(TicketId {
-        id: moon.id.clone(),
-    })
-    .await
-    .unwrap();
+    let zoe = app.book(zoe).await.unwrap();
+    let moon = app
+        .book_ok(pads::CCSFS_40, "2049-04-02", Destination::Moon)
+        .await;
+    app.cancel(&moon.id).await.unwrap();
 
+    let grpc = app.grpc().await;
     let list = |req: ListTicketsRequest| {
         let mut grpc = grpc.clone();
         async move {
@@ -666,61 +523,57 @@ async fn listing_filters_and_rejects_bad_cursors() {
             })
         }
     };
-    assert_eq!(
-        list(ListTicketsRequest {
-            last_name: "oka".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap(),
-        [zoe.id.as_str()]
-    );
-    assert_eq!(
-        list(ListTicketsRequest {
-            first_name: "ZOË".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap(),
-        [zoe.id.as_str()]
-    );
-    assert_eq!(
-        list(ListTicketsRequest {
-            status: TicketStatus::Cancelled as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap(),
-        [moon.id.as_str()]
-    );
-    assert_eq!(
-        list(ListTicketsRequest {
-            destination_id: Destination::Mars as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap(),
-        [zoe.id.as_str()]
-    );
-    assert_eq!(
-        list(ListTicketsRequest {
-            launchpad_id: pads::CCSFS_40.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap(),
-        [moon.id.as_str()]
-    );
-    let april = ListTicketsRequest {
-        launch_date_from: Some(spacet::api::convert::day_timestamp(
-            chrono::NaiveDate::from_ymd_opt(2049, 4, 1).unwrap(),
-        )),
-        launch_date_to: Some(spacet::api::convert::day_timestamp(
-            chrono::NaiveDate::from_ymd_opt(2049, 4, 30).unwrap(),
-        )),
-        ..Default::default()
+    let day = |d| {
+        spacet::api::convert::day_timestamp(chrono::NaiveDate::from_ymd_opt(2049, 4, d).unwrap())
     };
-    assert_eq!(list(april).await.unwrap(), [moon.id.as_str()]);
+    for (filter, expected) in [
+        (
+            ListTicketsRequest {
+                last_name: "oka".into(),
+                ..Default::default()
+            },
+            &zoe,
+        ),
+        (
+            ListTicketsRequest {
+                first_name: "ZOË".into(),
+                ..Default::default()
+            },
+            &zoe,
+        ),
+        (
+            ListTicketsRequest {
+                status: TicketStatus::Cancelled as i32,
+                ..Default::default()
+            },
+            &moon,
+        ),
+        (
+            ListTicketsRequest {
+                destination_id: Destination::Mars as i32,
+                ..Default::default()
+            },
+            &zoe,
+        ),
+        (
+            ListTicketsRequest {
+                launchpad_id: pads::CCSFS_40.into(),
+                ..Default::default()
+            },
+            &moon,
+        ),
+        (
+            ListTicketsRequest {
+                launch_date_from: Some(day(1)),
+                launch_date_to: Some(day(30)),
+                ..Default::default()
+            },
+            &moon,
+        ),
+    ] {
+        let found = list(filter.clone()).await.unwrap();
+        assert_eq!(found, [expected.id.as_str()], "{filter:?}");
+    }
     let bad = list(ListTicketsRequest {
         cursor: "not-a-cursor".into(),
         ..Default::default()
@@ -728,14 +581,14 @@ async fn listing_filters_and_rejects_bad_cursors() {
     .await
     .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
-    assert_eq!(field_violations(&bad), ["cursor"]);
+    assert_eq!(bad.violated_fields(), ["cursor"]);
     let negative = list(ListTicketsRequest {
         limit: -1,
         ..Default::default()
     })
     .await
     .unwrap_err();
-    assert_eq!(field_violations(&negative), ["limit"]);
+    assert_eq!(negative.violated_fields(), ["limit"]);
     assert_eq!(
         list(ListTicketsRequest {
             limit: 1000,
@@ -759,9 +612,7 @@ async fn a_tampered_cursor_is_invalid_argument_naming_cursor() {
         ("2049-03-02", Destination::Mars),
         ("2049-03-03", Destination::Moon),
     ] {
-        book(&app, booking_request(pads::KSC_39A, day, destination))
-            .await
-            .unwrap();
+        app.book_ok(pads::KSC_39A, day, destination).await;
     }
     let mut grpc = app.grpc().await;
     let page = grpc
@@ -791,7 +642,7 @@ async fn a_tampered_cursor_is_invalid_argument_naming_cursor() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{micros}: {status:?}");
-        assert_eq!(field_violations(&status), ["cursor"], "{micros}");
+        assert_eq!(status.violated_fields(), ["cursor"], "{micros}");
     }
     // The edges of the range are still cursors: 0001-01-01 and 9999-12-31T23:59:59.999999.
     for micros in ["-62135596800000000", "253402300799999999"] {
@@ -827,12 +678,8 @@ async fn launchpads_and_their_schedule_show_what_can_be_booked() {
     );
     assert!(ksc.bookable);
 
-    book(
-        &app,
-        booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars),
-    )
-    .await
-    .unwrap();
+    app.book_ok(pads::KSC_39A, "2049-03-02", Destination::Mars)
+        .await;
     sqlx::query(
         "INSERT INTO spacex_launches (id, name, launchpad_id, date_utc, date_precision, upcoming, blocked_day)
          VALUES ('firm', 'CRS-99', $1, '2049-03-04T15:00:00Z', 'hour', true, '2049-03-04'),
@@ -897,7 +744,7 @@ async fn launchpads_and_their_schedule_show_what_can_be_booked() {
         })
         .await
         .unwrap_err();
-    assert_eq!(field_violations(&too_long), ["to"]);
+    assert_eq!(too_long.violated_fields(), ["to"]);
     let unknown = grpc
         .get_launchpad_schedule(GetLaunchpadScheduleRequest {
             id: "5e9e4502f509094188566fff".into(),

@@ -9,32 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn ready(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(
-        stream,
-        "GET /readiness HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .is_err()
-    {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200")
-}
+use crate::helpers::{blocking_http_status, free_port};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -73,7 +48,7 @@ fn the_run_command_works_from_a_0700_directory() {
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut up = false;
     while Instant::now() < deadline {
-        if ready(http) {
+        if blocking_http_status(http, "/readiness") == Some(200) {
             up = true;
             break;
         }

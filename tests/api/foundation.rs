@@ -14,20 +14,20 @@ use tonic_reflection::pb::v1::{
     server_reflection_response::MessageResponse, ServerReflectionRequest,
 };
 
-use crate::helpers::{fresh_database, poll, test_settings, TestApp};
+use crate::helpers::{
+    blocking_http_status, free_port, fresh_database, grpc_channel, poll, test_now, test_settings,
+    TestApp,
+};
 
 #[tokio::test]
 async fn probes_answer_once_the_app_is_ready() {
     let app = TestApp::spawn().await;
-    let healthz = app.client.get(app.url("/healthz")).send().await.unwrap();
-    assert_eq!(healthz.status(), 200);
-    let readiness = app.client.get(app.url("/readiness")).send().await.unwrap();
-    assert_eq!(readiness.status(), 200);
-    let body: serde_json::Value = readiness.json().await.unwrap();
+    assert_eq!(app.get_json("/healthz").await.0, 200);
+    let (status, body) = app.get_json("/readiness").await;
+    assert_eq!(status, 200);
     assert_eq!(body["status"], "ready");
-    let liveness = app.client.get(app.url("/liveness")).send().await.unwrap();
-    assert_eq!(liveness.status(), 200);
-    let body: serde_json::Value = liveness.json().await.unwrap();
+    let (status, body) = app.get_json("/liveness").await;
+    assert_eq!(status, 200);
     assert_eq!(body["status"], "healthy");
     assert_eq!(body["checks"]["database"]["status"], "healthy");
     app.stop().await.unwrap();
@@ -56,20 +56,11 @@ async fn every_response_carries_a_request_id_and_keeps_the_callers() {
 async fn readiness_is_503_from_the_moment_shutdown_begins() {
     let app = TestApp::spawn_with(&[("SHUTDOWN_DRAIN_DELAY", "3s")]).await;
     app.begin_shutdown();
-    let during = app.client.get(app.url("/readiness")).send().await.unwrap();
-    assert_eq!(during.status(), 503);
-    let body: serde_json::Value = during.json().await.unwrap();
+    let (status, body) = app.get_json("/readiness").await;
+    assert_eq!(status, 503);
     assert_eq!(body["status"], "not ready");
     // The process is still alive while it drains.
-    assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get_json("/healthz").await.0, 200);
     app.stop().await.unwrap();
 }
 
@@ -82,7 +73,7 @@ async fn readiness_is_503_while_the_database_is_not_there_yet() {
         .username("postgres");
     let app = TestApp::start(
         test_settings(&unreachable, &[("PG_CONNECT_TIMEOUT", "60s")]),
-        Clock::fixed(crate::helpers::test_now()),
+        Clock::fixed(test_now()),
     )
     .await;
     let ok = poll(Duration::from_secs(10), || async {
@@ -94,8 +85,7 @@ async fn readiness_is_503_while_the_database_is_not_there_yet() {
     })
     .await;
     assert!(ok);
-    let readiness = app.client.get(app.url("/readiness")).send().await.unwrap();
-    assert_eq!(readiness.status(), 503);
+    assert_eq!(app.get_json("/readiness").await.0, 503);
     app.stop().await.unwrap();
 }
 
@@ -103,44 +93,22 @@ async fn readiness_is_503_while_the_database_is_not_there_yet() {
 async fn liveness_fails_when_the_database_stops_and_never_hangs() {
     let dir = tempfile::tempdir().unwrap();
     let pg = EmbeddedPostgres::start(&dir.path().join("data"), true).unwrap();
-    let app = TestApp::spawn_on(
-        &pg.connect_options(),
-        &[],
-        Clock::fixed(crate::helpers::test_now()),
-    )
-    .await;
-    assert_eq!(
-        app.client
-            .get(app.url("/liveness"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    let app = TestApp::spawn_on(&pg.connect_options(), &[], Clock::fixed(test_now())).await;
+    assert_eq!(app.get_json("/liveness").await.0, 200);
     tokio::task::spawn_blocking(move || pg.stop())
         .await
         .unwrap();
     let started = Instant::now();
-    let response = app.client.get(app.url("/liveness")).send().await.unwrap();
+    let (status, body) = app.get_json("/liveness").await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "liveness took {:?}",
         started.elapsed()
     );
-    assert_eq!(response.status(), 500);
-    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(status, 500);
     assert_eq!(body["status"], "unhealthy");
     assert_eq!(body["checks"]["database"]["status"], "unhealthy");
-    assert_eq!(
-        app.client
-            .get(app.url("/readiness"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
+    assert_eq!(app.get_json("/readiness").await.0, 503);
 }
 
 #[tokio::test]
@@ -173,7 +141,10 @@ async fn grpc_health_says_serving_and_reflection_lists_the_services() {
     let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
         panic!("unexpected reflection answer: {answer:?}");
     };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert_lists_our_services(list.service.into_iter().map(|s| s.name).collect());
+}
+
+fn assert_lists_our_services(names: Vec<String>) {
     for expected in [
         "spacet.v1.SpaceTService",
         "spacet.v1.RocketService",
@@ -212,17 +183,7 @@ async fn reflection_answers_v1alpha_clients_too() {
     else {
         panic!("unexpected reflection answer: {answer:?}");
     };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in [
-        "spacet.v1.SpaceTService",
-        "spacet.v1.RocketService",
-        "grpc.health.v1.Health",
-    ] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} missing from {names:?}"
-        );
-    }
+    assert_lists_our_services(list.service.into_iter().map(|s| s.name).collect());
 }
 
 /// A gRPC method that panics answers INTERNAL with a generic message; the
@@ -262,12 +223,7 @@ async fn a_panicking_grpc_method_answers_internal() {
             .add_service(HealthServer::new(Panicking))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = HealthClient::new(channel);
+    let mut client = HealthClient::new(grpc_channel(port).await);
     for _ in 0..2 {
         let status = client
             .check(HealthCheckRequest::default())
@@ -281,21 +237,16 @@ async fn a_panicking_grpc_method_answers_internal() {
 #[tokio::test]
 async fn two_instances_migrate_one_empty_database_at_the_same_moment() {
     let db = fresh_database().await;
-    let clock = Clock::fixed(crate::helpers::test_now());
+    let clock = Clock::fixed(test_now());
     let (a, b) = tokio::join!(
         TestApp::spawn_on(&db, &[], clock.clone()),
         TestApp::spawn_on(&db, &[], clock.clone())
     );
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(&a.pool)
-        .await
-        .unwrap();
+    let applied = a
+        .count("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .await;
     assert_eq!(applied as usize, spacet::db::MIGRATOR.iter().count());
-    let pads: i64 = sqlx::query_scalar("SELECT count(*) FROM launchpads")
-        .fetch_one(&b.pool)
-        .await
-        .unwrap();
-    assert_eq!(pads, 6);
+    assert_eq!(b.count("SELECT count(*) FROM launchpads").await, 6);
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
@@ -396,7 +347,7 @@ fn the_binary_runs_with_no_configuration_and_stops_cleanly() {
     let ready = || {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if http_status(http, "/readiness") == Some(200) {
+            if blocking_http_status(http, "/readiness") == Some(200) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -444,28 +395,6 @@ fn the_binary_runs_with_no_configuration_and_stops_cleanly() {
             .code(),
         Some(0)
     );
-}
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    answer.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn wait_with_timeout(

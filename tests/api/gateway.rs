@@ -4,23 +4,11 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{pads, TestApp};
+use crate::helpers::{error_fields, pads, send_json, TestApp, ROCKET_SORTS};
 
 fn go_example() -> Value {
     json!({"firstName":"Ada","lastName":"Lovelace","gender":"FEMALE","birthday":"1990-12-01T00:00:00Z",
            "launchpadId":"5e9e4502f509094188566f88","launchDate":"2049-12-01T00:00:00Z","destinationId":"MARS"})
-}
-
-async fn post_booking(app: &TestApp, body: &Value) -> (u16, Value) {
-    let response = app
-        .client
-        .post(app.url("/v1/bookings"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
 }
 
 fn assert_error_body(body: &Value, code: i64) {
@@ -35,7 +23,7 @@ fn assert_error_body(body: &Value, code: i64) {
 #[tokio::test]
 async fn the_go_services_example_request_works_unchanged() {
     let app = TestApp::spawn().await;
-    let (status, ticket) = post_booking(&app, &go_example()).await;
+    let (status, ticket) = app.post_json("/v1/bookings", &go_example()).await;
     assert_eq!(status, 200, "{ticket}");
     assert_eq!(ticket["firstName"], "Ada");
     assert_eq!(ticket["destinationId"], "MARS");
@@ -47,33 +35,12 @@ async fn the_go_services_example_request_works_unchanged() {
     assert_eq!(launch.to_utc().to_rfc3339(), "2049-12-01T00:00:00+00:00");
 
     let id = ticket["id"].as_str().unwrap();
-    let got: Value = app
-        .client
-        .get(app.url(&format!("/v1/bookings/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(got, ticket);
-    let cancel = app
-        .client
-        .patch(app.url(&format!("/v1/bookings/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(cancel.status(), 200);
-    assert_eq!(cancel.json::<Value>().await.unwrap(), json!({"id": id}));
-    let got: Value = app
-        .client
-        .get(app.url(&format!("/v1/bookings/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let path = format!("/v1/bookings/{id}");
+    assert_eq!(app.get_json(&path).await.1, ticket);
+    let (status, cancelled) = send_json(app.client.patch(app.url(&format!("{path}/cancel")))).await;
+    assert_eq!(status, 200);
+    assert_eq!(cancelled, json!({"id": id}));
+    let (_, got) = app.get_json(&path).await;
     assert_eq!(got["status"], "CANCELLED");
     assert_eq!(got["cancellationReason"], "USER_REQUESTED");
 }
@@ -83,7 +50,7 @@ async fn snake_case_names_and_enum_numbers_are_accepted() {
     let app = TestApp::spawn().await;
     let body = json!({"first_name":"Zoë","last_name":"O'Neil","gender":2,"birthday":"1990-12-01T00:00:00Z",
                       "launchpad_id": pads::KSC_39A,"launch_date":"2049-12-01T00:00:00Z","destination_id":1});
-    let (status, ticket) = post_booking(&app, &body).await;
+    let (status, ticket) = app.post_json("/v1/bookings", &body).await;
     assert_eq!(status, 200, "{ticket}");
     assert_eq!(
         (ticket["gender"].as_str(), ticket["destinationId"].as_str()),
@@ -95,21 +62,21 @@ async fn snake_case_names_and_enum_numbers_are_accepted() {
 async fn domain_errors_get_grpc_gateway_statuses_and_details() {
     let app = TestApp::spawn_with(&[("SEATS_PER_FLIGHT", "1")]).await;
     // Validation: 400 with every field violation.
-    let (status, body) = post_booking(&app, &json!({"firstName":"4","destinationId":"MARS"})).await;
+    let (status, body) = app
+        .post_json(
+            "/v1/bookings",
+            &json!({"firstName":"4","destinationId":"MARS"}),
+        )
+        .await;
     assert_eq!(status, 400);
     assert_error_body(&body, 3);
     assert_eq!(
         body["details"][0]["@type"],
         "type.googleapis.com/google.rpc.BadRequest"
     );
-    let fields: BTreeSet<&str> = body["details"][0]["fieldViolations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["field"].as_str().unwrap())
-        .collect();
+    let fields = error_fields(&body);
     assert_eq!(
-        fields,
+        fields.iter().map(String::as_str).collect::<BTreeSet<_>>(),
         BTreeSet::from([
             "first_name",
             "last_name",
@@ -119,8 +86,8 @@ async fn domain_errors_get_grpc_gateway_statuses_and_details() {
         ])
     );
     // Business rule: 400 FAILED_PRECONDITION with ErrorInfo.
-    assert_eq!(post_booking(&app, &go_example()).await.0, 200);
-    let (status, body) = post_booking(&app, &go_example()).await;
+    assert_eq!(app.post_json("/v1/bookings", &go_example()).await.0, 200);
+    let (status, body) = app.post_json("/v1/bookings", &go_example()).await;
     assert_eq!(status, 400);
     assert_error_body(&body, 9);
     assert_eq!(
@@ -133,87 +100,50 @@ async fn domain_errors_get_grpc_gateway_statuses_and_details() {
         pads::KSC_39A
     );
     // Not found: 404.
-    let missing = app
-        .client
-        .get(app.url(&format!("/v1/bookings/{}", uuid::Uuid::new_v4())))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 404);
-    assert_error_body(&missing.json().await.unwrap(), 5);
+    let (status, body) = app
+        .get_json(&format!("/v1/bookings/{}", uuid::Uuid::new_v4()))
+        .await;
+    assert_eq!(status, 404);
+    assert_error_body(&body, 5);
     // Malformed id: 400.
-    let malformed = app
-        .client
-        .get(app.url("/v1/bookings/nope"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(malformed.status(), 400);
+    assert_eq!(app.get_json("/v1/bookings/nope").await.0, 400);
 }
 
 #[tokio::test]
 async fn the_idempotency_key_header_makes_retries_safe() {
     let app = TestApp::spawn().await;
     let send = |body: Value| {
-        app.client
-            .post(app.url("/v1/bookings"))
-            .header("Idempotency-Key", "order-77")
-            .json(&body)
-            .send()
+        send_json(
+            app.client
+                .post(app.url("/v1/bookings"))
+                .header("Idempotency-Key", "order-77")
+                .json(&body),
+        )
     };
-    let first: Value = send(go_example()).await.unwrap().json().await.unwrap();
-    let second: Value = send(go_example()).await.unwrap().json().await.unwrap();
+    let (_, first) = send(go_example()).await;
+    let (_, second) = send(go_example()).await;
     assert_eq!(first["id"], second["id"]);
     let mut other = go_example();
     other["firstName"] = json!("Grace");
-    let conflict = send(other).await.unwrap();
-    assert_eq!(conflict.status(), 409);
-    assert_error_body(&conflict.json().await.unwrap(), 6);
+    let (status, conflict) = send(other).await;
+    assert_eq!(status, 409);
+    assert_error_body(&conflict, 6);
 }
 
 #[tokio::test]
 async fn transport_errors_get_json_bodies_and_the_right_status() {
     let app = TestApp::spawn_with(&[("HTTP_BODY_LIMIT", "2048")]).await;
+    let post = || app.client.post(app.url("/v1/bookings"));
+    let raw = |content_type: &str, body: &'static str| {
+        post().header("content-type", content_type).body(body)
+    };
     let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
-        (
-            app.client
-                .post(app.url("/v1/bookings"))
-                .header("content-type", "application/json")
-                .body("{\"firstName\":"),
-            400,
-        ),
-        (
-            app.client
-                .post(app.url("/v1/bookings"))
-                .header("content-type", "application/json")
-                .body("[1,2]"),
-            400,
-        ),
-        (
-            app.client
-                .post(app.url("/v1/bookings"))
-                .header("content-type", "text/plain")
-                .body("{}"),
-            415,
-        ),
-        (
-            app.client
-                .post(app.url("/v1/bookings"))
-                .json(&json!({"firstName": "a".repeat(4096)})),
-            413,
-        ),
-        (
-            app.client
-                .post(app.url("/v1/bookings"))
-                .json(&json!({"favouriteColour": "red"})),
-            400,
-        ),
-        (
-            app.client
-                .post(app.url("/v1/bookings"))
-                .json(&json!({"gender": "ROBOT"})),
-            400,
-        ),
+        (raw("application/json", "{\"firstName\":"), 400),
+        (raw("application/json", "[1,2]"), 400),
+        (raw("text/plain", "{}"), 415),
+        (post().json(&json!({"firstName": "a".repeat(4096)})), 413),
+        (post().json(&json!({"favouriteColour": "red"})), 400),
+        (post().json(&json!({"gender": "ROBOT"})), 400),
         (app.client.get(app.url("/v1/nothing-here")), 404),
         (app.client.delete(app.url("/v1/bookings")), 405),
         (app.client.put(app.url("/v1/launchpads")), 405),
@@ -238,16 +168,9 @@ async fn transport_errors_get_json_bodies_and_the_right_status() {
         let body: Value = serde_json::from_str(&text).unwrap();
         assert_error_body(&body, body["code"].as_i64().unwrap());
     }
-    let unknown: Value = app
-        .client
-        .post(app.url("/v1/bookings"))
-        .json(&json!({"favouriteColour": "red"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, unknown) = app
+        .post_json("/v1/bookings", &json!({"favouriteColour": "red"}))
+        .await;
     assert_eq!(
         unknown["details"][0]["fieldViolations"][0]["field"], "favouriteColour",
         "{unknown}"
@@ -264,44 +187,26 @@ async fn listing_takes_grpc_gateway_query_parameters() {
             ["MARS", "MOON", "PLUTO"]
                 [day.ends_with('1') as usize + day.ends_with('3') as usize * 2]
         );
-        assert_eq!(post_booking(&app, &body).await.0, 200);
+        assert_eq!(app.post_json("/v1/bookings", &body).await.0, 200);
     }
-    let page: Value = app
-        .client
-        .get(app.url(&format!(
+    let (_, page) = app
+        .get_json(&format!(
             "/v1/bookings?status=CONFIRMED&launchpad_id={}&limit=2",
             pads::KSC_39A
-        )))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ))
+        .await;
     assert_eq!(page["tickets"].as_array().unwrap().len(), 2);
     let cursor = page["nextCursor"].as_str().unwrap();
     assert!(!cursor.is_empty());
-    let rest: Value = app
-        .client
-        .get(app.url(&format!("/v1/bookings?limit=2&cursor={cursor}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, rest) = app
+        .get_json(&format!("/v1/bookings?limit=2&cursor={cursor}"))
+        .await;
     assert_eq!(rest["tickets"].as_array().unwrap().len(), 1);
     assert_eq!(rest["nextCursor"], "");
     // camelCase parameter names, enum numbers and timestamps work as in grpc-gateway.
-    let filtered: Value = app
-        .client
-        .get(app.url("/v1/bookings?destinationId=2&launchDateFrom=2049-12-01T00:00:00Z&launch_date_to=2049-12-31T00:00:00Z"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, filtered) = app
+        .get_json("/v1/bookings?destinationId=2&launchDateFrom=2049-12-01T00:00:00Z&launch_date_to=2049-12-31T00:00:00Z")
+        .await;
     assert_eq!(
         filtered["tickets"].as_array().unwrap().len(),
         1,
@@ -313,27 +218,15 @@ async fn listing_takes_grpc_gateway_query_parameters() {
 #[tokio::test]
 async fn launchpads_schedule_and_admin_routes_answer() {
     let app = TestApp::spawn().await;
-    let pads_json: Value = app
-        .client
-        .get(app.url("/v1/launchpads"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, pads_json) = app.get_json("/v1/launchpads").await;
     assert_eq!(pads_json["launchpads"].as_array().unwrap().len(), 6);
-    let schedule = app
-        .client
-        .get(app.url(&format!(
+    let (status, schedule) = app
+        .get_json(&format!(
             "/v1/launchpads/{}/schedule?from=2049-03-01&to=2049-03-07",
             pads::KSC_39A
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(schedule.status(), 200);
-    let schedule: Value = schedule.json().await.unwrap();
+        ))
+        .await;
+    assert_eq!(status, 200);
     assert_eq!(schedule["days"].as_array().unwrap().len(), 7);
     assert_eq!(schedule["days"][0]["date"], "2049-03-01");
     assert_eq!(
@@ -343,16 +236,13 @@ async fn launchpads_schedule_and_admin_routes_answer() {
             .len(),
         7
     );
-    let bad = app
-        .client
-        .get(app.url(&format!(
+    let (status, _) = app
+        .get_json(&format!(
             "/v1/launchpads/{}/schedule?from=yesterday",
             pads::KSC_39A
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+        ))
+        .await;
+    assert_eq!(status, 400);
     // The admin sync answers with JSON whatever SpaceX does (here it is unreachable).
     let sync = app
         .client
@@ -414,15 +304,7 @@ async fn large_answers_are_gzipped_and_cors_is_configurable() {
 #[tokio::test]
 async fn the_openapi_document_and_the_router_agree() {
     let app = TestApp::spawn().await;
-    let served: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, served) = app.get_json("/openapi.json").await;
     let on_disk: Value = serde_json::from_str(include_str!("../../openapi/spacet.json")).unwrap();
     assert_eq!(served, on_disk);
     assert_eq!(served["openapi"], "3.1.0");
@@ -464,12 +346,7 @@ async fn the_openapi_document_and_the_router_agree() {
 #[tokio::test]
 async fn dates_outside_years_1_to_9999_are_400_naming_the_field() {
     let app = TestApp::spawn().await;
-    let schedule = |query: &str| {
-        app.url(&format!(
-            "/v1/launchpads/{}/schedule?{query}",
-            pads::KSC_39A
-        ))
-    };
+    let schedule = |query: &str| format!("/v1/launchpads/{}/schedule?{query}", pads::KSC_39A);
     for (query, field) in [
         // The request of issue 14: `from + 27 days` overflowed and reset the connection.
         ("from=%2B262142-12-31", "from"),
@@ -478,47 +355,27 @@ async fn dates_outside_years_1_to_9999_are_400_naming_the_field() {
         ("from=0000-12-31", "from"),
         ("from=9999-12-31&to=%2B10000-01-02", "to"),
     ] {
-        let response = app
-            .client
-            .get(schedule(query))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{query}: no answer ({e})"));
-        assert_eq!(response.status(), 400, "{query}");
-        let body: Value = response.json().await.unwrap();
+        let (status, body) = app.get_json(&schedule(query)).await;
+        assert_eq!(status, 400, "{query}");
         assert_error_body(&body, 3);
-        let fields: Vec<&str> = body["details"][0]["fieldViolations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["field"].as_str().unwrap())
-            .collect();
-        assert!(fields.contains(&field), "{query}: {body}");
+        assert!(
+            error_fields(&body).iter().any(|f| f == field),
+            "{query}: {body}"
+        );
     }
     // The last days there are still answer, the default window cut at 9999-12-31.
-    let last: Value = app
-        .client
-        .get(schedule("from=9999-12-30"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, last) = app.get_json(&schedule("from=9999-12-30")).await;
     let days = last["days"].as_array().unwrap_or_else(|| panic!("{last}"));
     assert_eq!(days.len(), 2, "{last}");
     assert_eq!(days[1]["date"], "9999-12-31");
     // Booking dates and list filters too.
     let mut far = go_example();
     far["launchDate"] = json!("+10000-01-01T00:00:00Z");
-    assert_eq!(post_booking(&app, &far).await.0, 400);
-    let listed = app
-        .client
-        .get(app.url("/v1/bookings?launchDateFrom=0000-06-01T00:00:00Z"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(listed.status(), 400);
+    assert_eq!(app.post_json("/v1/bookings", &far).await.0, 400);
+    let (status, _) = app
+        .get_json("/v1/bookings?launchDateFrom=0000-06-01T00:00:00Z")
+        .await;
+    assert_eq!(status, 400);
 }
 
 /// A handler that panics gets grpc-gateway's INTERNAL body, not a reset connection,
@@ -573,16 +430,6 @@ fn no_cursor_string_makes_a_list_answer_5xx() {
         },
     }
 
-    const SORTS: [&str; 7] = [
-        "channel",
-        "type",
-        "speed",
-        "mission",
-        "status",
-        "launchedAt",
-        "updatedAt",
-    ];
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -599,7 +446,7 @@ fn no_cursor_string_makes_a_list_answer_5xx() {
             let mut body = go_example();
             body["launchDate"] = json!(format!("{day}T00:00:00Z"));
             body["destinationId"] = json!(destination);
-            let (status, ticket) = post_booking(&app, &body).await;
+            let (status, ticket) = app.post_json("/v1/bookings", &body).await;
             assert_eq!(status, 200, "{ticket}");
             ticket_ids.push(ticket["id"].as_str().unwrap().to_string());
         }
@@ -615,30 +462,16 @@ fn no_cursor_string_makes_a_list_answer_5xx() {
                              "messageType": "RocketLaunched"},
                 "message": {"type": rocket_type, "launchSpeed": speed, "mission": "ARTEMIS"},
             });
-            let response = app
-                .client
-                .post(app.url("/messages"))
-                .json(&message)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 201);
+            assert_eq!(app.post_json("/messages", &message).await.0, 201);
             channels.push(channel.to_string());
         }
         // A real cursor of every sort and order, split into its fields.
         let mut real = Vec::new();
-        for sort in SORTS {
+        for sort in ROCKET_SORTS {
             for order in ["asc", "desc"] {
-                let page: Value = app
-                    .client
-                    .get(app.url("/v1/rockets"))
-                    .query(&[("sort", sort), ("order", order), ("limit", "1")])
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let query = [("sort", sort), ("order", order), ("limit", "1")];
+                let (_, page) =
+                    send_json(app.client.get(app.url("/v1/rockets")).query(&query)).await;
                 let cursor = page["nextCursor"].as_str().unwrap();
                 let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).unwrap()).unwrap();
                 let fields: Vec<String> = text.splitn(5, '|').map(str::to_string).collect();
@@ -713,7 +546,7 @@ fn no_cursor_string_makes_a_list_answer_5xx() {
         any::<String>(),
     ];
     let sort_name = prop_oneof![
-        4 => proptest::sample::select(SORTS.to_vec()).prop_map(str::to_string),
+        4 => proptest::sample::select(ROCKET_SORTS.to_vec()).prop_map(str::to_string),
         1 => "[a-zA-Z]{0,12}",
     ];
     let order_name = prop_oneof![

@@ -12,17 +12,25 @@ use std::{
 };
 
 use chrono::{DateTime, TimeZone, Utc};
+use reqwest::StatusCode;
+use serde_json::Value;
 use spacet::{
     app::App,
     clock::Clock,
     config::{Database, Settings},
     embedded_pg::EmbeddedPostgres,
-    proto::space_t_service_client::SpaceTServiceClient,
+    proto::{
+        space_t_service_client::SpaceTServiceClient, BookingRequest, Destination, Ticket, TicketId,
+    },
 };
 use sqlx::{postgres::PgConnectOptions, Connection, Executor, PgConnection, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use tonic_types::StatusExt as _;
+
+// Defined beside the emulator, which examples/bench_outbox.rs includes on its own.
+pub use crate::pubsub_emulator::free_port;
 
 /// The instant test clocks start at: bookings in 2049 are in the future.
 pub fn test_now() -> DateTime<Utc> {
@@ -106,7 +114,6 @@ pub fn test_settings(db: &PgConnectOptions, overrides: &[(&str, &str)]) -> Setti
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`
     pub http: String,
-    pub http_port: u16,
     pub grpc_port: u16,
     pub pool: PgPool,
     pub clock: Clock,
@@ -162,7 +169,6 @@ impl TestApp {
         let handle = tokio::spawn(app.run_until_stopped());
         TestApp {
             http: format!("http://127.0.0.1:{http_port}"),
-            http_port,
             grpc_port,
             pool,
             clock,
@@ -176,14 +182,7 @@ impl TestApp {
 
     /// Polls `/readiness` until it answers 200 (30 s at most).
     pub async fn wait_ready(&self) {
-        let ok = poll(Duration::from_secs(30), || async {
-            self.client
-                .get(format!("{}/readiness", self.http))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await;
+        let ok = ready_within(&self.client, &self.http, Duration::from_secs(30)).await;
         assert!(ok, "app did not become ready in 30 s");
     }
 
@@ -194,16 +193,64 @@ impl TestApp {
 
     /// A gRPC channel to the app.
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://127.0.0.1:{}", self.grpc_port))
-            .unwrap()
-            .connect()
-            .await
-            .expect("gRPC connects")
+        grpc_channel(self.grpc_port).await
     }
 
     /// Full URL of a path.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.http, path)
+    }
+
+    /// `GET path`: the status and the JSON body.
+    pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
+        send_json(self.client.get(self.url(path))).await
+    }
+
+    /// `POST path` with a JSON body: the status and the JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        send_json(self.client.post(self.url(path)).json(body)).await
+    }
+
+    /// Books over gRPC, on a connection of its own.
+    pub async fn book(&self, request: BookingRequest) -> Result<Ticket, tonic::Status> {
+        let answer = self.grpc().await.launch_booking(request).await;
+        answer.map(tonic::Response::into_inner)
+    }
+
+    /// Books `booking_request(pad, day, destination)` over gRPC; panics if refused.
+    pub async fn book_ok(&self, pad: &str, day: &str, destination: Destination) -> Ticket {
+        self.book(booking_request(pad, day, destination))
+            .await
+            .unwrap_or_else(|s| panic!("booking {pad} {day}: {s:?}"))
+    }
+
+    /// Books `booking_request(pad, day, destination)` over gRPC; panics unless refused.
+    pub async fn book_err(&self, pad: &str, day: &str, destination: Destination) -> tonic::Status {
+        match self.book(booking_request(pad, day, destination)).await {
+            Ok(ticket) => panic!("booking {pad} {day} was not refused: {ticket:?}"),
+            Err(status) => status,
+        }
+    }
+
+    /// Cancels a ticket over gRPC.
+    pub async fn cancel(&self, id: &str) -> Result<(), tonic::Status> {
+        let id = TicketId { id: id.into() };
+        self.grpc().await.cancel_booking(id).await.map(|_| ())
+    }
+
+    /// Reads a ticket over gRPC.
+    pub async fn ticket(&self, id: &str) -> Result<Ticket, tonic::Status> {
+        let id = TicketId { id: id.into() };
+        let answer = self.grpc().await.get_booking(id).await;
+        answer.map(tonic::Response::into_inner)
+    }
+
+    /// What a `SELECT count(*) …` finds in the app's database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     /// Begins the graceful shutdown without waiting for it.
@@ -226,6 +273,56 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Sends a request: the status and the JSON body (`null` for an empty body).
+pub async fn send_json(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.expect("the app answers");
+    let status = response.status();
+    let text = response.text().await.expect("a whole body");
+    if text.is_empty() {
+        return (status, Value::Null);
+    }
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("a {status} body that is not JSON ({e}): {text}"));
+    (status, body)
+}
+
+/// Polls `{http}/readiness` until it answers 200 or `deadline` passes.
+pub async fn ready_within(client: &reqwest::Client, http: &str, deadline: Duration) -> bool {
+    poll(deadline, || async {
+        client
+            .get(format!("{http}/readiness"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await
+}
+
+/// A gRPC channel to `127.0.0.1:port`.
+pub async fn grpc_channel(port: u16) -> Channel {
+    Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("gRPC connects")
+}
+
+/// The status code of `GET path` on `127.0.0.1:port` over a plain blocking socket
+/// (for tests without a runtime), or `None` when nothing answers.
+pub fn blocking_http_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Polls `check` every 20 ms until it holds or `deadline` passes.
@@ -260,14 +357,21 @@ pub mod pads {
     pub const STLS: &str = "5e9e4502f5090927f8566f85";
 }
 
+/// Every sort key of the rocket listings.
+pub const ROCKET_SORTS: [&str; 7] = [
+    "channel",
+    "type",
+    "speed",
+    "mission",
+    "status",
+    "launchedAt",
+    "updatedAt",
+];
+
 /// A valid booking request for `pad`, `day` (YYYY-MM-DD) and a destination.
-pub fn booking_request(
-    pad: &str,
-    day: &str,
-    destination: spacet::proto::Destination,
-) -> spacet::proto::BookingRequest {
+pub fn booking_request(pad: &str, day: &str, destination: Destination) -> BookingRequest {
     let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap();
-    spacet::proto::BookingRequest {
+    BookingRequest {
         first_name: "Ada".into(),
         last_name: "Lovelace".into(),
         gender: spacet::proto::Gender::Female as i32,
@@ -279,4 +383,53 @@ pub fn booking_request(
         destination_id: destination as i32,
         request_id: String::new(),
     }
+}
+
+/// What a gRPC error says in its details.
+pub trait StatusDetails {
+    /// The reason of its `google.rpc.ErrorInfo`.
+    fn reason(&self) -> Option<String>;
+
+    /// (field, description) of each field violation in its `google.rpc.BadRequest`.
+    fn violations(&self) -> Vec<(String, String)>;
+
+    /// The fields of its field violations, in order.
+    fn violated_fields(&self) -> Vec<String> {
+        self.violations()
+            .into_iter()
+            .map(|(field, _)| field)
+            .collect()
+    }
+}
+
+impl StatusDetails for tonic::Status {
+    fn reason(&self) -> Option<String> {
+        self.get_details_error_info().map(|info| info.reason)
+    }
+
+    fn violations(&self) -> Vec<(String, String)> {
+        self.get_details_bad_request()
+            .map(|bad| {
+                bad.field_violations
+                    .into_iter()
+                    .map(|v| (v.field, v.description))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The fields of the `google.rpc.BadRequest` field violations in a JSON error body
+/// (grpc-gateway's shape), sorted.
+pub fn error_fields(body: &Value) -> Vec<String> {
+    let mut fields: Vec<String> = body["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["@type"] == "type.googleapis.com/google.rpc.BadRequest")
+        .flat_map(|d| d["fieldViolations"].as_array().unwrap().clone())
+        .map(|v| v["field"].as_str().unwrap().to_string())
+        .collect();
+    fields.sort();
+    fields
 }

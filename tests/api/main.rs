@@ -1,7 +1,5 @@
 //! Black-box tests: the real app, real PostgreSQL, real gRPC and HTTP clients.
 
-#![allow(dead_code)]
-
 mod helpers;
 
 mod booking;
@@ -14,3 +12,4 @@ mod packaging;
 mod pubsub_emulator;
 mod rockets;
 mod spacex;
+mod supervision;

@@ -11,10 +11,7 @@ use sqlx::postgres::PgConnectOptions;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
-use crate::{
-    foundation::free_port,
-    helpers::{fresh_database, poll},
-};
+use crate::helpers::{free_port, fresh_database, grpc_channel, ready_within};
 
 /// The `spacet` binary on its own fresh database, killed when dropped.
 struct Service {
@@ -46,15 +43,7 @@ impl Service {
             client: reqwest::Client::new(),
             _child: child,
         };
-        let ready = poll(Duration::from_secs(60), || async {
-            service
-                .client
-                .get(format!("{}/readiness", service.http))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await;
+        let ready = ready_within(&service.client, &service.http, Duration::from_secs(60)).await;
         assert!(ready, "the service was not ready within 60 s");
         service
     }
@@ -71,11 +60,7 @@ impl Service {
     }
 
     async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://127.0.0.1:{}", self.grpc_port))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
+        grpc_channel(self.grpc_port).await
     }
 }
 

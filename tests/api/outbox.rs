@@ -13,13 +13,13 @@ use spacet::{
         publisher::LogPublisher,
         relay::{Relay, RelayConfig, CLAIM_SQL},
     },
-    proto::{self, Destination, TicketId},
+    proto::{self, Destination},
 };
 use uuid::Uuid;
 
 use crate::{
-    helpers::{booking_request, fresh_database, pads, poll, test_now, test_settings, TestApp},
-    pubsub_emulator::{unique_project, Emulator, Gate, Received},
+    helpers::{fresh_database, pads, poll, test_now, test_settings, TestApp},
+    pubsub_emulator::{unique_project, Emulator, Gate, Received, Rest},
 };
 
 const TOPIC: &str = "launches";
@@ -56,46 +56,64 @@ async fn outbox_rows(pool: &sqlx::PgPool) -> Vec<(i64, String, Uuid)> {
         .unwrap()
 }
 
-async fn unpublished(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        .fetch_one(pool)
+async fn unpublished(app: &TestApp) -> i64 {
+    app.count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        .await
+}
+
+/// Polls until every event is published or `deadline` passes.
+async fn all_published_within(app: &TestApp, deadline: Duration) -> bool {
+    poll(deadline, || async { unpublished(app).await == 0 }).await
+}
+
+/// Creates the topic and the ordered subscription the tests read.
+async fn create_topic_and_subscription(rest: &Rest) {
+    rest.create_topic(TOPIC).await;
+    rest.create_subscription(SUBSCRIPTION, TOPIC).await;
+}
+
+/// A project of its own on `emulator` with the topic and subscription the tests
+/// read, and its REST client.
+async fn subscribed_project(emulator: &Emulator) -> (String, Rest) {
+    let project = unique_project();
+    let rest = emulator.rest(&project);
+    create_topic_and_subscription(&rest).await;
+    (project, rest)
+}
+
+/// Writes an event of `ticket` directly, and wakes the relay; returns its id.
+async fn write_event(app: &TestApp, event_type: &str, ticket: Uuid) -> i64 {
+    let id = sqlx::query_scalar(
+        "INSERT INTO outbox (event_type, aggregate_id, payload) VALUES ($1, $2, '{}') RETURNING id",
+    )
+    .bind(event_type)
+    .bind(ticket)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_notify('outbox', '')")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    id
+}
+
+async fn is_parked(app: &TestApp, event: i64) -> bool {
+    sqlx::query_scalar("SELECT parked_at IS NOT NULL FROM outbox WHERE id = $1")
+        .bind(event)
+        .fetch_one(&app.pool)
         .await
         .unwrap()
 }
 
 async fn liveness(app: &TestApp) -> Value {
-    app.client
-        .get(app.url("/liveness"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    app.get_json("/liveness").await.1
 }
 
-/// Books `n` tickets concurrently, on days from 2049-03-01 (Mars, same flight).
+/// Books `n` tickets concurrently, on 2049-03-02 (Mars, same flight).
 async fn book(app: &TestApp, n: usize) -> Vec<proto::Ticket> {
-    let requests = (0..n).map(|_| async {
-        let mut grpc = app.grpc().await;
-        grpc.launch_booking(booking_request(
-            pads::KSC_39A,
-            "2049-03-02",
-            Destination::Mars,
-        ))
-        .await
-        .expect("booking succeeds")
-        .into_inner()
-    });
+    let requests = (0..n).map(|_| app.book_ok(pads::KSC_39A, "2049-03-02", Destination::Mars));
     futures::future::join_all(requests).await
-}
-
-async fn cancel(app: &TestApp, id: &str) {
-    app.grpc()
-        .await
-        .cancel_booking(TicketId { id: id.to_string() })
-        .await
-        .expect("cancellation succeeds");
 }
 
 /// Asserts that, per ordering key, messages arrived in event id order.
@@ -116,23 +134,12 @@ fn assert_ordered_per_ticket(messages: &[Received]) {
 #[tokio::test]
 async fn booked_and_cancelled_events_arrive_in_order_with_the_ticket_and_the_attributes() {
     let emulator = Emulator::shared().await;
-    let project = unique_project();
-    let rest = emulator.rest(&project);
-    rest.create_topic(TOPIC).await;
-    rest.create_subscription(SUBSCRIPTION, TOPIC).await;
+    let (project, rest) = subscribed_project(emulator).await;
     let app = TestApp::spawn_with(&Env::pubsub(&emulator.host(), &project).pairs()).await;
 
     let booked = book(&app, 1).await.remove(0);
-    cancel(&app, &booked.id).await;
-    let cancelled = app
-        .grpc()
-        .await
-        .get_booking(TicketId {
-            id: booked.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    app.cancel(&booked.id).await.unwrap();
+    let cancelled = app.ticket(&booked.id).await.unwrap();
 
     let messages = rest
         .pull_at_least(SUBSCRIPTION, 2, Duration::from_secs(30))
@@ -159,12 +166,7 @@ async fn booked_and_cancelled_events_arrive_in_order_with_the_ticket_and_the_att
     assert_eq!(event.reason(), proto::CancellationReason::UserRequested);
     assert_eq!(cancelled.status(), proto::TicketStatus::Cancelled);
 
-    assert!(
-        poll(Duration::from_secs(5), || async {
-            unpublished(&app.pool).await == 0
-        })
-        .await
-    );
+    assert!(all_published_within(&app, Duration::from_secs(5)).await);
     let checks = liveness(&app).await;
     assert_eq!(checks["checks"]["pubsub"]["status"], "healthy", "{checks}");
     assert_eq!(checks["checks"]["outbox"]["status"], "healthy", "{checks}");
@@ -177,10 +179,7 @@ async fn every_event_written_while_pubsub_is_down_arrives_after_the_emulator_res
     // gets its topic and subscription back before the relay can publish to it:
     // Pub/Sub drops what is published while no subscription exists.
     let gate = Gate::open_to(emulator.port()).await;
-    let project = unique_project();
-    let rest = emulator.rest(&project);
-    rest.create_topic(TOPIC).await;
-    rest.create_subscription(SUBSCRIPTION, TOPIC).await;
+    let (project, rest) = subscribed_project(&emulator).await;
     let env = Env::pubsub(&gate.host(), &project)
         .with("PUBSUB_PUBLISH_TIMEOUT", "1s")
         .with("OUTBOX_RETRY_BACKOFF", "200ms")
@@ -198,18 +197,16 @@ async fn every_event_written_while_pubsub_is_down_arrives_after_the_emulator_res
     emulator.stop().await;
     let b = book(&app, 1).await.remove(0);
     let c = book(&app, 1).await.remove(0);
-    cancel(&app, &a.id).await;
-    cancel(&app, &b.id).await;
+    app.cancel(&a.id).await.unwrap();
+    app.cancel(&b.id).await.unwrap();
     // Every new event is tried, fails, and waits; none is parked, whatever the
     // number of attempts: an outage is not the event's fault.
     let tried = poll(Duration::from_secs(30), || async {
         // B's cancellation waits behind B's booking: it may not have been tried.
-        let failed: i64 = sqlx::query_scalar(
+        let failed = app.count(
             "SELECT count(*) FROM outbox WHERE published_at IS NULL AND attempts >= 3 AND last_error IS NOT NULL",
         )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+        .await;
         failed >= 3
     })
     .await;
@@ -217,10 +214,9 @@ async fn every_event_written_while_pubsub_is_down_arrives_after_the_emulator_res
         tried,
         "the relay did not retry the events while Pub/Sub was down"
     );
-    let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let parked = app
+        .count("SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL")
+        .await;
     assert_eq!(parked, 0);
     let checks = liveness(&app).await;
     assert_eq!(
@@ -235,8 +231,7 @@ async fn every_event_written_while_pubsub_is_down_arrives_after_the_emulator_res
         !rest.topic_exists(TOPIC).await,
         "a restarted emulator starts empty"
     );
-    rest.create_topic(TOPIC).await;
-    rest.create_subscription(SUBSCRIPTION, TOPIC).await;
+    create_topic_and_subscription(&rest).await;
     gate.open().await;
 
     let expected: HashSet<i64> = outbox_rows(&app.pool)
@@ -270,12 +265,7 @@ async fn every_event_written_while_pubsub_is_down_arrives_after_the_emulator_res
         HashSet::from([a.id.as_str(), b.id.as_str(), c.id.as_str()])
     );
 
-    assert!(
-        poll(Duration::from_secs(10), || async {
-            unpublished(&app.pool).await == 0
-        })
-        .await
-    );
+    assert!(all_published_within(&app, Duration::from_secs(10)).await);
     let healthy = poll(Duration::from_secs(10), || async {
         liveness(&app).await["checks"]["pubsub"]["status"] == "healthy"
     })
@@ -299,12 +289,7 @@ async fn the_relay_recreates_the_topic_a_restarted_emulator_lost() {
     assert!(!rest.topic_exists(TOPIC).await);
     book(&app, 1).await;
     // The publish fails with NOT_FOUND, the relay re-creates the topic and retries.
-    assert!(
-        poll(Duration::from_secs(20), || async {
-            unpublished(&app.pool).await == 0
-        })
-        .await
-    );
+    assert!(all_published_within(&app, Duration::from_secs(20)).await);
     assert!(rest.topic_exists(TOPIC).await);
 
     rest.create_subscription(SUBSCRIPTION, TOPIC).await;
@@ -321,10 +306,7 @@ async fn the_relay_recreates_the_topic_a_restarted_emulator_lost() {
 #[tokio::test]
 async fn two_instances_over_one_database_publish_each_event_once() {
     let emulator = Emulator::shared().await;
-    let project = unique_project();
-    let rest = emulator.rest(&project);
-    rest.create_topic(TOPIC).await;
-    rest.create_subscription(SUBSCRIPTION, TOPIC).await;
+    let (project, rest) = subscribed_project(emulator).await;
     // Small batches, so that both relays claim while the other publishes.
     let env = Env::pubsub(&emulator.host(), &project).with("NOTIFICATIONS_BATCH_SIZE_MAX", "5");
     let db = fresh_database().await;
@@ -335,17 +317,14 @@ async fn two_instances_over_one_database_publish_each_event_once() {
     let cancellations = tickets_one
         .iter()
         .take(10)
-        .map(|t| cancel(&two, &t.id))
-        .chain(tickets_two.iter().take(10).map(|t| cancel(&one, &t.id)));
-    futures::future::join_all(cancellations).await;
+        .map(|t| two.cancel(&t.id))
+        .chain(tickets_two.iter().take(10).map(|t| one.cancel(&t.id)));
+    futures::future::try_join_all(cancellations).await.unwrap();
 
     let rows = outbox_rows(&one.pool).await;
     assert_eq!(rows.len(), 60);
     assert!(
-        poll(Duration::from_secs(30), || async {
-            unpublished(&one.pool).await == 0
-        })
-        .await,
+        all_published_within(&one, Duration::from_secs(30)).await,
         "not every event was published"
     );
     // Every publish is acknowledged before its row is marked, so everything either
@@ -372,10 +351,7 @@ async fn two_instances_over_one_database_publish_each_event_once() {
 #[tokio::test]
 async fn a_poisoned_event_is_parked_without_holding_back_the_others() {
     let emulator = Emulator::shared().await;
-    let project = unique_project();
-    let rest = emulator.rest(&project);
-    rest.create_topic(TOPIC).await;
-    rest.create_subscription(SUBSCRIPTION, TOPIC).await;
+    let (project, rest) = subscribed_project(emulator).await;
     let env = Env::pubsub(&emulator.host(), &project)
         .with("NOTIFICATIONS_MAX_ATTEMPTS", "3")
         .with("OUTBOX_RETRY_BACKOFF", "1s")
@@ -385,17 +361,7 @@ async fn a_poisoned_event_is_parked_without_holding_back_the_others() {
     // An event Pub/Sub refuses: its event_type attribute is over the 1024 bytes
     // Pub/Sub accepts.
     let poisoned_ticket = Uuid::new_v4();
-    let poisoned: i64 = sqlx::query_scalar(
-        "INSERT INTO outbox (event_type, aggregate_id, payload) VALUES (repeat('X', 2000), $1, '{}') RETURNING id",
-    )
-    .bind(poisoned_ticket)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    sqlx::query("SELECT pg_notify('outbox', '')")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    let poisoned = write_event(&app, &"X".repeat(2000), poisoned_ticket).await;
     let attempts_of = |id: i64| {
         let pool = app.pool.clone();
         async move {
@@ -414,17 +380,7 @@ async fn a_poisoned_event_is_parked_without_holding_back_the_others() {
     );
     // While it waits for its next attempt, a later event of the same ticket: due at
     // once, but it must wait, since events of one ticket go out in order.
-    let behind: i64 = sqlx::query_scalar(
-        "INSERT INTO outbox (event_type, aggregate_id, payload) VALUES ('TicketCancelled', $1, '{}') RETURNING id",
-    )
-    .bind(poisoned_ticket)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    sqlx::query("SELECT pg_notify('outbox', '')")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    let behind = write_event(&app, "TicketCancelled", poisoned_ticket).await;
 
     let tickets = book(&app, 5).await;
     let ids: HashSet<String> = tickets.iter().map(|t| t.id.clone()).collect();
@@ -440,14 +396,7 @@ async fn a_poisoned_event_is_parked_without_holding_back_the_others() {
         "the other events were held back: {received:#?}"
     );
 
-    let parked = poll(Duration::from_secs(30), || async {
-        sqlx::query_scalar::<_, bool>("SELECT parked_at IS NOT NULL FROM outbox WHERE id = $1")
-            .bind(poisoned)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap()
-    })
-    .await;
+    let parked = poll(Duration::from_secs(30), || is_parked(&app, poisoned)).await;
     assert!(parked, "the poisoned event was not parked");
     let (attempts, last_error, published): (i32, String, bool) = sqlx::query_as(
         "SELECT attempts, last_error, published_at IS NOT NULL FROM outbox WHERE id = $1",
@@ -506,12 +455,7 @@ async fn the_relay_wakes_on_notify_and_listens_again_after_losing_its_connection
     // The fallback poll is an hour away: only a notification can wake the relay.
     let app = TestApp::spawn_with(&[("NOTIFICATIONS_INTERVAL", "1h")]).await;
     book(&app, 1).await;
-    assert!(
-        poll(Duration::from_secs(10), || async {
-            unpublished(&app.pool).await == 0
-        })
-        .await
-    );
+    assert!(all_published_within(&app, Duration::from_secs(10)).await);
 
     let terminated: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
@@ -524,19 +468,14 @@ async fn the_relay_wakes_on_notify_and_listens_again_after_losing_its_connection
 
     book(&app, 1).await;
     assert!(
-        poll(Duration::from_secs(10), || async {
-            unpublished(&app.pool).await == 0
-        })
-        .await,
+        all_published_within(&app, Duration::from_secs(10)).await,
         "the relay did not wake after its listener connection was killed"
     );
     let listening = poll(Duration::from_secs(10), || async {
-        let n: i64 = sqlx::query_scalar(
+        let n = app.count(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'",
         )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+        .await;
         n == 1
     })
     .await;
@@ -550,27 +489,9 @@ async fn published_events_are_deleted_after_the_retention_and_parked_ones_are_ke
         ("NOTIFICATIONS_MAX_ATTEMPTS", "1"),
     ])
     .await;
-    let parked: i64 = sqlx::query_scalar(
-        "INSERT INTO outbox (event_type, aggregate_id, payload) VALUES (repeat('X', 2000), $1, '{}') RETURNING id",
-    )
-    .bind(Uuid::new_v4())
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    sqlx::query("SELECT pg_notify('outbox', '')")
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    assert!(
-        poll(Duration::from_secs(10), || async {
-            sqlx::query_scalar::<_, bool>("SELECT parked_at IS NOT NULL FROM outbox WHERE id = $1")
-                .bind(parked)
-                .fetch_one(&app.pool)
-                .await
-                .unwrap()
-        })
-        .await
-    );
+    // An event Pub/Sub refuses (its event_type attribute is too long): parked at once.
+    let parked = write_event(&app, &"X".repeat(2000), Uuid::new_v4()).await;
+    assert!(poll(Duration::from_secs(10), || is_parked(&app, parked)).await);
 
     book(&app, 1).await;
     let deleted = poll(Duration::from_secs(10), || async {
@@ -630,7 +551,7 @@ async fn relays_stepped_concurrently_claim_each_event_once() {
         400,
         "per relay: {published:?}"
     );
-    assert_eq!(unpublished(&app.pool).await, 0);
+    assert_eq!(unpublished(&app).await, 0);
 }
 
 /// Per ticket, the event types in the order they first arrived (a redelivered
@@ -655,10 +576,7 @@ async fn cancellations_written_behind_failing_bookings_do_not_stall_the_relay_af
     // As above: the restarted emulator gets its topic and subscription back before
     // the relay can reach it.
     let gate = Gate::open_to(emulator.port()).await;
-    let project = unique_project();
-    let rest = emulator.rest(&project);
-    rest.create_topic(TOPIC).await;
-    rest.create_subscription(SUBSCRIPTION, TOPIC).await;
+    let (project, rest) = subscribed_project(&emulator).await;
     // Fewer due events per batch than there are tickets waiting: the cancellations,
     // due since they were written, sort ahead of their own bookings in backoff.
     let env = Env::pubsub(&gate.host(), &project)
@@ -671,7 +589,6 @@ async fn cancellations_written_behind_failing_bookings_do_not_stall_the_relay_af
     gate.close();
     emulator.stop().await;
     // Four tickets on four pads and days: four ordering keys, four flights.
-    let mut grpc = app.grpc().await;
     let mut tickets = Vec::new();
     for (pad, day) in [
         (pads::KSC_39A, "2049-03-02"),
@@ -679,22 +596,16 @@ async fn cancellations_written_behind_failing_bookings_do_not_stall_the_relay_af
         (pads::VAFB_4E, "2049-03-04"),
         (pads::KSC_39A, "2049-03-10"),
     ] {
-        let ticket = grpc
-            .launch_booking(booking_request(pad, day, Destination::Mars))
-            .await
-            .expect("booking succeeds")
-            .into_inner();
-        tickets.push(ticket);
+        tickets.push(app.book_ok(pad, day, Destination::Mars).await);
     }
     let bookings_failed = poll(Duration::from_secs(20), || async {
-        let failed: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM outbox
-             WHERE event_type = 'TicketBooked' AND attempts >= 1 AND last_error IS NOT NULL
-               AND claimed_until IS NULL",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+        let failed = app
+            .count(
+                "SELECT count(*) FROM outbox
+                 WHERE event_type = 'TicketBooked' AND attempts >= 1 AND last_error IS NOT NULL
+                   AND claimed_until IS NULL",
+            )
+            .await;
         failed == 4
     })
     .await;
@@ -704,19 +615,18 @@ async fn cancellations_written_behind_failing_bookings_do_not_stall_the_relay_af
     );
 
     for ticket in &tickets {
-        cancel(&app, &ticket.id).await;
+        app.cancel(&ticket.id).await.unwrap();
     }
     // Each booking fails again after the cancellations were written, so its next
     // attempt comes after them: every cancellation is due before its booking.
     let retried = poll(Duration::from_secs(20), || async {
-        let behind: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM outbox
-             WHERE event_type = 'TicketBooked' AND claimed_until IS NULL
-               AND next_attempt_at > (SELECT max(created_at) FROM outbox WHERE event_type = 'TicketCancelled')",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+        let behind = app
+            .count(
+                "SELECT count(*) FROM outbox
+                 WHERE event_type = 'TicketBooked' AND claimed_until IS NULL
+                   AND next_attempt_at > (SELECT max(created_at) FROM outbox WHERE event_type = 'TicketCancelled')",
+            )
+            .await;
         behind == 4
     })
     .await;
@@ -726,8 +636,7 @@ async fn cancellations_written_behind_failing_bookings_do_not_stall_the_relay_af
     );
 
     emulator.restart().await;
-    rest.create_topic(TOPIC).await;
-    rest.create_subscription(SUBSCRIPTION, TOPIC).await;
+    create_topic_and_subscription(&rest).await;
     gate.open().await;
 
     let expected: HashSet<i64> = outbox_rows(&app.pool).await.iter().map(|r| r.0).collect();
@@ -743,7 +652,7 @@ async fn cancellations_written_behind_failing_bookings_do_not_stall_the_relay_af
         ids,
         expected,
         "events missing after the outage; unpublished: {}",
-        unpublished(&app.pool).await
+        unpublished(&app).await
     );
     let per_ticket = event_types_per_ticket(&received);
     assert_eq!(per_ticket.len(), 4, "{per_ticket:?}");
@@ -844,11 +753,7 @@ async fn a_claim_passes_over_ten_thousand_blocked_events_to_the_claimable_ones()
     .fetch_all(&app.pool)
     .await
     .unwrap();
-    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(pending, 20_027);
+    assert_eq!(app.count("SELECT count(*) FROM outbox").await, 20_027);
 
     // The plan, before and after the statistics exist.
     let fresh = explain_claim(&app.pool, config.batch_size).await;

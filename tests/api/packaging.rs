@@ -5,7 +5,7 @@ use std::{collections::HashMap, path::PathBuf};
 use serde_yaml::Value;
 use spacet::config::SETTINGS;
 
-use crate::helpers::{booking_request, pads, TestApp};
+use crate::helpers::{pads, TestApp};
 
 fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -214,12 +214,9 @@ async fn the_grpc_example_books_lists_and_cancels() {
         stdout.contains("booked") && stdout.contains("\"status\":\"CANCELLED\""),
         "{stdout}"
     );
-    let cancelled: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM tickets WHERE status = 'CANCELLED' AND destination = 'TITAN'",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let cancelled = app
+        .count("SELECT count(*) FROM tickets WHERE status = 'CANCELLED' AND destination = 'TITAN'")
+        .await;
     assert_eq!(cancelled, 1);
 }
 
@@ -254,19 +251,13 @@ async fn the_curl_examples_cover_every_route() {
 #[tokio::test]
 async fn metrics_are_served_in_the_prometheus_text_format() {
     let app = TestApp::spawn().await;
-    let mut grpc = app.grpc().await;
-    grpc.launch_booking(booking_request(
+    app.book_ok(
         pads::KSC_39A,
         "2049-03-02",
         spacet::proto::Destination::Mars,
-    ))
-    .await
-    .unwrap();
-    app.client
-        .get(app.url("/v1/launchpads"))
-        .send()
-        .await
-        .unwrap();
+    )
+    .await;
+    app.get_json("/v1/launchpads").await;
     let response = app.client.get(app.url("/metrics")).send().await.unwrap();
     assert!(response.headers()["content-type"]
         .to_str()
@@ -365,21 +356,14 @@ async fn the_subscriber_example_prints_each_event_the_service_publishes() {
         ("PUBSUB_LAUNCHES_TOPIC", "launches"),
     ])
     .await;
-    let mut grpc = app.grpc().await;
-    let ticket = grpc
-        .launch_booking(booking_request(
+    let ticket = app
+        .book_ok(
             pads::KSC_39A,
             "2049-06-03",
             spacet::proto::Destination::Europa,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    grpc.cancel_booking(spacet::proto::TicketId {
-        id: ticket.id.clone(),
-    })
-    .await
-    .unwrap();
+        )
+        .await;
+    app.cancel(&ticket.id).await.unwrap();
 
     let mut printed: Vec<serde_json::Value> = Vec::new();
     tokio::time::timeout(std::time::Duration::from_secs(30), async {

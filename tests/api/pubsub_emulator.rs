@@ -5,7 +5,6 @@
 use std::{
     collections::HashMap,
     io::Read as _,
-    net::TcpListener as StdListener,
     os::unix::process::CommandExt,
     path::PathBuf,
     process::{Command, Stdio},
@@ -35,12 +34,12 @@ fn emulator_bin() -> PathBuf {
 }
 
 /// A free TCP port on 127.0.0.1, below the kernel's ephemeral range (32768+), so
-/// that no port-0 listener or outgoing connection takes it while the emulator
-/// restarts on it.
+/// that no port-0 listener or outgoing connection takes it before the process it
+/// is for listens on it (a binary being started, an emulator restarting on it).
 pub fn free_port() -> u16 {
     for _ in 0..1000 {
         let port = rand::random_range(20_000..32_000);
-        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
@@ -373,20 +372,26 @@ impl Rest {
         format!("projects/{}/topics/{topic}", self.project)
     }
 
-    /// Creates a topic; an existing one is fine.
-    pub async fn create_topic(&self, topic: &str) {
+    /// Creates a resource (`topics/NAME`, `subscriptions/NAME`); an existing one is fine.
+    async fn create(&self, resource: &str, body: Value) {
         let r = self
             .http
-            .put(format!("{}/topics/{topic}", self.base))
-            .json(&json!({}))
+            .put(format!("{}/{resource}", self.base))
+            .json(&body)
             .send()
             .await
             .expect("emulator answers");
         assert!(
             r.status().is_success() || r.status() == 409,
-            "create topic {topic}: {}",
-            r.status()
+            "create {resource}: {} {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
         );
+    }
+
+    /// Creates a topic; an existing one is fine.
+    pub async fn create_topic(&self, topic: &str) {
+        self.create(&format!("topics/{topic}"), json!({})).await;
     }
 
     pub async fn topic_exists(&self, topic: &str) -> bool {
@@ -401,23 +406,13 @@ impl Rest {
 
     /// Creates an ordered subscription to `topic`; an existing one is fine.
     pub async fn create_subscription(&self, subscription: &str, topic: &str) {
-        let r = self
-            .http
-            .put(format!("{}/subscriptions/{subscription}", self.base))
-            .json(&json!({
-                "topic": self.topic_name(topic),
-                "ackDeadlineSeconds": 10,
-                "enableMessageOrdering": true,
-            }))
-            .send()
-            .await
-            .expect("emulator answers");
-        assert!(
-            r.status().is_success() || r.status() == 409,
-            "create subscription {subscription}: {} {}",
-            r.status(),
-            r.text().await.unwrap_or_default()
-        );
+        let body = json!({
+            "topic": self.topic_name(topic),
+            "ackDeadlineSeconds": 10,
+            "enableMessageOrdering": true,
+        });
+        self.create(&format!("subscriptions/{subscription}"), body)
+            .await;
     }
 
     /// Pulls what is available now and acknowledges it.

@@ -6,11 +6,12 @@ use std::{collections::HashMap, time::Duration};
 use chrono::{Duration as Minutes, TimeZone, Utc};
 use futures::future::join_all;
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use spacet::{clock::Clock, proto, proto::rocket_service_client::RocketServiceClient};
 use uuid::Uuid;
 
-use crate::helpers::{poll, test_now, TestApp};
+use crate::helpers::{error_fields, poll, test_now, TestApp, ROCKET_SORTS};
 
 // ---------------------------------------------------------------- helpers
 
@@ -66,42 +67,26 @@ fn mission(channel: Uuid, number: i64, mission: &str) -> Value {
     )
 }
 
-async fn post(app: &TestApp, body: &Value) -> (u16, Value) {
-    let response = app
-        .client
-        .post(app.url("/messages"))
-        .json(body)
-        .send()
-        .await
-        .expect("POST /messages");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+/// `POST /messages`: the status and the JSON answer.
+async fn post(app: &TestApp, body: &Value) -> (StatusCode, Value) {
+    app.post_json("/messages", body).await
 }
 
 /// Posts and asserts a 2xx.
-async fn send(app: &TestApp, body: &Value) -> u16 {
+async fn send(app: &TestApp, body: &Value) -> StatusCode {
     let (status, answer) = post(app, body).await;
-    assert!((200..300).contains(&status), "{status} {answer} for {body}");
+    assert!(status.is_success(), "{status} {answer} for {body}");
     status
 }
 
-async fn get(app: &TestApp, path: &str) -> (u16, Value) {
-    let response = app.client.get(app.url(path)).send().await.expect("GET");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn rocket(app: &TestApp, channel: Uuid) -> Value {
-    let (status, body) = get(app, &format!("/rockets/{channel}")).await;
+    let (status, body) = app.get_json(&format!("/rockets/{channel}")).await;
     assert_eq!(status, 200, "{body}");
     body
 }
 
 async fn stored_messages(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM rocket_messages")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
+    app.count("SELECT count(*) FROM rocket_messages").await
 }
 
 /// The fields of a rocket that depend on its messages only.
@@ -111,19 +96,6 @@ fn state_of(rocket: &Value) -> Value {
     object.remove("channel");
     object.remove("updatedAt");
     state
-}
-
-fn violations(body: &Value) -> Vec<String> {
-    let mut fields: Vec<String> = body["details"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|d| d["@type"] == "type.googleapis.com/google.rpc.BadRequest")
-        .flat_map(|d| d["fieldViolations"].as_array().unwrap().clone())
-        .map(|v| v["field"].as_str().unwrap().to_string())
-        .collect();
-    fields.sort();
-    fields
 }
 
 /// The next item of a WatchRockets stream (10 s at most).
@@ -250,7 +222,7 @@ async fn the_same_message_sent_many_times_at_once_is_stored_once() {
     let app = TestApp::spawn().await;
     let c = Uuid::new_v4();
     let body = launched(c, 1, "Falcon-9", 500, "ARTEMIS");
-    let statuses: Vec<u16> = join_all((0..30).map(|_| post(&app, &body)))
+    let statuses: Vec<StatusCode> = join_all((0..30).map(|_| post(&app, &body)))
         .await
         .into_iter()
         .map(|(status, _)| status)
@@ -471,7 +443,7 @@ async fn concurrent_messages_of_many_rockets_give_exact_states() {
             }),
     )
     .await;
-    let statuses: Vec<u16> = answers.into_iter().flatten().collect();
+    let statuses: Vec<StatusCode> = answers.into_iter().flatten().collect();
     assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 6 * 50);
     assert!(statuses.iter().all(|s| *s == 200 || *s == 201));
     for c in channels {
@@ -615,7 +587,7 @@ async fn every_validation_error_is_named_and_nothing_is_stored() {
         let (status, answer) = post(&app, &body).await;
         assert_eq!(status, 400, "{body} → {answer}");
         assert_eq!(answer["code"], 3, "INVALID_ARGUMENT: {answer}");
-        assert_eq!(violations(&answer), expected, "{body} → {answer}");
+        assert_eq!(error_fields(&answer), expected, "{body} → {answer}");
         for field in expected {
             assert!(
                 answer["message"].as_str().unwrap().contains(field),
@@ -624,20 +596,22 @@ async fn every_validation_error_is_named_and_nothing_is_stored() {
         }
     }
     assert_eq!(stored_messages(&app).await, 0);
-    assert_eq!(get(&app, &format!("/rockets/{c}")).await.0, 404);
+    assert_eq!(app.get_json(&format!("/rockets/{c}")).await.0, 404);
 }
 
 #[tokio::test]
 async fn a_body_that_is_not_a_json_message_is_refused() {
     let app = TestApp::spawn().await;
-    let raw = |body: &'static str, content_type: &'static str| {
+    let raw = |body: String, content_type: &'static str| {
         app.client
             .post(app.url("/messages"))
             .header("content-type", content_type)
             .body(body)
             .send()
     };
-    let response = raw("{\"metadata\": ", "application/json").await.unwrap();
+    let response = raw("{\"metadata\": ".into(), "application/json")
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], 3);
@@ -646,25 +620,17 @@ async fn a_body_that_is_not_a_json_message_is_refused() {
         "{body}"
     );
 
-    let response = raw("[1, 2]", "application/json").await.unwrap();
+    let response = raw("[1, 2]".into(), "application/json").await.unwrap();
     assert_eq!(response.status(), 400);
 
-    let response = raw("{}", "text/plain").await.unwrap();
+    let response = raw("{}".into(), "text/plain").await.unwrap();
     assert_eq!(response.status(), 415);
 
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(100_000));
-    let response = app
-        .client
-        .post(app.url("/messages"))
-        .header("content-type", "application/json")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+    let response = raw(big, "application/json").await.unwrap();
     assert_eq!(response.status(), 413);
 
-    let response = app.client.get(app.url("/messages")).send().await.unwrap();
-    assert_eq!(response.status(), 405);
+    assert_eq!(app.get_json("/messages").await.0, 405);
     assert_eq!(stored_messages(&app).await, 0);
 }
 
@@ -722,7 +688,7 @@ async fn messages_in_flight_at_shutdown_are_answered_after_commit_or_refused() {
         })
         .collect();
     // Shut down while the senders are busy.
-    let busy = crate::helpers::poll(Duration::from_secs(30), || async {
+    let busy = poll(Duration::from_secs(30), || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM rocket_messages")
             .fetch_one(&observer)
             .await
@@ -799,7 +765,7 @@ async fn all_pages(app: &TestApp, query: &str) -> Vec<Value> {
             None => format!("/rockets?{query}"),
             Some(c) => format!("/rockets?{query}&cursor={c}"),
         };
-        let (status, body) = get(app, &path).await;
+        let (status, body) = app.get_json(&path).await;
         assert_eq!(status, 200, "{path} → {body}");
         rockets.extend(body["rockets"].as_array().unwrap().iter().cloned());
         match body["nextCursor"].as_str() {
@@ -814,7 +780,7 @@ async fn all_pages(app: &TestApp, query: &str) -> Vec<Value> {
 async fn rockets_are_sorted_by_any_key_in_both_orders_across_pages() {
     let app = TestApp::spawn().await;
     let channels = fleet(&app).await;
-    let (_, everything) = get(&app, "/rockets?limit=100").await;
+    let (_, everything) = app.get_json("/rockets?limit=100").await;
     let everything = everything["rockets"].as_array().unwrap().clone();
     assert_eq!(everything.len(), 5);
 
@@ -827,15 +793,7 @@ async fn rockets_are_sorted_by_any_key_in_both_orders_across_pages() {
             other => text(r, other),
         }
     };
-    for sort in [
-        "channel",
-        "type",
-        "speed",
-        "mission",
-        "status",
-        "launchedAt",
-        "updatedAt",
-    ] {
+    for sort in ROCKET_SORTS {
         for order in ["asc", "desc"] {
             let mut expected = everything.clone();
             expected.sort_by_key(|r| (key(sort, r), text(r, "channel")));
@@ -866,7 +824,7 @@ async fn rockets_are_filtered_by_status_type_and_mission() {
     let list = |query: &'static str| {
         let app = &app;
         async move {
-            let (status, body) = get(app, &format!("/rockets?{query}")).await;
+            let (status, body) = app.get_json(&format!("/rockets?{query}")).await;
             assert_eq!(status, 200, "{body}");
             let mut found: Vec<String> = body["rockets"]
                 .as_array()
@@ -896,7 +854,7 @@ async fn rockets_are_filtered_by_status_type_and_mission() {
 async fn bad_list_requests_name_every_problem() {
     let app = TestApp::spawn().await;
     fleet(&app).await;
-    let (_, page) = get(&app, "/rockets?sort=speed&limit=2").await;
+    let (_, page) = app.get_json("/rockets?sort=speed&limit=2").await;
     let speed_cursor = page["nextCursor"].as_str().unwrap().to_string();
     for (query, fields) in [
         ("sort=height", vec!["sort"]),
@@ -912,15 +870,17 @@ async fn bad_list_requests_name_every_problem() {
         ),
     ] {
         for prefix in ["/rockets", "/v1/rockets"] {
-            let (status, body) = get(&app, &format!("{prefix}?{query}")).await;
+            let (status, body) = app.get_json(&format!("{prefix}?{query}")).await;
             assert_eq!(status, 400, "{prefix}?{query} → {body}");
             assert_eq!(body["code"], 3);
-            assert_eq!(violations(&body), fields, "{prefix}?{query} → {body}");
+            assert_eq!(error_fields(&body), fields, "{prefix}?{query} → {body}");
         }
     }
-    let (status, body) = get(&app, &format!("/rockets?sort=type&cursor={speed_cursor}")).await;
+    let (status, body) = app
+        .get_json(&format!("/rockets?sort=type&cursor={speed_cursor}"))
+        .await;
     assert_eq!(status, 400, "a cursor of another sort: {body}");
-    assert_eq!(violations(&body), ["cursor"]);
+    assert_eq!(error_fields(&body), ["cursor"]);
 }
 
 /// A cursor's key is checked against its sort before any SQL runs: a speed cursor
@@ -931,7 +891,7 @@ async fn a_cursor_with_a_tampered_sort_or_key_is_400_naming_cursor() {
     use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
     let app = TestApp::spawn().await;
     fleet(&app).await;
-    let (_, page) = get(&app, "/v1/rockets?sort=speed&limit=2").await;
+    let (_, page) = app.get_json("/v1/rockets?sort=speed&limit=2").await;
     let speed_cursor = page["nextCursor"].as_str().unwrap().to_string();
     let text = String::from_utf8(URL_SAFE_NO_PAD.decode(&speed_cursor).unwrap()).unwrap();
     let fields: Vec<&str> = text.splitn(5, '|').collect();
@@ -953,11 +913,13 @@ async fn a_cursor_with_a_tampered_sort_or_key_is_400_naming_cursor() {
     ] {
         for prefix in ["/rockets", "/v1/rockets"] {
             let cursor = forged(sort, key);
-            let (status, body) = get(&app, &format!("{prefix}?sort={sort}&cursor={cursor}")).await;
+            let (status, body) = app
+                .get_json(&format!("{prefix}?sort={sort}&cursor={cursor}"))
+                .await;
             assert_eq!(status, 400, "{prefix} sort={sort} key={key:?}: {body}");
             assert_eq!(body["code"], 3, "{body}");
             assert_eq!(
-                violations(&body),
+                error_fields(&body),
                 ["cursor"],
                 "{prefix} sort={sort} key={key:?}"
             );
@@ -965,7 +927,7 @@ async fn a_cursor_with_a_tampered_sort_or_key_is_400_naming_cursor() {
     }
     // A filter PostgreSQL cannot compare is named too.
     for query in ["type=Falcon%009", "mission=%00"] {
-        let (status, body) = get(&app, &format!("/v1/rockets?{query}")).await;
+        let (status, body) = app.get_json(&format!("/v1/rockets?{query}")).await;
         assert_eq!(status, 400, "{query}: {body}");
     }
     // Keys in canonical and other valid spellings still continue their sort.
@@ -976,11 +938,10 @@ async fn a_cursor_with_a_tampered_sort_or_key_is_400_naming_cursor() {
         ("speed", "-5"),
         ("type", "Falcon|9"),
     ] {
-        let (status, body) = get(
-            &app,
-            &format!("/v1/rockets?sort={sort}&cursor={}", forged(sort, key)),
-        )
-        .await;
+        let cursor = forged(sort, key);
+        let (status, body) = app
+            .get_json(&format!("/v1/rockets?sort={sort}&cursor={cursor}"))
+            .await;
         assert_eq!(status, 200, "sort={sort} key={key:?}: {body}");
     }
 }
@@ -993,23 +954,23 @@ async fn one_rocket_is_found_by_channel_or_named_missing() {
     send(&app, &faster(c, 2, 3000)).await;
 
     for prefix in ["/rockets", "/v1/rockets"] {
-        let (status, body) = get(&app, &format!("{prefix}/{}", Uuid::new_v4())).await;
+        let (status, body) = app.get_json(&format!("{prefix}/{}", Uuid::new_v4())).await;
         assert_eq!(status, 404, "{body}");
         assert_eq!(body["code"], 5, "NOT_FOUND");
-        let (status, body) = get(&app, &format!("{prefix}/not-a-uuid")).await;
+        let (status, body) = app.get_json(&format!("{prefix}/not-a-uuid")).await;
         assert_eq!(status, 400, "{body}");
-        assert_eq!(violations(&body), ["channel"]);
+        assert_eq!(error_fields(&body), ["channel"]);
     }
     // Upper case and unhyphenated spellings name the same channel.
     let upper = c.to_string().to_uppercase();
     assert_eq!(rocket(&app, c).await["speed"], 3500);
     assert_eq!(
-        get(&app, &format!("/rockets/{upper}")).await.1["speed"],
+        app.get_json(&format!("/rockets/{upper}")).await.1["speed"],
         3500
     );
 
     // The gateway form: proto3 JSON, int64 as strings.
-    let (status, v1) = get(&app, &format!("/v1/rockets/{}", c.simple())).await;
+    let (status, v1) = app.get_json(&format!("/v1/rockets/{}", c.simple())).await;
     assert_eq!(status, 200, "{v1}");
     assert_eq!(v1["channel"], c.to_string());
     assert_eq!(v1["speed"], "3500");
@@ -1017,7 +978,9 @@ async fn one_rocket_is_found_by_channel_or_named_missing() {
     assert_eq!(v1["status"], "launched");
     assert_eq!(v1["lastMessageNumber"], "2");
     assert_eq!(v1["launchedAt"], "2022-02-02T18:00:01+00:00");
-    let (status, list) = get(&app, "/v1/rockets?sort=speed&order=desc&limit=1").await;
+    let (status, list) = app
+        .get_json("/v1/rockets?sort=speed&order=desc&limit=1")
+        .await;
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["rockets"][0]["speed"], "3500");
 }

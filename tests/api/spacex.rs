@@ -4,22 +4,19 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use spacet::{
-    proto::{
-        BookingRequest, Destination, GetLaunchpadScheduleRequest, Ticket, TicketId,
-        TriggerSyncRequest,
-    },
+    proto::{Destination, GetLaunchpadScheduleRequest, TriggerSyncRequest},
     spacex::{self, SkipReason},
 };
 use tonic::Code;
-use tonic_types::StatusExt;
 use wiremock::{
     matchers::{body_partial_json, method, path},
     Mock, MockServer, ResponseTemplate,
 };
 
-use crate::helpers::{booking_request, pads, poll, TestApp};
+use crate::helpers::{booking_request, pads, poll, StatusDetails, TestApp};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/spacex");
 
@@ -195,48 +192,19 @@ async fn app_with(fake: &FakeSpaceX, extra: &[(&str, &str)]) -> TestApp {
     TestApp::spawn_with(&settings).await
 }
 
-async fn book(app: &TestApp, request: BookingRequest) -> Result<Ticket, tonic::Status> {
-    app.grpc()
-        .await
-        .launch_booking(request)
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn book_ok(app: &TestApp, pad: &str, day: &str, destination: Destination) -> Ticket {
-    book(app, booking_request(pad, day, destination))
-        .await
-        .unwrap_or_else(|s| panic!("booking {pad} {day}: {s:?}"))
-}
-
-async fn get(app: &TestApp, ticket: &Ticket) -> Ticket {
-    app.grpc()
-        .await
-        .get_booking(TicketId {
-            id: ticket.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
+/// A second instance over `first`'s database and clock, whose SpaceX is `fake`.
+async fn replica(first: &TestApp, fake: &FakeSpaceX) -> TestApp {
+    let url = fake.url();
+    let settings = [
+        ("SPACEX_API_URL", url.as_str()),
+        ("SPACEX_RETRY_BACKOFF", "10ms"),
+    ];
+    TestApp::spawn_on(&first.db, &settings, first.clock.clone()).await
 }
 
 /// `POST /v1/admin/sync`; returns the HTTP status and the JSON body.
-async fn sync_over_http(app: &TestApp) -> (u16, Value) {
-    let response = app
-        .client
-        .post(app.url("/v1/admin/sync"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default()
+async fn sync_over_http(app: &TestApp) -> (StatusCode, Value) {
+    app.post_json("/v1/admin/sync", &json!({})).await
 }
 
 async fn blocked_day(app: &TestApp, launch: &str) -> Option<NaiveDate> {
@@ -261,19 +229,28 @@ async fn a_launch_on_a_booked_pad_and_day_cancels_the_flight_its_tickets_and_wri
     let mut doomed = Vec::new();
     for _ in 0..3 {
         // Hotbird 13G, 2049-11-03T03:24Z = 23:24 on the 2nd at the Cape.
-        doomed.push(book_ok(&app, pads::CCSFS_40, "2049-11-02", Destination::Mars).await);
+        doomed.push(
+            app.book_ok(pads::CCSFS_40, "2049-11-02", Destination::Mars)
+                .await,
+        );
     }
     for _ in 0..2 {
         // Galaxy 31 & 32, day precision: the 8th as written.
-        doomed.push(book_ok(&app, pads::CCSFS_40, "2049-11-08", Destination::Moon).await);
+        doomed.push(
+            app.book_ok(pads::CCSFS_40, "2049-11-08", Destination::Moon)
+                .await,
+        );
     }
     let spared = vec![
         // The UTC date of Hotbird 13G, but not the Cape's day of it.
-        book_ok(&app, pads::CCSFS_40, "2049-11-03", Destination::Pluto).await,
+        app.book_ok(pads::CCSFS_40, "2049-11-03", Destination::Pluto)
+            .await,
         // The evening before Galaxy 31's midnight UTC, at the Cape.
-        book_ok(&app, pads::CCSFS_40, "2049-11-07", Destination::Titan).await,
+        app.book_ok(pads::CCSFS_40, "2049-11-07", Destination::Titan)
+            .await,
         // Another pad, same day.
-        book_ok(&app, pads::KSC_39A, "2049-11-02", Destination::Mars).await,
+        app.book_ok(pads::KSC_39A, "2049-11-02", Destination::Mars)
+            .await,
     ];
 
     fake.serve(&upcoming_2049()).await;
@@ -291,12 +268,12 @@ async fn a_launch_on_a_booked_pad_and_day_cancels_the_flight_its_tickets_and_wri
     assert_eq!(fake.requests("/launches/query").await, 3);
 
     for ticket in &doomed {
-        let now = get(&app, ticket).await;
+        let now = app.ticket(&ticket.id).await.unwrap();
         assert_eq!(now.status, CANCELLED, "{:?}", ticket.launch_date);
         assert_eq!(now.cancellation_reason, SPACEX_CONFLICT);
     }
     for ticket in &spared {
-        assert_eq!(get(&app, ticket).await.status, CONFIRMED);
+        assert_eq!(app.ticket(&ticket.id).await.unwrap().status, CONFIRMED);
     }
     let flights: Vec<(NaiveDate, String, Option<String>, i32)> = sqlx::query_as(
         "SELECT launch_day, status, cancellation_reason, seats_booked FROM flights
@@ -372,14 +349,13 @@ async fn a_booking_on_a_day_spacex_launches_from_the_pad_is_refused() {
         (pads::CCSFS_40, "2049-11-08", "Galaxy 31 (23R) & 32 (17R)"),
         (pads::KSC_39A, "2049-11-01", "USSF-44"),
     ] {
-        let status = book(&app, booking_request(pad, day, Destination::Europa))
-            .await
-            .unwrap_err();
+        let status = app.book_err(pad, day, Destination::Europa).await;
         assert_eq!(status.code(), Code::FailedPrecondition, "{day}");
-        assert_eq!(reason(&status), "SPACEX_CONFLICT");
+        assert_eq!(status.reason().as_deref(), Some("SPACEX_CONFLICT"));
         assert!(status.message().contains(launch), "{}", status.message());
     }
-    book_ok(&app, pads::CCSFS_40, "2049-11-03", Destination::Europa).await;
+    app.book_ok(pads::CCSFS_40, "2049-11-03", Destination::Europa)
+        .await;
 }
 
 #[tokio::test]
@@ -389,16 +365,27 @@ async fn a_coarse_date_blocks_nothing_and_shows_as_tentative() {
     fake.serve(&[]).await;
     // Viasat-3 (KSC, "2049-12", month) and SES-18 (CCSFS, "2049-11", month) are
     // written as midnight UTC of the 1st: no day is known yet.
-    let december_1st = book_ok(&app, pads::KSC_39A, "2049-12-01", Destination::Mars).await;
-    let november_1st = book_ok(&app, pads::CCSFS_40, "2049-11-01", Destination::Moon).await;
+    let december_1st = app
+        .book_ok(pads::KSC_39A, "2049-12-01", Destination::Mars)
+        .await;
+    let november_1st = app
+        .book_ok(pads::CCSFS_40, "2049-11-01", Destination::Moon)
+        .await;
 
     fake.serve(&upcoming_2049()).await;
     let (_, report) = sync_over_http(&app).await;
     assert_eq!(report["applied"], true);
     assert_eq!(report["ticketsCancelled"], 0);
-    assert_eq!(get(&app, &december_1st).await.status, CONFIRMED);
-    assert_eq!(get(&app, &november_1st).await.status, CONFIRMED);
-    book_ok(&app, pads::KSC_39A, "2049-12-02", Destination::Moon).await;
+    assert_eq!(
+        app.ticket(&december_1st.id).await.unwrap().status,
+        CONFIRMED
+    );
+    assert_eq!(
+        app.ticket(&november_1st.id).await.unwrap().status,
+        CONFIRMED
+    );
+    app.book_ok(pads::KSC_39A, "2049-12-02", Destination::Moon)
+        .await;
 
     let schedule = app
         .grpc()
@@ -433,21 +420,21 @@ async fn a_launch_spacex_moves_frees_its_old_day_and_blocks_its_new_one() {
         blocked_day(&app, HOTBIRD_13G).await.unwrap().to_string(),
         "2049-11-02"
     );
-    let refused = book(
-        &app,
-        booking_request(pads::CCSFS_40, "2049-11-02", Destination::Mars),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(reason(&refused), "SPACEX_CONFLICT");
-    let on_the_5th = book_ok(&app, pads::CCSFS_40, "2049-11-05", Destination::Titan).await;
-    let on_the_15th = book(
-        &app,
-        booking_request(pads::CCSFS_40, "2049-11-15", Destination::Mars),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(reason(&on_the_15th), "SPACEX_CONFLICT", "Eutelsat 10B");
+    let refused = app
+        .book_err(pads::CCSFS_40, "2049-11-02", Destination::Mars)
+        .await;
+    assert_eq!(refused.reason().as_deref(), Some("SPACEX_CONFLICT"));
+    let on_the_5th = app
+        .book_ok(pads::CCSFS_40, "2049-11-05", Destination::Titan)
+        .await;
+    let on_the_15th = app
+        .book_err(pads::CCSFS_40, "2049-11-15", Destination::Mars)
+        .await;
+    assert_eq!(
+        on_the_15th.reason().as_deref(),
+        Some("SPACEX_CONFLICT"),
+        "Eutelsat 10B"
+    );
 
     // SpaceX slips Hotbird 13G to the 5th and drops Eutelsat 10B from the manifest.
     let moved = replaced(&launches, HOTBIRD_13G, |l| {
@@ -465,9 +452,11 @@ async fn a_launch_spacex_moves_frees_its_old_day_and_blocks_its_new_one() {
         blocked_day(&app, HOTBIRD_13G).await.unwrap().to_string(),
         "2049-11-05"
     );
-    assert_eq!(get(&app, &on_the_5th).await.status, CANCELLED);
-    book_ok(&app, pads::CCSFS_40, "2049-11-02", Destination::Mars).await;
-    book_ok(&app, pads::CCSFS_40, "2049-11-15", Destination::Mars).await;
+    assert_eq!(app.ticket(&on_the_5th.id).await.unwrap().status, CANCELLED);
+    app.book_ok(pads::CCSFS_40, "2049-11-02", Destination::Mars)
+        .await;
+    app.book_ok(pads::CCSFS_40, "2049-11-15", Destination::Mars)
+        .await;
     let eutelsat: bool = sqlx::query_scalar("SELECT upcoming FROM spacex_launches WHERE id = $1")
         .bind(EUTELSAT_10B)
         .fetch_one(&app.pool)
@@ -560,11 +549,7 @@ async fn a_truncated_or_inconsistent_answer_applies_nothing() {
         body["message"].as_str().unwrap().contains("page 2"),
         "{body}"
     );
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM spacex_launches")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(stored, 0);
+    assert_eq!(app.count("SELECT count(*) FROM spacex_launches").await, 0);
     let last_error: Option<String> =
         sqlx::query_scalar("SELECT last_error FROM sync_state WHERE resource = 'spacex_launches'")
             .fetch_one(&app.pool)
@@ -674,18 +659,12 @@ async fn a_spacex_that_does_not_answer_in_time_is_retried_then_reported() {
 async fn two_instances_syncing_at_the_same_moment_apply_it_once() {
     let fake = FakeSpaceX::start().await;
     let first = app_with(&fake, &[]).await;
-    let second = TestApp::spawn_on(
-        &first.db,
-        &[
-            ("SPACEX_API_URL", fake.url().as_str()),
-            ("SPACEX_RETRY_BACKOFF", "10ms"),
-        ],
-        first.clock.clone(),
-    )
-    .await;
+    let second = replica(&first, &fake).await;
     fake.serve(&[]).await;
     for _ in 0..4 {
-        book_ok(&first, pads::CCSFS_40, "2049-11-02", Destination::Mars).await;
+        first
+            .book_ok(pads::CCSFS_40, "2049-11-02", Destination::Mars)
+            .await;
     }
     // Both fetch at once (SpaceX answers slowly), then both try to apply.
     fake.server.reset().await;
@@ -704,11 +683,9 @@ async fn two_instances_syncing_at_the_same_moment_apply_it_once() {
         skipped.skipped,
         Some(SkipReason::Fresh | SkipReason::Locked)
     ));
-    let events: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'TicketCancelled'")
-            .fetch_one(&first.pool)
-            .await
-            .unwrap();
+    let events = first
+        .count("SELECT count(*) FROM outbox WHERE event_type = 'TicketCancelled'")
+        .await;
     assert_eq!(events, 4);
 
     // Within the interval, scheduled syncs do not even call SpaceX.
@@ -725,16 +702,10 @@ async fn a_replica_whose_fetch_ends_after_another_applied_does_not_apply_again()
     // apply transaction after the first one has committed, lock free again.
     let (fast, slow) = (FakeSpaceX::start().await, FakeSpaceX::start().await);
     let first = app_with(&fast, &[]).await;
-    let second = TestApp::spawn_on(
-        &first.db,
-        &[
-            ("SPACEX_API_URL", slow.url().as_str()),
-            ("SPACEX_RETRY_BACKOFF", "10ms"),
-        ],
-        first.clock.clone(),
-    )
-    .await;
-    book_ok(&first, pads::CCSFS_40, "2049-11-02", Destination::Mars).await;
+    let second = replica(&first, &slow).await;
+    first
+        .book_ok(pads::CCSFS_40, "2049-11-02", Destination::Mars)
+        .await;
     fast.serve(&upcoming_2049()).await;
     slow.server.reset().await;
     slow.serve_launchpads(recorded_launchpads()).await;
@@ -747,24 +718,20 @@ async fn a_replica_whose_fetch_ends_after_another_applied_does_not_apply_again()
     assert_eq!(a.tickets_cancelled, 1);
     assert_eq!(b.skipped, Some(SkipReason::Fresh), "{b:?}");
     assert!(slow.requests("/launches/query").await > 0, "it did fetch");
-    let events: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE event_type = 'TicketCancelled'")
-            .fetch_one(&first.pool)
-            .await
-            .unwrap();
+    let events = first
+        .count("SELECT count(*) FROM outbox WHERE event_type = 'TicketCancelled'")
+        .await;
     assert_eq!(events, 1);
 }
 
 /// Confirmed tickets on a pad and day an upcoming SpaceX launch blocks.
 async fn confirmed_on_blocked_days(app: &TestApp) -> i64 {
-    sqlx::query_scalar(
+    app.count(
         "SELECT count(*) FROM tickets t
          JOIN spacex_launches s ON s.launchpad_id = t.launchpad_id AND s.blocked_day = t.launch_day
          WHERE s.upcoming AND t.status = 'CONFIRMED'",
     )
-    .fetch_one(&app.pool)
     .await
-    .unwrap()
 }
 
 #[tokio::test]
@@ -845,7 +812,8 @@ async fn launchpads_are_refreshed_when_older_than_their_max_age() {
         .await
         .unwrap();
     assert_eq!(stls, "active");
-    book_ok(&app, pads::STLS, "2049-07-01", Destination::Mars).await;
+    app.book_ok(pads::STLS, "2049-07-01", Destination::Mars)
+        .await;
 
     // An hour later the launches are due again, the launchpads are not.
     let start = app.clock.now();
@@ -877,11 +845,7 @@ async fn an_unreachable_spacex_leaves_the_service_up_and_degraded_until_a_sync_s
         ],
     )
     .await;
-    let liveness = || async {
-        let response = app.client.get(app.url("/liveness")).send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json::<Value>().await.unwrap())
-    };
+    let liveness = || app.get_json("/liveness");
     let degraded = poll(Duration::from_secs(20), || async {
         liveness().await.1["checks"]["spacex"]["status"] == "degraded"
             && liveness().await.1["checks"]["spacex"]["last_error"]
@@ -895,7 +859,8 @@ async fn an_unreachable_spacex_leaves_the_service_up_and_degraded_until_a_sync_s
     assert_eq!(body["status"], "healthy");
     assert!(body["checks"]["spacex"]["last_error_age_seconds"].is_number());
     // Serving from the seeded launchpads meanwhile.
-    book_ok(&app, pads::KSC_39A, "2049-11-01", Destination::Mars).await;
+    app.book_ok(pads::KSC_39A, "2049-11-01", Destination::Mars)
+        .await;
 
     // SpaceX comes back; the schedule retries on its own.
     fake.serve(&upcoming_2049()).await;
@@ -904,17 +869,10 @@ async fn an_unreachable_spacex_leaves_the_service_up_and_degraded_until_a_sync_s
     })
     .await;
     assert!(healthy, "{}", liveness().await.1);
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM spacex_launches")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(stored, 12);
+    assert_eq!(app.count("SELECT count(*) FROM spacex_launches").await, 12);
     // USSF-44 took the 1st at KSC from under our flight.
-    let cancelled: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM tickets WHERE cancellation_reason = 'SPACEX_CONFLICT'",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let cancelled = app
+        .count("SELECT count(*) FROM tickets WHERE cancellation_reason = 'SPACEX_CONFLICT'")
+        .await;
     assert_eq!(cancelled, 1);
 }

@@ -6,7 +6,7 @@
 //! the path parameters on top — and decoded with the pbjson serde impls. Unknown
 //! fields are rejected with a field violation, so a typo never goes unnoticed.
 
-use std::{collections::BTreeMap, sync::LazyLock};
+use std::sync::LazyLock;
 
 use axum::{
     body::Bytes,
@@ -21,7 +21,7 @@ use tonic::Code;
 
 use crate::{
     api::{
-        error::{error_body, http_status, ApiError, GatewayError},
+        error::{ApiError, GatewayError},
         grpc::booking::{BookingApi, IDEMPOTENCY_KEY},
         ApiState,
     },
@@ -396,17 +396,4 @@ pub async fn method_not_allowed() -> Response {
         "Method Not Allowed",
     )
     .into_response()
-}
-
-/// Renders any status as grpc-gateway does (used by tests and other modules).
-pub fn status_response(status: &tonic::Status) -> Response {
-    (http_status(status.code()), axum::Json(error_body(status))).into_response()
-}
-
-/// The query string as ordered pairs, for handlers that build a `BTreeMap`.
-pub fn pairs(query: &[(String, String)]) -> BTreeMap<&str, &str> {
-    query
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect()
 }

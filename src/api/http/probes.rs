@@ -53,7 +53,7 @@ async fn readiness(State(state): State<ApiState>) -> Response {
     }
     let answered = tokio::time::timeout(
         crate::health::CHECK_TIMEOUT,
-        sqlx::query("SELECT 1").execute(&state.pool),
+        sqlx::query_scalar!("SELECT 1 AS one").fetch_one(&state.pool),
     )
     .await;
     match answered {
