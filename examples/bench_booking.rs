@@ -295,7 +295,7 @@ COMMIT;
     let out = Command::new(pgbench)
         .args([
             "-h",
-            "127.0.0.1",
+            &pg.socket_dir().display().to_string(),
             "-p",
             &pg.port().to_string(),
             "-U",

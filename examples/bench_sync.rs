@@ -132,7 +132,11 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let url = format!("{}/v4", spacex.uri());
-    let env = [("SPACEX_API_URL", url.as_str())];
+    let env = [
+        ("SPACEX_API_URL", url.as_str()),
+        ("SPACEX_ALLOW_HTTP", "true"),
+        ("SPACEX_MAX_CANCELLATIONS", "20000"),
+    ];
     let settings = Settings::load(None, |k| {
         env.iter()
             .find(|(name, _)| *name == k)
@@ -147,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
         clock: Clock::fixed(Utc.with_ymd_and_hms(2048, 6, 1, 12, 0, 0).unwrap()),
         settings: settings.spacex,
         shutdown: CancellationToken::new(),
+        forced: Default::default(),
     };
     spacet::db::migrate(&state.pool).await?;
 

@@ -26,6 +26,13 @@ use crate::{
 /// How long `pool.close()` may wait for connections in use at the end of shutdown.
 const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Connections of the probes' own pool: `/readiness` and the liveness check.
+const PROBE_POOL_MAX: u32 = 2;
+
+/// How long a probe waits for one of its connections (a probe answers within
+/// [`crate::health::CHECK_TIMEOUT`] anyway).
+const PROBE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
 type Task = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
 /// A built application: listeners bound, database configured, nothing served yet.
@@ -34,6 +41,9 @@ pub struct App {
     grpc: TcpListener,
     settings: Arc<Settings>,
     pool: PgPool,
+    /// The probes' own small pool: requests holding every connection of `pool`
+    /// never delay `/readiness` or the liveness check.
+    probes: PgPool,
     clock: Clock,
     rockets: Rockets,
     embedded: Option<EmbeddedPostgres>,
@@ -62,16 +72,28 @@ impl App {
                 (pg.connect_options(), Some(pg))
             }
         };
+        // Every connection of every pool inherits these options: the outbox relay's
+        // pool and the rocket writer derive theirs from `pool.connect_options()`
+        // (sqlx's `options()` appends, so their own entries add to these).
+        let options = crate::db::with_session_limits(
+            options.application_name(&settings.app_name),
+            &settings.pg_session_limits,
+        );
         let pool = PgPoolOptions::new()
             .max_connections(settings.pg_pool_max)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(options.application_name(&settings.app_name));
+            .connect_lazy_with(options.clone());
+        let probes = PgPoolOptions::new()
+            .max_connections(PROBE_POOL_MAX)
+            .acquire_timeout(PROBE_ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options.application_name(&format!("{} probes", settings.app_name)));
         Ok(App {
             http,
             grpc,
-            rockets: Rockets::new(&pool, clock.clone()),
+            rockets: Rockets::new(&pool, clock.clone(), settings.rockets.clone()),
             settings: Arc::new(settings),
             pool,
+            probes,
             clock,
             embedded,
             shutdown: CancellationToken::new(),
@@ -106,6 +128,7 @@ impl App {
             clock: self.clock.clone(),
             settings: self.settings.spacex.clone(),
             shutdown: self.shutdown.clone(),
+            forced: Default::default(),
         }
     }
 
@@ -139,6 +162,7 @@ impl App {
             grpc,
             settings,
             pool,
+            probes,
             clock,
             rockets,
             embedded,
@@ -152,12 +176,12 @@ impl App {
             pubsub: settings.pubsub.clone(),
             origin: settings.app_name.clone(),
         });
-        let mut checks: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(DatabaseCheck(pool.clone()))];
+        let mut checks: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(DatabaseCheck(probes.clone()))];
         if settings.spacex.sync_enabled {
             checks.push(Arc::new(spacex::SpaceXCheck::new(&sync)));
         }
         checks.extend(outbox.checks());
-        let health = Health::new(checks);
+        let health = Health::new(probes.clone(), checks);
         let state = ApiState {
             pool: pool.clone(),
             clock,
@@ -169,7 +193,12 @@ impl App {
         };
 
         let mut tasks = Supervisor::new(shutdown.clone());
+        // The rocket writer serves the requests still draining at shutdown; it
+        // stops after the servers (see below), so it is supervised apart.
+        let (mut rocket_tasks, rockets_stop) =
+            (Supervisor::new(shutdown.clone()), CancellationToken::new());
         let servers_stop = CancellationToken::new();
+        raise_open_files_limit();
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_service_status("", tonic_health::ServingStatus::NotServing)
@@ -177,9 +206,9 @@ impl App {
         {
             let router = api::http_router(state.clone());
             let stop = servers_stop.clone();
+            let limits = settings.server_limits;
             tasks.spawn("http server", async move {
-                axum::serve(http, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
+                api::serve::serve_http(http, router, limits, stop)
                     .await
                     .context("the HTTP server failed")
             });
@@ -190,7 +219,7 @@ impl App {
             tasks.spawn("grpc server", async move {
                 routes
                     .serve_with_incoming_shutdown(
-                        tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                        api::serve::grpc_incoming(grpc, api::GRPC_TCP_KEEPALIVE),
                         stop.cancelled_owned(),
                     )
                     .await
@@ -212,8 +241,8 @@ impl App {
         let mut outcome = match started {
             Ok(()) if !shutdown.is_cancelled() => {
                 health.set_ready(true);
-                for handle in rockets.start(shutdown.clone()) {
-                    tasks.watch("rocket writer", handle);
+                for handle in rockets.start(rockets_stop.clone()) {
+                    rocket_tasks.watch("rocket writer", handle);
                 }
                 for (name, handle) in outbox.start(shutdown.clone()) {
                     tasks.watch(name, handle);
@@ -234,6 +263,7 @@ impl App {
                 tokio::select! {
                     _ = shutdown.cancelled() => Ok(()),
                     failure = tasks.first_failure() => Err(failure),
+                    failure = rocket_tasks.first_failure() => Err(failure),
                 }
             }
             Ok(()) => Ok(()),
@@ -258,9 +288,18 @@ impl App {
             tokio::time::sleep(delay).await;
         }
         servers_stop.cancel();
+        let grace_ends = tokio::time::Instant::now() + settings.shutdown_grace_period;
         if let Err(error) = tasks.drain(settings.shutdown_grace_period).await {
             outcome = outcome.and(Err(error));
         }
+        // The servers have answered their last request: now the writer may stop.
+        rockets_stop.cancel();
+        let left = grace_ends.saturating_duration_since(tokio::time::Instant::now());
+        if let Err(error) = rocket_tasks.drain(left).await {
+            outcome = outcome.and(Err(error));
+        }
+        // The probes' connections are idle once the servers stopped.
+        let _ = tokio::time::timeout(POOL_CLOSE_TIMEOUT, probes.close()).await;
         if tokio::time::timeout(POOL_CLOSE_TIMEOUT, pool.close())
             .await
             .is_err()
@@ -390,6 +429,38 @@ fn describe(
     }
 }
 
+/// Raises the soft limit on open files to the hard limit: every connection is a
+/// file descriptor, and the usual soft default (1024) is far below
+/// `HTTP_MAX_CONNECTIONS`. Logs the old and new limits.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed, nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "reading RLIMIT_NOFILE failed");
+        return;
+    }
+    let old = limit.rlim_cur;
+    if old >= limit.rlim_max {
+        tracing::info!(soft = old, hard = limit.rlim_max, "open files limit");
+        return;
+    }
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), soft = old, "raising RLIMIT_NOFILE failed");
+        return;
+    }
+    tracing::info!(
+        old_soft = old,
+        new_soft = limit.rlim_cur,
+        hard = limit.rlim_max,
+        "open files limit raised"
+    );
+}
+
 async fn stop_embedded(embedded: Option<EmbeddedPostgres>) {
     if let Some(pg) = embedded {
         let _ = tokio::task::spawn_blocking(move || drop(pg)).await;
@@ -440,14 +511,25 @@ pub async fn migrate_only(settings: Settings) -> anyhow::Result<()> {
     result
 }
 
-/// `spacet sync`: one SpaceX sync, then stop.
-pub async fn sync_once(settings: Settings) -> anyhow::Result<()> {
+/// `spacet sync [--confirm]`: one SpaceX sync, then stop. A sync the circuit
+/// breaker holds prints its report (`skippedReason` "held") and fails with its
+/// reason; `--confirm` applies it.
+pub async fn sync_once(settings: Settings, confirm: bool) -> anyhow::Result<()> {
     let app = App::build(settings, Clock::system()).await?;
     let result = async {
         wait_and_migrate(&app.pool, app.settings.pg_connect_timeout).await?;
-        let report = spacex::sync_now(&app.sync_deps()).await?;
-        let report = crate::proto::SyncReport::from(&report);
-        println!("{}", serde_json::to_string(&report)?);
+        let report = if confirm {
+            spacex::sync_confirmed(&app.sync_deps()).await?
+        } else {
+            spacex::sync_now(&app.sync_deps()).await?
+        };
+        println!(
+            "{}",
+            serde_json::to_string(&crate::proto::SyncReport::from(&report))?
+        );
+        if let Some(reason) = report.held_reason {
+            anyhow::bail!(reason);
+        }
         anyhow::Ok(())
     }
     .await;

@@ -57,6 +57,36 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "Largest accepted HTTP request body, in bytes",
     ),
     (
+        "http_header_timeout",
+        "5s",
+        "Time a client gets to send a request's headers (also counted from the moment a keep-alive connection goes idle); the connection is closed after it",
+    ),
+    (
+        "http_request_timeout",
+        "30s",
+        "Time an HTTP request may take to be answered; after it the answer is 504 DEADLINE_EXCEEDED",
+    ),
+    (
+        "http_idle_timeout",
+        "5s",
+        "An HTTP connection with no traffic this long is closed (after its current answer, if any)",
+    ),
+    (
+        "http_max_connections",
+        "4096",
+        "Open HTTP connections beyond which new ones are answered `503` with `Retry-After: 1` and closed",
+    ),
+    (
+        "grpc_request_timeout",
+        "30s",
+        "Longest time a gRPC call may take (a shorter client `grpc-timeout` wins); after it the call ends DEADLINE_EXCEEDED",
+    ),
+    (
+        "grpc_max_concurrent_streams",
+        "200",
+        "Concurrent calls (HTTP/2 streams) one gRPC connection may have open",
+    ),
+    (
         "cors_allowed_origins",
         "",
         "Comma-separated origins allowed by CORS, `*` for any; empty turns CORS off",
@@ -75,6 +105,21 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "pg_connect_timeout",
         "60s",
         "How long start-up waits for the database to come up",
+    ),
+    (
+        "pg_statement_timeout",
+        "10s",
+        "PostgreSQL `statement_timeout` of every connection: a longer statement is cancelled (UNAVAILABLE, HTTP 503)",
+    ),
+    (
+        "pg_lock_timeout",
+        "5s",
+        "PostgreSQL `lock_timeout` of every connection: a longer wait for a lock fails the statement (UNAVAILABLE, HTTP 503)",
+    ),
+    (
+        "pg_idle_in_transaction_timeout",
+        "30s",
+        "PostgreSQL `idle_in_transaction_session_timeout`: a session idle this long inside a transaction is ended, releasing its locks",
     ),
     (
         "embedded_pg_dir",
@@ -116,6 +161,26 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "launchpads_max_age",
         "24h",
         "Launchpads are refreshed from SpaceX when older than this",
+    ),
+    (
+        "spacex_allow_http",
+        "false",
+        "Allow a plain `http://` SPACEX_API_URL (local fakes); otherwise https only, and no redirect to another scheme",
+    ),
+    (
+        "spacex_max_response_bytes",
+        "16777216",
+        "Largest SpaceX answer read, in bytes (16 MiB); a larger or endless one is cut there and fails the sync",
+    ),
+    (
+        "spacex_max_launches",
+        "10000",
+        "Most upcoming launches a sync accepts from SpaceX; more fails the sync",
+    ),
+    (
+        "spacex_max_cancellations",
+        "500",
+        "A sync that would cancel more tickets than this, or unblock every day SpaceX blocks, is held until an admin confirms it (`spacet sync --confirm`)",
     ),
     (
         "pubsub_enabled",
@@ -187,6 +252,21 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "5m",
         "Age of the oldest unpublished event above which the outbox is degraded",
     ),
+    (
+        "rockets_write_timeout",
+        "5s",
+        "Longest time POST /messages waits for the rocket writer (queueing and commit); after it the answer is 503 and a resend is safe",
+    ),
+    (
+        "rockets_max_watchers",
+        "200",
+        "Concurrent WatchRockets streams; the next one is refused RESOURCE_EXHAUSTED",
+    ),
+    (
+        "rocket_message_retention",
+        "30d",
+        "Rocket messages received longer ago are deleted (the rockets' states are kept)",
+    ),
 ];
 
 /// A setting that failed to load: names the setting and the problem.
@@ -257,14 +337,50 @@ pub struct Settings {
     pub shutdown_grace_period: Duration,
     pub shutdown_drain_delay: Option<Duration>,
     pub http_body_limit: usize,
+    pub server_limits: ServerLimits,
     pub cors_allowed_origins: Vec<String>,
     pub database: Database,
     pub pg_pool_max: u32,
     pub pg_connect_timeout: Duration,
+    pub pg_session_limits: PgSessionLimits,
     pub seats_per_flight: i32,
     pub spacex: SpaceXSettings,
     pub pubsub: PubSubSettings,
     pub outbox: OutboxSettings,
+    pub rockets: RocketSettings,
+}
+
+/// Rocket telemetry settings.
+#[derive(Debug, Clone)]
+pub struct RocketSettings {
+    /// Bound on queueing a message and waiting for its commit.
+    pub write_timeout: Duration,
+    /// Concurrent WatchRockets streams.
+    pub max_watchers: usize,
+    /// Age (by `received_at`) past which messages are deleted.
+    pub message_retention: Duration,
+}
+
+/// Server-side limits set on every database connection (`PG_STATEMENT_TIMEOUT`,
+/// `PG_LOCK_TIMEOUT`, `PG_IDLE_IN_TRANSACTION_TIMEOUT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgSessionLimits {
+    pub statement_timeout: Duration,
+    pub lock_timeout: Duration,
+    pub idle_in_transaction_timeout: Duration,
+}
+
+/// What one client may hold of the HTTP and gRPC servers (`HTTP_HEADER_TIMEOUT`,
+/// `HTTP_REQUEST_TIMEOUT`, `HTTP_IDLE_TIMEOUT`, `HTTP_MAX_CONNECTIONS`,
+/// `GRPC_REQUEST_TIMEOUT`, `GRPC_MAX_CONCURRENT_STREAMS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub http_header_timeout: Duration,
+    pub http_request_timeout: Duration,
+    pub http_idle_timeout: Duration,
+    pub http_max_connections: usize,
+    pub grpc_request_timeout: Duration,
+    pub grpc_max_concurrent_streams: u32,
 }
 
 /// SpaceX sync settings.
@@ -278,6 +394,14 @@ pub struct SpaceXSettings {
     /// Delay before the first retry; doubled for each further one.
     pub retry_backoff: Duration,
     pub launchpads_max_age: Duration,
+    /// A plain `http://` API URL is allowed (local fakes).
+    pub allow_http: bool,
+    /// Largest answer read, in bytes.
+    pub max_response_bytes: usize,
+    /// Most upcoming launches accepted.
+    pub max_launches: usize,
+    /// More ticket cancellations than this hold a sync until it is confirmed.
+    pub max_cancellations: usize,
 }
 
 /// Pub/Sub settings.
@@ -394,6 +518,14 @@ impl Settings {
                 }
             },
             http_body_limit: r.positive("http_body_limit")?,
+            server_limits: ServerLimits {
+                http_header_timeout: r.duration("http_header_timeout", Duration::from_secs(1))?,
+                http_request_timeout: r.duration("http_request_timeout", Duration::from_secs(1))?,
+                http_idle_timeout: r.duration("http_idle_timeout", Duration::from_secs(1))?,
+                http_max_connections: r.positive("http_max_connections")?,
+                grpc_request_timeout: r.duration("grpc_request_timeout", Duration::from_secs(1))?,
+                grpc_max_concurrent_streams: r.positive("grpc_max_concurrent_streams")?,
+            },
             cors_allowed_origins: r
                 .string("cors_allowed_origins")?
                 .split(',')
@@ -404,6 +536,12 @@ impl Settings {
             database,
             pg_pool_max: r.positive("pg_pool_max")?,
             pg_connect_timeout: r.duration("pg_connect_timeout", Duration::from_secs(1))?,
+            pg_session_limits: PgSessionLimits {
+                statement_timeout: r.duration("pg_statement_timeout", Duration::from_secs(1))?,
+                lock_timeout: r.duration("pg_lock_timeout", Duration::from_secs(1))?,
+                idle_in_transaction_timeout: r
+                    .duration("pg_idle_in_transaction_timeout", Duration::from_secs(1))?,
+            },
             seats_per_flight: r.positive("seats_per_flight")?,
             spacex: SpaceXSettings {
                 api_url: {
@@ -413,6 +551,12 @@ impl Settings {
                             r.error("spacex_api_url", format!("{url:?} is not an http(s) URL"))
                         );
                     }
+                    if url.starts_with("http://") && !r.bool("spacex_allow_http")? {
+                        return Err(r.error(
+                            "spacex_api_url",
+                            format!("{url:?} is not https (set SPACEX_ALLOW_HTTP=true for a local fake)"),
+                        ));
+                    }
                     url.trim_end_matches('/').to_string()
                 },
                 sync_enabled: r.bool("spacex_sync_enabled")?,
@@ -421,6 +565,10 @@ impl Settings {
                 retries: r.parse("spacex_retries")?,
                 retry_backoff: r.duration("spacex_retry_backoff", Duration::from_millis(1))?,
                 launchpads_max_age: r.duration("launchpads_max_age", Duration::from_secs(3600))?,
+                allow_http: r.bool("spacex_allow_http")?,
+                max_response_bytes: r.positive("spacex_max_response_bytes")?,
+                max_launches: r.positive("spacex_max_launches")?,
+                max_cancellations: r.parse("spacex_max_cancellations")?,
             },
             pubsub: PubSubSettings {
                 enabled: r.bool("pubsub_enabled")?,
@@ -449,6 +597,12 @@ impl Settings {
                 retention: r.duration("outbox_retention", Duration::from_secs(3600))?,
                 backlog_threshold: r.positive("outbox_backlog_threshold")?,
                 backlog_max_age: r.duration("outbox_backlog_max_age", Duration::from_secs(1))?,
+            },
+            rockets: RocketSettings {
+                write_timeout: r.duration("rockets_write_timeout", Duration::from_secs(1))?,
+                max_watchers: r.positive("rockets_max_watchers")?,
+                message_retention: r
+                    .duration("rocket_message_retention", Duration::from_secs(1))?,
             },
         };
         Ok(settings)

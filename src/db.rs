@@ -1,25 +1,115 @@
-//! Embedded migrations and database error classification.
+//! Embedded migrations, the server-side limits of every session, and database
+//! error classification.
 
-use sqlx::{migrate::Migrator, PgPool};
+use std::time::Duration;
+
+use sqlx::{
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    PgPool,
+};
+
+use crate::config::PgSessionLimits;
 
 /// Migrations embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Applies the embedded migrations. sqlx takes a PostgreSQL advisory lock for the
-/// whole run, so replicas starting at once apply them one after the other.
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
+/// Adds the server-side limits to connection options: every session opened with
+/// them cancels a statement after `statement_timeout`, gives up waiting for a lock
+/// after `lock_timeout`, and is ended when idle inside a transaction for longer
+/// than `idle_in_transaction_timeout` (releasing its locks). sqlx's `options()`
+/// appends, so options derived from these keep them.
+pub fn with_session_limits(
+    options: PgConnectOptions,
+    limits: &PgSessionLimits,
+) -> PgConnectOptions {
+    let ms = |d: Duration| format!("{}ms", d.as_millis().max(1));
+    options.options([
+        ("statement_timeout", ms(limits.statement_timeout)),
+        ("lock_timeout", ms(limits.lock_timeout)),
+        (
+            "idle_in_transaction_session_timeout",
+            ms(limits.idle_in_transaction_timeout),
+        ),
+    ])
 }
 
-/// True when the error means the database could not be reached (→ UNAVAILABLE).
-pub fn is_unavailable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
+/// Applies the embedded migrations. sqlx takes a PostgreSQL advisory lock for the
+/// whole run, so replicas starting at once apply them one after the other.
+///
+/// They run on a connection of their own without the request limits: a migration
+/// may take longer than `statement_timeout`, and a replica waits for the advisory
+/// lock as long as another one migrates (`lock_timeout` would fail it). The later
+/// `-c` settings override the pool's.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    let options = (*pool.connect_options())
+        .clone()
+        .options([("statement_timeout", "0"), ("lock_timeout", "0")]);
+    // A one-connection pool rather than a bare connection: a future that runs the
+    // migrator over `&mut PgConnection` is not `Send` for every lifetime.
+    let migrations = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    let result = MIGRATOR.run(&migrations).await;
+    migrations.close().await;
+    result
+}
+
+/// What a database error means to the caller, by its kind and SQLSTATE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No usable connection: refused or lost, the pool exhausted (acquire timeout)
+    /// or closed, the server shutting down (`57P*`), a connection exception
+    /// (`08*`), or the session ended for idling in a transaction (`25P03`).
+    Unreachable,
+    /// The server is out of a resource (class `53`: `53300` too many connections,
+    /// `53100` disk full, `53200` out of memory, ...).
+    OutOfResources,
+    /// The statement was cancelled at `statement_timeout` (`57014`) or did not get
+    /// its lock within `lock_timeout` (`55P03`).
+    TimedOut,
+    /// The transaction was rolled back by a deadlock (`40P01`) or a serialization
+    /// failure (`40001`): running it again may succeed.
+    Conflict,
+    /// Anything else: a bug, a constraint the caller did not map, corrupt data.
+    Other,
+}
+
+impl Failure {
+    /// True for the failures a client may retry later (UNAVAILABLE).
+    pub fn is_transient(self) -> bool {
+        self != Failure::Other
+    }
+}
+
+/// Classifies a database error.
+pub fn classify(error: &sqlx::Error) -> Failure {
+    match error {
         sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-    ) || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => Failure::Unreachable,
+        sqlx::Error::Database(db) => db.code().map_or(Failure::Other, |c| classify_sqlstate(&c)),
+        _ => Failure::Other,
+    }
+}
+
+/// Classifies a SQLSTATE.
+pub fn classify_sqlstate(code: &str) -> Failure {
+    match code {
+        "57014" | "55P03" => Failure::TimedOut,
+        "40P01" | "40001" => Failure::Conflict,
+        "25P03" => Failure::Unreachable,
+        c if c.starts_with("57P") || c.starts_with("08") => Failure::Unreachable,
+        c if c.starts_with("53") => Failure::OutOfResources,
+        _ => Failure::Other,
+    }
+}
+
+/// True when the error means the connection is unusable or none could be had.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    classify(error) == Failure::Unreachable
 }
 
 /// Stores an enum in a PostgreSQL `text` column (checked by a `CHECK` constraint) by
@@ -63,3 +153,53 @@ macro_rules! text_enum {
     };
 }
 pub(crate) use text_enum;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_are_classified() {
+        for (code, expected) in [
+            ("53300", Failure::OutOfResources),
+            ("53100", Failure::OutOfResources),
+            ("53200", Failure::OutOfResources),
+            ("57014", Failure::TimedOut),
+            ("55P03", Failure::TimedOut),
+            ("40P01", Failure::Conflict),
+            ("40001", Failure::Conflict),
+            ("57P01", Failure::Unreachable),
+            ("08006", Failure::Unreachable),
+            ("25P03", Failure::Unreachable),
+            ("23505", Failure::Other),
+            ("42P01", Failure::Other),
+        ] {
+            assert_eq!(classify_sqlstate(code), expected, "{code}");
+            assert_eq!(expected.is_transient(), expected != Failure::Other);
+        }
+        assert_eq!(classify(&sqlx::Error::PoolTimedOut), Failure::Unreachable);
+        assert_eq!(
+            classify(&sqlx::Error::RowNotFound),
+            Failure::Other,
+            "not a database problem"
+        );
+    }
+
+    #[test]
+    fn session_limits_are_appended_to_the_connection_options() {
+        let limits = PgSessionLimits {
+            statement_timeout: Duration::from_secs(10),
+            lock_timeout: Duration::from_millis(1500),
+            idle_in_transaction_timeout: Duration::from_secs(30),
+        };
+        let options = with_session_limits(PgConnectOptions::new(), &limits)
+            .options([("synchronous_commit", "off")]);
+        assert_eq!(
+            options.get_options(),
+            Some(
+                "-c statement_timeout=10000ms -c lock_timeout=1500ms \
+                 -c idle_in_transaction_session_timeout=30000ms -c synchronous_commit=off"
+            )
+        );
+    }
+}

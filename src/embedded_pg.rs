@@ -1,5 +1,7 @@
 //! An embedded PostgreSQL started from the system binaries, for the zero-setup
-//! default and for the test harness.
+//! default and for the test harness. It has no TCP listener: a Unix socket in a
+//! directory only its user can enter, and peer authentication mapped to the user
+//! running SpaceT, so no other local user can connect.
 //!
 //! The postmaster is our child process and gets SIGKILL if we die (a parent-death
 //! signal), so a crashed service leaves no server behind; a stale `postmaster.pid`
@@ -7,8 +9,10 @@
 
 use std::{
     fs, io,
-    net::TcpListener,
-    os::unix::{fs::PermissionsExt, process::CommandExt},
+    os::unix::{
+        fs::{OpenOptionsExt, PermissionsExt},
+        process::CommandExt,
+    },
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::mpsc,
@@ -20,6 +24,7 @@ use sqlx::postgres::PgConnectOptions;
 /// A running PostgreSQL server owned by this process.
 pub struct EmbeddedPostgres {
     data_dir: PathBuf,
+    socket_dir: PathBuf,
     port: u16,
     pid: u32,
     exited: mpsc::Receiver<()>,
@@ -188,13 +193,101 @@ fn reachable_by(path: &Path, uid: u32, gid: u32) -> bool {
     })
 }
 
-fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// The port in the socket's name. Fixed: the socket lives in a directory of its own.
+const SOCKET_PORT: u16 = 5432;
+
+/// Longest socket directory we use as it is: a Unix socket path holds at most 107
+/// bytes, and `/.s.PGSQL.5432.lock` takes 19 of them.
+const MAX_SOCKET_DIR_LEN: usize = 80;
+
+/// The socket's directory: the data directory itself (0700, the server's user's),
+/// or, when its path is too long for a socket, a private directory under /tmp named
+/// after it.
+fn socket_dir(data_dir: &Path) -> Result<PathBuf, EmbeddedError> {
+    if data_dir.as_os_str().len() <= MAX_SOCKET_DIR_LEN {
+        return Ok(data_dir.to_path_buf());
+    }
+    let name = relocated_dir(Path::new("/"), data_dir);
+    let dir = Path::new("/tmp").join(format!(
+        "spacet-pg-{}",
+        name.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    match fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            // Ours only if it is a real directory (not a planted symlink).
+            let meta =
+                fs::symlink_metadata(&dir).map_err(failed("checking the socket directory"))?;
+            if !meta.is_dir() {
+                return Err(EmbeddedError::Failed {
+                    step: "creating the socket directory",
+                    detail: format!("{} exists and is not a directory", dir.display()),
+                });
+            }
+        }
+        Err(e) => return Err(failed("creating the socket directory")(e)),
+    }
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+        .map_err(failed("chmod of the socket directory"))?;
+    chown(&dir)?;
+    Ok(dir)
+}
+
+/// Writes the access rules at every start (an older cluster initialised with
+/// `trust` gets them too): Unix-socket connections only, by peer authentication,
+/// mapped to the `postgres` role only for the user running SpaceT and for the
+/// `postgres` system user. Any other local user is refused even if it reached the
+/// socket.
+fn write_access_rules(data_dir: &Path) -> Result<(), EmbeddedError> {
+    let me = current_user().ok_or_else(|| EmbeddedError::Failed {
+        step: "finding the current user",
+        detail: "no passwd entry for the effective user id".into(),
+    })?;
+    let hba = "# Written by SpaceT at every start: local connections only, by peer\n\
+               # authentication through the `spacet` map (pg_ident.conf).\n\
+               local all all peer map=spacet\n";
+    let ident = format!(
+        "# Written by SpaceT at every start: who may connect as the postgres role.\n\
+         spacet {me} postgres\n\
+         spacet postgres postgres\n"
+    );
+    for (name, text) in [("pg_hba.conf", hba.to_string()), ("pg_ident.conf", ident)] {
+        let path = data_dir.join(name);
+        // Replace, never follow: the file may be a link planted by another user.
+        let _ = fs::remove_file(&path);
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| io::Write::write_all(&mut f, text.as_bytes()))
+            .map_err(failed("writing the access rules"))?;
+        chown(&path)?;
+    }
+    Ok(())
+}
+
+/// The effective user's name.
+fn current_user() -> Option<String> {
+    // SAFETY: getpwuid returns a pointer into static storage or null; we copy the
+    // name at once.
+    unsafe {
+        let pw = libc::getpwuid(libc::geteuid());
+        if pw.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr((*pw).pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
 }
 
 impl EmbeddedPostgres {
-    /// Initialises `data_dir` if needed and starts a server on 127.0.0.1 and a free
-    /// port. `fast` trades durability for speed (for throwaway test clusters).
+    /// Initialises `data_dir` if needed and starts a server listening only on a Unix
+    /// socket in a private directory, with peer authentication for the user running
+    /// SpaceT. `fast` trades durability for speed (for throwaway test clusters).
     pub fn start(data_dir: &Path, fast: bool) -> Result<EmbeddedPostgres, EmbeddedError> {
         let bin = find_binaries().ok_or(EmbeddedError::BinariesNotFound)?;
         let data_dir = &placement(data_dir)?;
@@ -229,30 +322,35 @@ impl EmbeddedPostgres {
             }
         }
         stop_leftover(&bin, &data_dir);
+        write_access_rules(&data_dir)?;
+        let socket_dir = socket_dir(&data_dir)?;
 
-        let port = free_port().map_err(failed("finding a free port"))?;
-        let log_path = data_dir.join("postgres.log");
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(failed("opening postgres.log"))?;
+        let port = SOCKET_PORT;
         let mut postgres = command(&bin, "postgres");
         postgres
             .arg("-D")
             .arg(&data_dir)
+            .args(["-p", &port.to_string()])
+            // No TCP listener: a Unix socket in a directory only the server's user
+            // (and root) can enter, with peer authentication (see
+            // `write_access_rules`). The server binds it itself: no port race.
+            .args(["-c", "listen_addresses="])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", socket_dir.display()))
+            .args(["-c", "unix_socket_permissions=0700"])
+            // The log files are created by the server's user, in the data directory.
             .args([
-                "-p",
-                &port.to_string(),
                 "-c",
-                "listen_addresses=127.0.0.1",
+                "logging_collector=on",
                 "-c",
-                "unix_socket_directories=",
+                "log_directory=log",
+                "-c",
+                "log_filename=postgres.log",
             ])
             .args(["-c", "max_connections=300"])
             .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(failed("opening postgres.log"))?)
-            .stderr(log);
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         if fast {
             postgres.args([
                 "-c",
@@ -282,6 +380,19 @@ impl EmbeddedPostgres {
             .spawn(move || match postgres.spawn() {
                 Ok(mut child) => {
                     let _ = spawned_tx.send(Ok(child.id()));
+                    // What the server says before its log collector starts (a
+                    // failure to start, typically) reaches our log.
+                    if let Some(stderr) = child.stderr.take() {
+                        let _ = std::thread::Builder::new()
+                            .name("embedded-postgres-log".into())
+                            .spawn(move || {
+                                use std::io::BufRead;
+                                for line in io::BufReader::new(stderr).lines().map_while(Result::ok)
+                                {
+                                    tracing::info!(target: "postgres", "{line}");
+                                }
+                            });
+                    }
                     let _ = child.wait();
                     let _ = exited_tx.send(());
                 }
@@ -299,12 +410,13 @@ impl EmbeddedPostgres {
             .map_err(failed("starting postgres"))?;
         tracing::info!(
             data_dir = %data_dir.display(),
-            port,
+            socket_dir = %socket_dir.display(),
             pid,
-            log = %log_path.display(),
+            log = %data_dir.join("log/postgres.log").display(),
             "embedded postgresql started (set PG_DSN to use another server)"
         );
         Ok(EmbeddedPostgres {
+            socket_dir,
             data_dir,
             port,
             pid,
@@ -318,15 +430,21 @@ impl EmbeddedPostgres {
         &self.data_dir
     }
 
-    /// Port the server listens on (127.0.0.1).
+    /// The port number in the socket's name (`.s.PGSQL.<port>`); there is no TCP
+    /// listener.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The directory holding the server's Unix socket (for `psql -h`, `pgbench -h`).
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
     }
 
     /// Connection options for the `postgres` database as the `postgres` superuser.
     pub fn connect_options(&self) -> PgConnectOptions {
         PgConnectOptions::new_without_pgpass()
-            .host("127.0.0.1")
+            .socket(&self.socket_dir)
             .port(self.port)
             .username("postgres")
             .database("postgres")

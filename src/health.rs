@@ -1,6 +1,7 @@
 //! Dependency checks behind `/liveness`: each bounded by a timeout so the probe
 //! never hangs. Features provide their checks (SpaceX, Pub/Sub, outbox); `app`
-//! assembles the fixed list once, with the readiness flag, into a [`Health`].
+//! assembles the fixed list once, with the readiness flag and the probes' own
+//! database pool, into a [`Health`].
 
 use std::{
     sync::{
@@ -63,19 +64,38 @@ pub trait HealthCheck: Send + Sync {
     async fn check(&self) -> CheckResult;
 }
 
-/// Readiness and the fixed list of `/liveness` checks, shared by the probes.
+/// Readiness, the probes' database pool and the fixed list of `/liveness` checks,
+/// shared by the probes.
 #[derive(Clone)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    /// A small pool of the probes' own: requests holding every connection of the
+    /// API's pool never make a probe wait.
+    database: PgPool,
     checks: Arc<[Arc<dyn HealthCheck>]>,
 }
 
 impl Health {
-    /// Not ready until [`Health::set_ready`].
-    pub fn new(checks: Vec<Arc<dyn HealthCheck>>) -> Health {
+    /// Not ready until [`Health::set_ready`]. `database` is the probes' own pool.
+    pub fn new(database: PgPool, checks: Vec<Arc<dyn HealthCheck>>) -> Health {
         Health {
             ready: Arc::new(AtomicBool::new(false)),
+            database,
             checks: checks.into(),
+        }
+    }
+
+    /// True when the database answers a query within [`CHECK_TIMEOUT`], asked
+    /// through the probes' own pool.
+    pub async fn database_answers(&self) -> bool {
+        let query = sqlx::query_scalar!("SELECT 1 AS one").fetch_one(&self.database);
+        match tokio::time::timeout(CHECK_TIMEOUT, query).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "readiness: the database does not answer");
+                false
+            }
+            Err(_) => false,
         }
     }
 
@@ -94,7 +114,7 @@ impl Health {
     }
 }
 
-/// The database answers a query.
+/// The database answers a query (asked through the probes' own pool).
 pub struct DatabaseCheck(pub PgPool);
 
 #[async_trait::async_trait]

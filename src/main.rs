@@ -27,8 +27,14 @@ enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
-    /// Run one SpaceX sync and exit (exit code 0 when it succeeded or was not needed).
-    Sync,
+    /// Run one SpaceX sync and exit (exit code 0 when it succeeded or was not needed,
+    /// 1 when the circuit breaker held it: see `--confirm`).
+    Sync {
+        /// Apply it even if the circuit breaker would hold it (too many tickets
+        /// cancelled, or every day SpaceX blocks freed): confirms a held sync.
+        #[arg(long)]
+        confirm: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,7 +68,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(settings).await,
             Command::Migrate => spacet::app::migrate_only(settings).await,
-            Command::Sync => spacet::app::sync_once(settings).await,
+            Command::Sync { confirm } => spacet::app::sync_once(settings, confirm).await,
         }
     });
     match result {

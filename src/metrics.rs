@@ -35,7 +35,9 @@ const BOOKING_OUTCOMES: &[&str] = &[
     "LAUNCHPAD_INACTIVE",
 ];
 /// Results of a SpaceX sync (`spacex::sync`).
-const SYNC_RESULTS: &[&str] = &["applied", "skipped", "failed"];
+const SYNC_RESULTS: &[&str] = &["applied", "skipped", "held", "failed"];
+/// Limits a SpaceX answer can hit (`spacex::client`).
+const SPACEX_LIMITS: &[&str] = &["bytes", "launches", "time"];
 /// Outcomes of a rocket message (`rockets::http`).
 const ROCKET_OUTCOMES: &[&str] = &["stored", "duplicate", "conflict", "invalid", "error"];
 /// States of the database pool gauge.
@@ -88,12 +90,31 @@ pub static BOOKINGS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .unwrap()
 });
-/// SpaceX sync runs by result (`applied`, `skipped`, `failed`).
+/// SpaceX sync runs by result (`applied`, `skipped`, `held`, `failed`).
 pub static SYNC_RUNS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "spacet_spacex_sync_runs_total",
         "SpaceX sync runs by result",
         &["result"]
+    )
+    .unwrap()
+});
+/// SpaceX answers refused by a limit: `bytes` (SPACEX_MAX_RESPONSE_BYTES),
+/// `launches` (SPACEX_MAX_LAUNCHES), `time` (SPACEX_TIMEOUT).
+pub static SPACEX_LIMIT_HITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "spacet_spacex_response_limit_total",
+        "SpaceX answers refused by a limit (bytes, launches, time)",
+        &["limit"]
+    )
+    .unwrap()
+});
+/// 1 while the last sync this process ran was held by the circuit breaker,
+/// waiting for an admin's confirmation; 0 once one is applied.
+pub static SYNC_HELD: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "spacet_spacex_sync_held",
+        "1 while a SpaceX sync is held for confirmation (too many cancellations, or every blocked day freed)"
     )
     .unwrap()
 });
@@ -250,6 +271,10 @@ static DECLARED: LazyLock<()> = LazyLock::new(|| {
         SYNC_RUNS.with_label_values(&[result]);
         SYNC_DURATION.with_label_values(&[result]);
     }
+    for limit in SPACEX_LIMITS {
+        SPACEX_LIMIT_HITS.with_label_values(&[limit]);
+    }
+    LazyLock::force(&SYNC_HELD);
     LazyLock::force(&OUTBOX_PUBLISHED);
     LazyLock::force(&OUTBOX_FAILED);
     LazyLock::force(&OUTBOX_PARKED);

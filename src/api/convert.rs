@@ -62,6 +62,10 @@ impl From<&spacex::SyncReport> for proto::SyncReport {
                 .unwrap_or("")
                 .to_string(),
             apply_duration_seconds: r.apply_duration.as_secs_f64(),
+            held_reason: r.held_reason.clone().unwrap_or_default(),
+            flights_to_cancel: n(r.flights_to_cancel),
+            tickets_to_cancel: n(r.tickets_to_cancel),
+            joined: r.joined,
         }
     }
 }

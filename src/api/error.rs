@@ -1,10 +1,10 @@
 //! The one error table: every domain error becomes a gRPC status here, and the
 //! gateway turns a status into grpc-gateway's HTTP status and JSON body.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use axum::{
-    http::StatusCode,
+    http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -14,6 +14,10 @@ use tonic_types::{ErrorDetail, ErrorDetails, FieldViolation, StatusExt};
 
 /// The `domain` of our `google.rpc.ErrorInfo` details.
 pub const ERROR_DOMAIN: &str = "spacet.v1";
+
+/// How long a client should wait before retrying an UNAVAILABLE request: the
+/// `google.rpc.RetryInfo` detail over gRPC, `Retry-After` over HTTP.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// An error an RPC returns: what the client did wrong, or that we failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +36,8 @@ pub enum ApiError {
     },
     #[error("{0}")]
     AlreadyExists(String),
-    /// The database (or another dependency) cannot be reached.
+    /// The database (or another dependency) cannot be reached, is overloaded or
+    /// timed out: nothing was done, the client may retry after [`RETRY_AFTER`].
     #[error("service unavailable: {0}")]
     Unavailable(String),
     /// Anything else: the cause is logged, never sent.
@@ -54,13 +59,26 @@ impl ApiError {
         ApiError::InvalidArgument(vec![FieldViolation::new(field, description)])
     }
 
-    /// Wraps a database error: unreachable → UNAVAILABLE, anything else → INTERNAL.
+    /// Wraps a database error: unreachable, out of resources (SQLSTATE class 53),
+    /// timed out (57014 at `statement_timeout`, 55P03 at `lock_timeout`) or rolled
+    /// back by a deadlock or serialization failure (40P01, 40001) → UNAVAILABLE with
+    /// retry advice; anything else → INTERNAL.
     pub fn database(error: sqlx::Error) -> ApiError {
-        if crate::db::is_unavailable(&error) {
-            ApiError::Unavailable("the database is not reachable".into())
-        } else {
-            ApiError::Internal(error.into())
-        }
+        use crate::db::Failure;
+        let what = match crate::db::classify(&error) {
+            // Every connection busy (the pool's acquire timeout), not a dead server.
+            Failure::Unreachable if matches!(error, sqlx::Error::PoolTimedOut) => {
+                "the database is busy: no connection was free in time"
+            }
+            Failure::Unreachable => "the database is not reachable",
+            Failure::OutOfResources => "the database is out of resources",
+            Failure::TimedOut => "the database did not answer in time",
+            Failure::Conflict => "the request conflicted with concurrent ones",
+            Failure::Other => return ApiError::Internal(error.into()),
+        };
+        // The cause (its SQLSTATE) is for the logs; the client gets the kind.
+        tracing::warn!(%error, what, "database failure answered UNAVAILABLE");
+        ApiError::Unavailable(what.into())
     }
 
     /// The gRPC code, the one mapping from domain errors.
@@ -103,7 +121,11 @@ impl From<ApiError> for tonic::Status {
             }
             ApiError::Unavailable(ref what) => {
                 tracing::warn!(%what, "dependency unavailable");
-                tonic::Status::new(code, error.to_string())
+                tonic::Status::with_error_details(
+                    code,
+                    error.to_string(),
+                    ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
+                )
             }
             other => tonic::Status::new(code, other.to_string()),
         }
@@ -155,6 +177,13 @@ pub fn error_body(status: &tonic::Status) -> Value {
                 "domain": info.domain,
                 "metadata": info.metadata,
             })),
+            // proto3 JSON writes a Duration as seconds with an `s`.
+            ErrorDetail::RetryInfo(retry) => Some(json!({
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": retry
+                    .retry_delay
+                    .map(|d| format!("{}s", d.as_secs_f64())),
+            })),
             _ => None,
         })
         .collect();
@@ -176,7 +205,19 @@ pub struct GatewayError {
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let http = self.http.unwrap_or_else(|| http_status(self.status.code()));
-        (http, Json(error_body(&self.status))).into_response()
+        let mut response = (http, Json(error_body(&self.status))).into_response();
+        // A RetryInfo detail is `Retry-After` in HTTP: whole seconds, at least 1.
+        if let Some(delay) = self
+            .status
+            .get_details_retry_info()
+            .and_then(|retry| retry.retry_delay)
+        {
+            let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        response
     }
 }
 

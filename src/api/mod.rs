@@ -9,6 +9,7 @@ pub mod convert;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod serve;
 
 use std::{
     any::Any,
@@ -16,13 +17,14 @@ use std::{
     panic::AssertUnwindSafe,
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use axum::{
     body::{Body, Bytes, HttpBody},
-    extract::MatchedPath,
+    extract::{MatchedPath, State},
     http::{HeaderValue, Request},
-    middleware,
+    middleware::{self, Next},
     response::{IntoResponse, Response},
 };
 use futures::FutureExt;
@@ -100,9 +102,30 @@ pub fn http_router(state: ApiState) -> axum::Router {
         );
     }
     router
+        .layer(middleware::from_fn_with_state(
+            settings.server_limits.http_request_timeout,
+            answer_within,
+        ))
         .layer(CatchPanicLayer(Protocol::Http))
         .layer(AccessLogLayer(Protocol::Http))
         .with_state(state)
+}
+
+/// `HTTP_REQUEST_TIMEOUT`: a request not answered in time gets 504 with
+/// grpc-gateway's body (DEADLINE_EXCEEDED) and its handler is dropped. Only the
+/// wait for the response's head counts, not the streaming of its body.
+async fn answer_within(
+    State(limit): State<Duration>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error::GatewayError::from_status(tonic::Status::deadline_exceeded(format!(
+            "the request was not answered within {limit:?}"
+        )))
+        .into_response(),
+    }
 }
 
 /// Copies the matched route template into the response, for the access log's
@@ -114,11 +137,23 @@ async fn remember_route(matched: Option<MatchedPath>, mut response: Response) ->
     response
 }
 
-/// The gRPC server's layers: the access log around the panic catcher.
+/// The gRPC server's layers: the access log around the panic catcher around the
+/// deadline.
 pub type GrpcLayers = tower::layer::util::Stack<
-    CatchPanicLayer,
-    tower::layer::util::Stack<AccessLogLayer, tower::layer::util::Identity>,
+    DeadlineLayer,
+    tower::layer::util::Stack<
+        CatchPanicLayer,
+        tower::layer::util::Stack<AccessLogLayer, tower::layer::util::Identity>,
+    >,
 >;
+
+/// HTTP/2 PING interval on gRPC connections: a peer that stops answering is
+/// dropped after [`GRPC_KEEPALIVE_TIMEOUT`] more.
+const GRPC_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle time before the kernel probes a gRPC connection (for long streams whose
+/// peer vanished without a FIN).
+pub const GRPC_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// The gRPC server: booking and rocket services, health and reflection.
 pub fn grpc_server(
@@ -134,11 +169,19 @@ pub fn grpc_server(
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
+    let limits = state.settings.server_limits;
     Ok(tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(limits.grpc_max_concurrent_streams)
+        // The HTTP/2 limit bounds open streams; this one bounds the handlers running
+        // on one connection, should a client not respect the former.
+        .concurrency_limit_per_connection(limits.grpc_max_concurrent_streams as usize)
         // The layer added first is outermost: the access log sees a caught panic
-        // as the INTERNAL it was answered with.
+        // as the INTERNAL it was answered with, and a deadline as DEADLINE_EXCEEDED.
         .layer(AccessLogLayer(Protocol::Grpc))
         .layer(CatchPanicLayer(Protocol::Grpc))
+        .layer(DeadlineLayer(limits.grpc_request_timeout))
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
@@ -150,6 +193,84 @@ pub fn grpc_server(
         .add_service(proto::rocket_service_server::RocketServiceServer::new(
             grpc::rockets::RocketApi::new(state),
         )))
+}
+
+/// Ends a gRPC call that is not answered within the shorter of the client's
+/// `grpc-timeout` and `GRPC_REQUEST_TIMEOUT` with DEADLINE_EXCEEDED, dropping its
+/// handler. (tonic's own `Server::timeout` answers CANCELLED, which clients and
+/// their retry policies read as "the caller gave up".) Only the wait for the
+/// response's head counts: a server stream, once started, is not cut.
+#[derive(Clone, Copy, Debug)]
+pub struct DeadlineLayer(pub Duration);
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+    fn layer(&self, inner: S) -> Deadline<S> {
+        Deadline {
+            inner,
+            limit: self.0,
+        }
+    }
+}
+
+/// See [`DeadlineLayer`].
+#[derive(Clone, Debug)]
+pub struct Deadline<S> {
+    inner: S,
+    limit: Duration,
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Deadline<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResB: HttpBody<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        let limit = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|value| parse_grpc_timeout(value.as_bytes()))
+            .map_or(self.limit, |asked| asked.min(self.limit));
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, future).await {
+                Ok(result) => result.map(|response| response.map(Body::new)),
+                Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
+                    "the call was not answered within {limit:?}"
+                ))
+                .into_http()),
+            }
+        })
+    }
+}
+
+/// A `grpc-timeout` value: at most eight digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let amount: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(amount * 3600),
+        b'M' => Duration::from_secs(amount * 60),
+        b'S' => Duration::from_secs(amount),
+        b'm' => Duration::from_millis(amount),
+        b'u' => Duration::from_micros(amount),
+        b'n' => Duration::from_nanos(amount),
+        _ => return None,
+    })
 }
 
 /// Answers a request whose handler panicked with INTERNAL — grpc-gateway's JSON
@@ -265,6 +386,22 @@ mod tests {
                 .lines()
                 .map(|line| serde_json::from_str(line).unwrap())
                 .collect()
+        }
+    }
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit_and_garbage_is_ignored() {
+        assert_eq!(parse_grpc_timeout(b"50m"), Some(Duration::from_millis(50)));
+        assert_eq!(parse_grpc_timeout(b"2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout(b"3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse_grpc_timeout(b"7u"), Some(Duration::from_micros(7)));
+        assert_eq!(
+            parse_grpc_timeout(b"99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for bad in [&b""[..], b"m", b"123456789S", b"5x", b"-5S", b"5 S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
         }
     }
 

@@ -137,7 +137,17 @@ pub async fn book(
             return Ok(existing);
         }
     }
-    let result = book_once(pool, booking, seats_per_flight).await;
+    let result = match book_once(pool, booking, seats_per_flight).await {
+        // A deadlock or serialization failure rolled the whole transaction back:
+        // run it once more. A second one reaches the client as UNAVAILABLE.
+        Err(BookingError::Database(error))
+            if crate::db::classify(&error) == crate::db::Failure::Conflict =>
+        {
+            tracing::warn!(%error, "booking rolled back by a concurrent transaction; retrying once");
+            book_once(pool, booking, seats_per_flight).await
+        }
+        other => other,
+    };
     match result {
         // A concurrent retry with the same key won the race: return its ticket.
         Err(BookingError::Database(sqlx::Error::Database(e)))
@@ -457,5 +467,36 @@ pub async fn cancel_flights_blocked_by_spacex(
     Ok(Cancelled {
         flights: cancelled_flights as usize,
         tickets: events.len(),
+    })
+}
+
+/// What [`cancel_flights_blocked_by_spacex`] would cancel now, in the caller's
+/// transaction, without changing anything (the SpaceX sync's circuit breaker).
+pub async fn count_flights_blocked_by_spacex(
+    conn: &mut PgConnection,
+    today_at_pad: &[(String, NaiveDate)],
+) -> Result<Cancelled, sqlx::Error> {
+    let (pads, days): (Vec<&str>, Vec<NaiveDate>) =
+        today_at_pad.iter().map(|(p, d)| (p.as_str(), *d)).unzip();
+    let counts = sqlx::query!(
+        r#"WITH blocked AS (
+               SELECT DISTINCT f.id
+               FROM spacex_launches s
+               JOIN flights f ON f.launchpad_id = s.launchpad_id AND f.launch_day = s.blocked_day
+               JOIN UNNEST($1::text[], $2::date[]) AS today(launchpad_id, day)
+                    ON today.launchpad_id = f.launchpad_id
+               WHERE s.upcoming AND s.blocked_day IS NOT NULL
+                 AND f.status = 'scheduled' AND f.launch_day >= today.day)
+           SELECT (SELECT count(*) FROM blocked) AS "flights!",
+                  (SELECT count(*) FROM tickets t JOIN blocked b ON t.flight_id = b.id
+                   WHERE t.status = 'CONFIRMED') AS "tickets!""#,
+        &pads[..] as &[&str],
+        &days
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Cancelled {
+        flights: counts.flights as usize,
+        tickets: counts.tickets as usize,
     })
 }

@@ -83,6 +83,9 @@ pub struct OutboxDeps {
 /// The outbox relay of one instance: its liveness checks, then its tasks.
 pub struct Outbox {
     deps: OutboxDeps,
+    /// The relay's own pool, which its liveness check shares: a saturated API pool
+    /// neither stalls the relay nor fails `/liveness`.
+    pool: PgPool,
     /// Set once the Pub/Sub client is built; the Pub/Sub check reads it.
     pubsub: Arc<OnceCell<Arc<publisher::PubSubPublisher>>>,
 }
@@ -90,6 +93,7 @@ pub struct Outbox {
 impl Outbox {
     pub fn new(deps: OutboxDeps) -> Outbox {
         Outbox {
+            pool: relay_pool(&deps.pool),
             deps,
             pubsub: Arc::new(OnceCell::new()),
         }
@@ -98,7 +102,7 @@ impl Outbox {
     /// The `/liveness` entries: the backlog, and Pub/Sub when it is enabled.
     pub fn checks(&self) -> Vec<Arc<dyn HealthCheck>> {
         let mut checks: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(relay::BacklogCheck {
-            pool: self.deps.pool.clone(),
+            pool: self.pool.clone(),
             threshold: self.deps.settings.backlog_threshold,
             max_age: self.deps.settings.backlog_max_age,
         })];
@@ -111,12 +115,11 @@ impl Outbox {
     /// Starts the relay and its listener, unless `OUTBOX_RELAY_ENABLED=false`.
     /// Pub/Sub when `PUBSUB_ENABLED`, else the log.
     pub fn start(self, shutdown: CancellationToken) -> Vec<(&'static str, JoinHandle<()>)> {
-        let Outbox { deps, pubsub } = self;
+        let Outbox { deps, pool, pubsub } = self;
         if !deps.settings.relay_enabled {
             tracing::info!("outbox relay disabled (OUTBOX_RELAY_ENABLED=false)");
             return Vec::new();
         }
-        let pool = relay_pool(&deps.pool);
         let wake = Arc::new(Notify::new());
         let listener = tokio::spawn(relay::listen(pool.clone(), wake.clone(), shutdown.clone()));
         let worker = tokio::spawn(async move {
@@ -148,7 +151,7 @@ fn relay_pool(pool: &PgPool) -> PgPool {
         .clone()
         .options([("synchronous_commit", "off")]);
     sqlx::postgres::PgPoolOptions::new()
-        // The listener, the relay, and one spare.
+        // The listener, the relay, and one spare (the backlog check uses it too).
         .max_connections(3)
         .acquire_timeout(std::time::Duration::from_secs(5))
         .connect_lazy_with(options)

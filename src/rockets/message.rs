@@ -166,7 +166,7 @@ impl Message {
         let mut v = Violations::default();
         let Some(root) = body.as_object() else {
             v.add("body", "must be a JSON object with metadata and message");
-            return Err(v.0);
+            return Err(v.finish());
         };
         v.unknown_fields(root, "", &["metadata", "message"]);
 
@@ -230,7 +230,7 @@ impl Message {
         };
 
         match (channel, number, sent_at, body) {
-            (Some(channel), Some(number), Some(sent_at), Some(body)) if v.0.is_empty() => {
+            (Some(channel), Some(number), Some(sent_at), Some(body)) if v.is_empty() => {
                 Ok(Message {
                     channel,
                     number,
@@ -238,7 +238,7 @@ impl Message {
                     body,
                 })
             }
-            _ => Err(v.0),
+            _ => Err(v.finish()),
         }
     }
 }
@@ -267,13 +267,41 @@ fn parse_body(v: &mut Violations, t: MessageType, m: &Map<String, Value>) -> Opt
     }
 }
 
-/// Collects field violations while the fields are read.
+/// Most violations an answer names; the others are counted in one more.
+pub const MAX_VIOLATIONS: usize = 20;
+
+/// Collects field violations while the fields are read: the first
+/// [`MAX_VIOLATIONS`], and how many more (a body with thousands of unknown
+/// fields must not make an answer, or a log line, as large).
 #[derive(Default)]
-struct Violations(Vec<FieldViolation>);
+struct Violations {
+    named: Vec<FieldViolation>,
+    more: usize,
+}
 
 impl Violations {
     fn add(&mut self, field: &str, description: impl Into<String>) {
-        self.0.push(FieldViolation::new(field, description));
+        if self.named.len() < MAX_VIOLATIONS {
+            self.named.push(FieldViolation::new(field, description));
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.named.is_empty()
+    }
+
+    /// The violations named, then "and N more" when some were not.
+    fn finish(mut self) -> Vec<FieldViolation> {
+        if self.more > 0 {
+            let more = self.more;
+            self.named.push(FieldViolation::new(
+                "body",
+                format!("and {more} more violations"),
+            ));
+        }
+        self.named
     }
 
     fn unknown_fields(&mut self, object: &Map<String, Value>, prefix: &str, known: &[&str]) {
@@ -425,6 +453,18 @@ mod tests {
             .collect();
         fields.sort();
         fields
+    }
+
+    #[test]
+    fn at_most_twenty_violations_are_named_and_the_rest_counted() {
+        let mut body = launched();
+        for i in 0..100 {
+            body["message"][format!("extra{i}")] = json!(i);
+        }
+        let violations = Message::parse(&body).unwrap_err();
+        assert_eq!(violations.len(), MAX_VIOLATIONS + 1);
+        let last = violations.last().unwrap();
+        assert_eq!(last.description, "and 80 more violations");
     }
 
     #[test]

@@ -6,33 +6,45 @@
 //! - [`message`]: the message contract and its validation;
 //! - [`state`]: the state as a pure, order-independent fold of the messages;
 //! - [`writer`]: group commit of concurrent messages;
-//! - [`store`]: the SQL; [`list`]: sorting and paging.
+//! - [`store`]: the SQL; [`list`]: sorting and paging;
+//! - [`retention`]: deletes old messages, never a rocket's state.
 //!
 //! The HTTP and gRPC edges live in `api`.
+//!
+//! Bounds: a message waits at most `ROCKETS_WRITE_TIMEOUT` for the writer (queueing
+//! and commit), then gets UNAVAILABLE; at most `ROCKETS_MAX_WATCHERS` change-feed
+//! subscribers ([`Rockets::watch_slot`]).
 
 pub mod list;
 pub mod message;
+pub mod retention;
 pub mod state;
 pub mod store;
 pub mod writer;
 
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    Arc, Mutex,
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
 };
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
+use crate::{clock::Clock, config::RocketSettings};
 use message::Message;
 use store::Rocket;
 use writer::{Job, Outcome, Sink, Writer};
 
-/// State changes kept for slow WatchRockets subscribers before they lag (and resync).
-const CHANGES_CAPACITY: usize = 4096;
+/// State changes kept for slow WatchRockets subscribers before they lag (and are closed).
+pub const CHANGES_CAPACITY: usize = 4096;
+/// Snapshot pages read at once, whatever the number of watchers: they wait for
+/// each other rather than take the API's pool (and time out acquiring from it).
+const SNAPSHOT_READS: usize = 2;
 
 /// Why a message was not stored or a rocket not found.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -59,6 +71,58 @@ struct Inner {
     receiver: Mutex<Option<mpsc::Receiver<Job>>>,
     sink: Sink,
     writer_started: AtomicBool,
+    settings: RocketSettings,
+    /// For the retention worker.
+    pool: sqlx::PgPool,
+    /// One permit per WatchRockets stream.
+    watchers: Arc<Semaphore>,
+    /// One permit per snapshot page being read.
+    snapshot_reads: Semaphore,
+    /// When the writer's unfinished work began (see [`Busy`]).
+    busy: Busy,
+}
+
+/// When the writer took work it has not yet committed, as microseconds since
+/// `epoch` plus one; 0 while it has nothing in hand. Read by readiness, so a
+/// plain atomic rather than a lock.
+#[derive(Clone)]
+pub struct Busy {
+    epoch: Instant,
+    since: Arc<AtomicU64>,
+}
+
+impl Busy {
+    fn new() -> Busy {
+        Busy {
+            epoch: Instant::now(),
+            since: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Work taken: starts the clock unless it already runs.
+    pub fn start(&self) {
+        let now = self.epoch.elapsed().as_micros() as u64 + 1;
+        let _ = self
+            .since
+            .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Everything taken was answered.
+    pub fn idle(&self) {
+        self.since.store(0, Ordering::Release);
+    }
+
+    /// How long the writer has held uncommitted work.
+    fn for_how_long(&self) -> Option<Duration> {
+        match self.since.load(Ordering::Acquire) {
+            0 => None,
+            since => Some(
+                self.epoch
+                    .elapsed()
+                    .saturating_sub(Duration::from_micros(since - 1)),
+            ),
+        }
+    }
 }
 
 impl Rockets {
@@ -68,7 +132,7 @@ impl Rockets {
     /// burst of messages, nor the writer by slow reads), with generic plans: its one
     /// statement is planned once per connection instead of at every batch, which
     /// halves the database's work per batch.
-    pub fn new(pool: &sqlx::PgPool, clock: Clock) -> Rockets {
+    pub fn new(pool: &sqlx::PgPool, clock: Clock, settings: RocketSettings) -> Rockets {
         let base = pool.connect_options();
         // Named so that operators see it apart in pg_stat_activity.
         let name = format!(
@@ -91,37 +155,83 @@ impl Rockets {
                     changes,
                 },
                 writer_started: AtomicBool::new(false),
+                watchers: Arc::new(Semaphore::new(settings.max_watchers)),
+                snapshot_reads: Semaphore::new(SNAPSHOT_READS),
+                settings,
+                pool: pool.clone(),
+                busy: Busy::new(),
             }),
         }
     }
 
-    /// Stores a message, durably, before returning `Ok`.
+    /// Stores a message, durably, before returning `Ok`. Waits for the writer at
+    /// most `ROCKETS_WRITE_TIMEOUT` (queueing and commit together), then answers
+    /// UNAVAILABLE: nothing is acknowledged that was not committed. A message whose
+    /// commit comes after that deadline is simply stored, and its resend is then a
+    /// duplicate.
     pub async fn ingest(&self, message: Message) -> Result<Outcome, RocketError> {
         if !self.inner.writer_started.load(Ordering::Acquire) {
             return Err(RocketError::Unavailable(
                 "the service is starting; send the message again".into(),
             ));
         }
+        let timeout = self.inner.settings.write_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let (channel, number) = (message.channel, message.number);
         let (job, answer) = Job::new(message);
-        let answer = match self.inner.queue.send(job).await {
-            Ok(()) => answer,
-            Err(mpsc::error::SendError(job)) => {
-                // The writer has stopped (shutdown): write this one directly, with
-                // the same code, so that draining requests are still answered.
-                let (mut jobs, answer, mut conn) = (vec![job], answer, None);
-                while !jobs.is_empty() {
-                    jobs = self.inner.sink.commit(&mut conn, jobs).await;
-                }
-                if let Some(conn) = conn {
-                    let _ = sqlx::Connection::close(conn).await;
-                }
-                answer
-            }
+        let too_slow = || {
+            tracing::warn!(%channel, number, ?timeout, "rocket message not stored in time");
+            RocketError::Unavailable(format!(
+                "the message was not stored within {timeout:?}; send it again (a resend is answered as a duplicate if it was stored meanwhile)"
+            ))
         };
-        answer
+        match tokio::time::timeout_at(deadline, self.inner.queue.send(job)).await {
+            Ok(Ok(())) => {}
+            // Never queued: dropped with this future.
+            Err(_) => return Err(too_slow()),
+            // The writer stops only after the servers have drained: a message
+            // arriving later is not written on a connection of its own.
+            Ok(Err(_)) => {
+                return Err(RocketError::Unavailable(
+                    "the service is shutting down; send the message again".into(),
+                ))
+            }
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(answer) => answer.unwrap_or_else(|_| Err(writer::writer_gone(channel, number))),
+            Err(_) => Err(too_slow()),
+        }
+    }
+
+    /// True when the writer has held work for longer than `ROCKETS_WRITE_TIMEOUT`
+    /// without committing it (a locked table, a database that does not answer):
+    /// every message would time out, so readiness reports it. Cheap: one atomic read.
+    pub fn is_stalled(&self) -> bool {
+        self.inner
+            .busy
+            .for_how_long()
+            .is_some_and(|held| held > self.inner.settings.write_timeout)
+    }
+
+    /// One page of a snapshot (`query.limit` rockets at most). At most
+    /// [`SNAPSHOT_READS`] pages are read at once: the others wait their turn.
+    pub async fn snapshot_page(
+        &self,
+        query: &list::ListQuery,
+    ) -> Result<(Vec<Rocket>, Option<list::SortKey>), sqlx::Error> {
+        let _turn = self
+            .inner
+            .snapshot_reads
+            .acquire()
             .await
-            .unwrap_or_else(|_| Err(writer::writer_gone(channel, number)))
+            .expect("the semaphore is never closed");
+        store::list(&self.inner.pool, query).await
+    }
+
+    /// A WatchRockets slot, held for the life of the stream, or `None` when
+    /// `ROCKETS_MAX_WATCHERS` streams are open.
+    pub fn watch_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.inner.watchers.clone().try_acquire_owned().ok()
     }
 
     /// The change feed: the new state of every rocket a batch changed.
@@ -131,20 +241,33 @@ impl Rockets {
 }
 
 impl Rockets {
-    /// Starts the writers (once the database is migrated); they stop when
-    /// `shutdown` fires, after the batch in hand. Starting twice starts nothing.
-    pub fn start(&self, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Starts the writers and the retention worker (once the database is
+    /// migrated). The writers stop when `stop` fires, after answering every
+    /// message queued: the app fires it once the servers have drained, so that
+    /// requests still in flight at shutdown go through the writer too. Starting
+    /// twice starts nothing.
+    pub fn start(&self, stop: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
         let Some(receiver) = self.inner.receiver.lock().unwrap().take() else {
             return Vec::new();
         };
         let queue = Arc::new(tokio::sync::Mutex::new(receiver));
-        let writers = (0..writer::WRITERS)
+        let mut tasks: Vec<_> = (0..writer::WRITERS)
             .map(|_| {
-                let writer = Writer::new(self.inner.sink.clone(), queue.clone());
-                tokio::spawn(writer.run(shutdown.clone()))
+                let writer = Writer::new(
+                    self.inner.sink.clone(),
+                    queue.clone(),
+                    self.inner.busy.clone(),
+                );
+                tokio::spawn(writer.run(stop.clone()))
             })
             .collect();
+        tasks.push(tokio::spawn(retention::run(
+            self.inner.pool.clone(),
+            self.inner.sink.clock.clone(),
+            self.inner.settings.message_retention,
+            stop,
+        )));
         self.inner.writer_started.store(true, Ordering::Release);
-        writers
+        tasks
     }
 }

@@ -8,7 +8,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::{
-    list::{ListQuery, SortKey},
+    list::{ListQuery, Sort, SortKey},
     message::Message,
     state::{Status, Summary},
 };
@@ -348,7 +348,12 @@ pub async fn list(
     } else {
         (">", "ASC")
     };
-    if let Some(after) = &query.after {
+    if let (Some(after), Sort::Channel) = (&query.after, query.sort) {
+        // Keyed on the primary key alone, so that the index serves the page
+        // (WatchRockets pages through every rocket this way).
+        sql.push(format!(" AND channel {cmp} "))
+            .push_bind(after.channel);
+    } else if let Some(after) = &query.after {
         // The key travels as text and is cast back to the column's type.
         sql.push(format!(" AND ({expression}, channel) {cmp} ("))
             .push_bind(after.key.clone())
@@ -356,9 +361,13 @@ pub async fn list(
             .push_bind(after.channel)
             .push(")");
     }
-    sql.push(format!(
-        " ORDER BY {expression} {direction}, channel {direction}"
-    ));
+    if query.sort == Sort::Channel {
+        sql.push(format!(" ORDER BY channel {direction}"));
+    } else {
+        sql.push(format!(
+            " ORDER BY {expression} {direction}, channel {direction}"
+        ));
+    }
     if let Some(limit) = query.limit {
         sql.push(" LIMIT ").push_bind(limit + 1);
     }

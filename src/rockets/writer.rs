@@ -1,8 +1,9 @@
 //! Group commit: HTTP handlers hand their message to the writer tasks through a
 //! bounded channel and wait for the answer; a writer stores everything that queued
 //! up meanwhile in one statement (one transaction, one WAL flush) and answers each
-//! handler only after COMMIT. A full channel makes handlers wait (backpressure);
-//! nothing is ever dropped or answered before it is durable.
+//! handler only after COMMIT. A full channel makes handlers wait (backpressure),
+//! at most `ROCKETS_WRITE_TIMEOUT` (see `Rockets::ingest`); nothing is ever
+//! answered as stored before it is durable.
 //!
 //! A writer owns its database connection rather than borrowing one from a pool:
 //! sqlx's pool sends a `Sync` round trip to the server when a connection is taken
@@ -34,7 +35,7 @@ use uuid::Uuid;
 use super::{
     message::Message,
     store::{self, Rocket, Stored},
-    RocketError,
+    Busy, RocketError,
 };
 use crate::clock::Clock;
 
@@ -83,8 +84,7 @@ impl Job {
     }
 }
 
-/// What the writer needs besides its queue; also used by handlers that write
-/// directly once the writer has stopped.
+/// What the writer needs besides its queue.
 #[derive(Clone)]
 pub struct Sink {
     /// How to open a writer connection.
@@ -238,10 +238,12 @@ pub struct Writer {
     expected: usize,
     /// How long the last commit took.
     last_commit: std::time::Duration,
+    /// Since when the jobs in hand wait (readiness reads it).
+    busy: Busy,
 }
 
 impl Writer {
-    pub fn new(sink: Sink, queue: Queue) -> Writer {
+    pub fn new(sink: Sink, queue: Queue, busy: Busy) -> Writer {
         Writer {
             sink,
             queue,
@@ -249,6 +251,7 @@ impl Writer {
             carried: Vec::new(),
             expected: 1,
             last_commit: std::time::Duration::ZERO,
+            busy,
         }
     }
 
@@ -302,15 +305,15 @@ impl Writer {
         }
     }
 
-    /// Steps until shutdown. Then closes the queue (handlers that come later write
-    /// directly), answers everything already queued, and returns. A write in
+    /// Steps until `stop`. Then closes the queue (handlers that come later get
+    /// UNAVAILABLE), answers everything already queued, and returns. A write in
     /// progress is never cancelled.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    pub async fn run(mut self, stop: CancellationToken) {
         let mut closed = false;
         loop {
             let jobs = tokio::select! {
                 biased;
-                _ = shutdown.cancelled(), if !closed => {
+                _ = stop.cancelled(), if !closed => {
                     self.queue.lock().await.close();
                     closed = true;
                     continue;
@@ -319,8 +322,12 @@ impl Writer {
             };
             let Some(jobs) = jobs else { break };
             let (taken, started) = (jobs.len(), std::time::Instant::now());
+            self.busy.start();
             self.carried = self.sink.commit(&mut self.conn, jobs).await;
             self.last_commit = started.elapsed();
+            if self.carried.is_empty() {
+                self.busy.idle();
+            }
             let queued = self.queue.try_lock().map_or(0, |queue| queue.len());
             self.expected = taken - self.carried.len() + queued;
         }
@@ -366,7 +373,11 @@ mod tests {
             clock: Clock::system(),
             changes: broadcast::channel(1).0,
         };
-        let mut writer = Writer::new(sink, Arc::new(tokio::sync::Mutex::new(receiver)));
+        let mut writer = Writer::new(
+            sink,
+            Arc::new(tokio::sync::Mutex::new(receiver)),
+            Busy::new(),
+        );
         writer.expected = expected;
         writer.last_commit = GATHER_MAX;
         (writer, queue)

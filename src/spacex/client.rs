@@ -4,15 +4,26 @@
 //! after a 5xx, a timeout or a connection error; a 4xx is final. Decoding ignores
 //! fields we do not use, and one malformed launch or launchpad is skipped (and
 //! logged) instead of failing the whole answer.
+//!
+//! A hostile or broken server cannot exhaust memory: each answer is read as a stream
+//! and cut at `SPACEX_MAX_RESPONSE_BYTES` (an announced larger `Content-Length` is
+//! refused before reading), the launches accepted are capped at
+//! `SPACEX_MAX_LAUNCHES` while the JSON is parsed (not after), and `SPACEX_TIMEOUT`
+//! bounds the whole exchange, body included, so a slow endless body ends too. The
+//! client speaks https only unless `SPACEX_ALLOW_HTTP` is set, and follows no
+//! redirect to another scheme.
 
 use std::{collections::HashSet, time::Duration};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{
+    de::{DeserializeSeed, SeqAccess, Visitor},
+    Deserialize, Deserializer,
+};
 use serde_json::{json, Value};
 
-use crate::config::SpaceXSettings;
+use crate::{config::SpaceXSettings, metrics};
 
 /// Launches asked for per page of `POST /launches/query`.
 pub const PAGE_LIMIT: u32 = 100;
@@ -20,6 +31,10 @@ pub const PAGE_LIMIT: u32 = 100;
 const MAX_PAGES: u32 = 1000;
 /// The longest pause between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Most launchpads accepted from `GET /launchpads` (SpaceX has six).
+const MAX_LAUNCHPADS: usize = 1000;
+/// Most redirects followed (all within one scheme).
+const MAX_REDIRECTS: usize = 5;
 
 pub use crate::booking::DatePrecision;
 
@@ -62,7 +77,7 @@ pub struct Upcoming {
 
 /// Why a SpaceX answer could not be had. The text ends up in `sync_state.last_error`
 /// and in `/liveness`, so it says what was asked and how often.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SpaceXError {
     #[error("{what}: SpaceX answered HTTP {status} ({attempts} attempt(s))")]
     Status {
@@ -86,6 +101,10 @@ pub enum SpaceXError {
     Decode { what: String, cause: String },
     #[error("{what}: {cause}")]
     Inconsistent { what: String, cause: String },
+    #[error("{what}: the answer is larger than {limit} bytes (SPACEX_MAX_RESPONSE_BYTES); not read further")]
+    TooLarge { what: String, limit: usize },
+    #[error("{what}: SpaceX lists more than {limit} launches (SPACEX_MAX_LAUNCHES)")]
+    TooManyLaunches { what: String, limit: usize },
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
 }
@@ -98,6 +117,8 @@ pub struct SpaceXClient {
     timeout: Duration,
     retries: u32,
     backoff: Duration,
+    max_response_bytes: usize,
+    max_launches: usize,
 }
 
 /// What one failed attempt means for the next.
@@ -117,6 +138,22 @@ impl SpaceXClient {
             ))
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
+            .https_only(!settings.allow_http)
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let from = attempt.previous().last().map(|u| u.scheme().to_string());
+                if attempt.previous().len() > MAX_REDIRECTS {
+                    attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+                } else if from.as_deref().is_some_and(|s| s != attempt.url().scheme()) {
+                    let error = format!(
+                        "refusing a redirect from {} to {}",
+                        from.unwrap_or_default(),
+                        attempt.url().scheme()
+                    );
+                    attempt.error(error)
+                } else {
+                    attempt.follow()
+                }
+            }))
             .build()
             .map_err(|e| SpaceXError::Client(error_chain(&e)))?;
         Ok(SpaceXClient {
@@ -125,6 +162,8 @@ impl SpaceXClient {
             timeout: settings.timeout,
             retries: settings.retries,
             backoff: settings.retry_backoff,
+            max_response_bytes: settings.max_response_bytes,
+            max_launches: settings.max_launches,
         })
     }
 
@@ -134,10 +173,14 @@ impl SpaceXClient {
         let what = "GET /launchpads".to_string();
         let url = format!("{}/launchpads", self.base_url);
         let body = self.send(&what, || self.http.get(&url)).await?;
-        let docs: Vec<Value> = serde_json::from_slice(&body).map_err(|e| SpaceXError::Decode {
-            what: what.clone(),
-            cause: e.to_string(),
-        })?;
+        let mut de = serde_json::Deserializer::from_slice(&body);
+        let docs = Limited(MAX_LAUNCHPADS)
+            .deserialize(&mut de)
+            .and_then(|docs| de.end().map(|()| docs))
+            .map_err(|e| SpaceXError::Decode {
+                what: what.clone(),
+                cause: e.to_string(),
+            })?;
         let mut pads = Vec::with_capacity(docs.len());
         for doc in &docs {
             match decode_launchpad(doc) {
@@ -161,14 +204,53 @@ impl SpaceXClient {
     /// data changed while we paged): a launch missed that way would look cancelled.
     #[tracing::instrument(skip_all)]
     pub async fn upcoming_launches(&self) -> Result<Upcoming, SpaceXError> {
-        #[derive(Deserialize)]
+        /// A page whose `docs` hold at most the launches still allowed.
+        struct PageSeed(usize);
+        impl<'de> DeserializeSeed<'de> for PageSeed {
+            type Value = Page;
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Page, D::Error> {
+                d.deserialize_map(self)
+            }
+        }
+        impl<'de> Visitor<'de> for PageSeed {
+            type Value = Page;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a page of launches")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Page, A::Error> {
+                let (mut docs, mut has_next_page, mut total_docs) = (None, None, None);
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "docs" => docs = Some(map.next_value_seed(Limited(self.0))?),
+                        "hasNextPage" => has_next_page = Some(map.next_value()?),
+                        "totalDocs" => total_docs = map.next_value()?,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Page {
+                    docs: docs.ok_or_else(|| serde::de::Error::missing_field("docs"))?,
+                    has_next_page: has_next_page
+                        .ok_or_else(|| serde::de::Error::missing_field("hasNextPage"))?,
+                    total_docs,
+                })
+            }
+        }
         struct Page {
             docs: Vec<Value>,
-            #[serde(rename = "hasNextPage")]
             has_next_page: bool,
-            #[serde(rename = "totalDocs")]
             total_docs: Option<u64>,
         }
+        let too_many = |what: String| {
+            metrics::SPACEX_LIMIT_HITS
+                .with_label_values(&["launches"])
+                .inc();
+            SpaceXError::TooManyLaunches {
+                what,
+                limit: self.max_launches,
+            }
+        };
 
         let url = format!("{}/launches/query", self.base_url);
         let mut upcoming = Upcoming::default();
@@ -182,11 +264,27 @@ impl SpaceXClient {
             let body = self
                 .send(&what, || self.http.post(&url).json(&query))
                 .await?;
-            let decoded: Page = serde_json::from_slice(&body).map_err(|e| SpaceXError::Decode {
-                what: what.clone(),
-                cause: e.to_string(),
-            })?;
+            // One more than the launches still allowed, to tell "too many" apart.
+            let allowed = self.max_launches - upcoming.seen + 1;
+            let mut de = serde_json::Deserializer::from_slice(&body);
+            let decoded = PageSeed(allowed)
+                .deserialize(&mut de)
+                .and_then(|page| de.end().map(|()| page));
+            let decoded = match decoded {
+                Ok(page) => page,
+                Err(e) if e.to_string().starts_with(TOO_MANY) => return Err(too_many(what)),
+                Err(e) => {
+                    return Err(SpaceXError::Decode {
+                        what: what.clone(),
+                        cause: e.to_string(),
+                    })
+                }
+            };
             upcoming.seen += decoded.docs.len();
+            let announced = decoded.total_docs.unwrap_or(0);
+            if upcoming.seen > self.max_launches || announced > self.max_launches as u64 {
+                return Err(too_many(what));
+            }
             for doc in &decoded.docs {
                 match decode_launch(doc) {
                     Ok(launch) => {
@@ -253,6 +351,11 @@ impl SpaceXClient {
                 Err(Failure::Retryable(error)) => error,
             };
             if attempt > self.retries {
+                if matches!(failure, SpaceXError::Timeout { .. }) {
+                    metrics::SPACEX_LIMIT_HITS
+                        .with_label_values(&["time"])
+                        .inc();
+                }
                 return Err(failure);
             }
             let delay = backoff(self.backoff, attempt);
@@ -280,6 +383,13 @@ impl SpaceXClient {
                 })
             } else if e.is_builder() {
                 Failure::Final(SpaceXError::Client(error_chain(&e)))
+            } else if e.is_redirect() {
+                // A redirect to another scheme, or too many: the next try is the same.
+                Failure::Final(SpaceXError::Transport {
+                    what: what.to_string(),
+                    cause: error_chain(&e),
+                    attempts,
+                })
             } else {
                 // Connection refused or reset, TLS, a body cut short: worth another try.
                 Failure::Retryable(SpaceXError::Transport {
@@ -307,7 +417,41 @@ impl SpaceXClient {
                 Failure::Final(error)
             });
         }
-        response.bytes().await.map_err(classify)
+        self.read_capped(what, response, classify).await
+    }
+
+    /// The body, read chunk by chunk and refused as soon as it passes
+    /// `max_response_bytes`: a 100 MB or endless answer costs at most the cap.
+    async fn read_capped(
+        &self,
+        what: &str,
+        mut response: reqwest::Response,
+        classify: impl Fn(reqwest::Error) -> Failure,
+    ) -> Result<Bytes, Failure> {
+        let limit = self.max_response_bytes;
+        let too_large = || {
+            metrics::SPACEX_LIMIT_HITS
+                .with_label_values(&["bytes"])
+                .inc();
+            Failure::Final(SpaceXError::TooLarge {
+                what: what.to_string(),
+                limit,
+            })
+        };
+        let announced = response.content_length();
+        if announced.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::with_capacity(announced.unwrap_or(0) as usize);
+        loop {
+            let Some(chunk) = response.chunk().await.map_err(&classify)? else {
+                return Ok(Bytes::from(body));
+            };
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
     }
 }
 
@@ -320,6 +464,37 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
         .min(MAX_BACKOFF);
     let half = exponential / 2;
     half + half.mul_f64(rand::random_range(0.0..=1.0))
+}
+
+/// The start of the parse error [`Limited`] raises.
+const TOO_MANY: &str = "more documents than allowed";
+
+/// A JSON array of at most `.0` documents, refused while it is parsed: a page of a
+/// million tiny documents never becomes a million `Value`s.
+struct Limited(usize);
+
+impl<'de> DeserializeSeed<'de> for Limited {
+    type Value = Vec<Value>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Value>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Limited {
+    type Value = Vec<Value>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "an array of at most {} documents", self.0)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
+        let mut docs = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.0));
+        while let Some(doc) = seq.next_element::<Value>()? {
+            if docs.len() == self.0 {
+                return Err(serde::de::Error::custom(format!("{TOO_MANY} ({})", self.0)));
+            }
+            docs.push(doc);
+        }
+        Ok(docs)
+    }
 }
 
 fn decode_launchpad(doc: &Value) -> Result<Launchpad, String> {

@@ -6,15 +6,31 @@
 //! - Here: the scheduled worker (a sync at start-up, then every
 //!   `ORCHESTRATOR_INTERVAL`), the forced sync and the `/liveness` check.
 //!
+//! Forced syncs are single-flight within a process: one that arrives while another
+//! of the same kind (confirmed or not) runs joins it and gets the same report,
+//! marked `joined`, instead of fetching everything again. A scheduled sync does not
+//! join (it may be skipped as fresh); it and a forced one are serialised by the
+//! apply transaction's advisory lock, like replicas.
+//!
 //! Which day a launch blocks depends on SpaceX's `date_precision`: see
 //! [`sync::blocked_day`].
 
 pub mod client;
 pub mod sync;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
+use futures::{
+    future::{BoxFuture, Shared},
+    FutureExt,
+};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
@@ -22,6 +38,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use client::{DatePrecision, SpaceXClient, SpaceXError};
 pub use sync::{blocked_day, SkipReason, SyncError, SyncReport, Trigger};
+
+use crate::metrics;
 
 use crate::{
     clock::Clock,
@@ -37,6 +55,20 @@ pub struct SyncDeps {
     pub clock: Clock,
     pub settings: SpaceXSettings,
     pub shutdown: CancellationToken,
+    /// The forced syncs running now (clones share them).
+    pub forced: ForcedSyncs,
+}
+
+type Outcome = Arc<Result<SyncReport, SyncError>>;
+/// A running forced sync: its number and its shared result.
+type Flight = (u64, Shared<BoxFuture<'static, Outcome>>);
+
+/// The forced syncs running in a process, one per kind (plain, confirmed), that
+/// later forced syncs join. Clones share the same slots.
+#[derive(Clone, Default)]
+pub struct ForcedSyncs {
+    slots: Arc<Mutex<[Option<Flight>; 2]>>,
+    next_id: Arc<AtomicU64>,
 }
 
 /// Starts the scheduled sync, unless `SPACEX_SYNC_ENABLED` is false.
@@ -90,15 +122,80 @@ pub async fn step(deps: &SyncDeps) -> Result<SyncReport, SyncError> {
     SyncWorker::new(deps.clone())?.step().await
 }
 
-/// Runs one sync now, whatever the schedule (`TriggerSync`, `spacet sync`).
+/// Runs one sync now, whatever the schedule (`TriggerSync`, `spacet sync`), or
+/// joins the one running; the circuit breaker may hold it.
 pub async fn sync_now(deps: &SyncDeps) -> Result<SyncReport, SyncError> {
-    let client = SpaceXClient::new(&deps.settings)?;
-    sync::run(deps, &client, Trigger::Forced).await
+    forced(deps, Trigger::Forced).await
+}
+
+/// Like [`sync_now`], and applied whatever it cancels or frees: an admin's
+/// confirmation of a held sync (`TriggerSync {confirm: true}`, `spacet sync --confirm`).
+pub async fn sync_confirmed(deps: &SyncDeps) -> Result<SyncReport, SyncError> {
+    forced(deps, Trigger::Confirmed).await
+}
+
+async fn forced(deps: &SyncDeps, trigger: Trigger) -> Result<SyncReport, SyncError> {
+    let slot = usize::from(trigger == Trigger::Confirmed);
+    let (flight, joined) = {
+        let mut slots = deps.forced.slots.lock().expect("forced sync slots");
+        match &slots[slot] {
+            Some((_, flight)) => (flight.clone(), true),
+            None => {
+                let id = deps.forced.next_id.fetch_add(1, Ordering::Relaxed);
+                let (deps, forced) = (deps.clone(), deps.forced.clone());
+                // Its own task: a caller that goes away (a client hanging up) never
+                // leaves the sync, or its open transaction, unpolled.
+                let task = tokio::spawn(async move {
+                    let outcome = match SpaceXClient::new(&deps.settings) {
+                        Ok(client) => sync::run(&deps, &client, trigger).await,
+                        Err(e) => Err(e.into()),
+                    };
+                    // Freed as it ends: a sync forced from now on fetches anew.
+                    let mut slots = forced.slots.lock().expect("forced sync slots");
+                    if slots[slot]
+                        .as_ref()
+                        .is_some_and(|(running, _)| *running == id)
+                    {
+                        slots[slot] = None;
+                    }
+                    Arc::new(outcome)
+                });
+                let flight = async move {
+                    match task.await {
+                        Ok(outcome) => outcome,
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        Err(_) => Arc::new(Err(SyncError::Interrupted)),
+                    }
+                }
+                .boxed()
+                .shared();
+                slots[slot] = Some((id, flight.clone()));
+                (flight, false)
+            }
+        }
+    };
+    if joined {
+        tracing::info!(trigger = ?trigger, "spacex sync already running: joining it");
+    }
+    // The last caller to look takes the result as it is; the others a copy.
+    let outcome = flight.await;
+    let mut result = match Arc::try_unwrap(outcome) {
+        Ok(result) => result,
+        Err(shared) => match shared.as_ref() {
+            Ok(report) => Ok(report.clone()),
+            Err(error) => Err(error.for_joiner()),
+        },
+    };
+    if let Ok(report) = &mut result {
+        report.joined = joined;
+    }
+    result
 }
 
 /// `/liveness` entry `spacex`: degraded — never unhealthy, we serve from the last
-/// sync — when the last sync failed (with the error and its age), when none has
-/// succeeded yet, or when the last success is older than three intervals.
+/// sync — when a sync is held for confirmation (with what it would do and when),
+/// when the last sync failed (with the error and its age), when none has succeeded
+/// yet, or when the last success is older than three intervals.
 pub struct SpaceXCheck {
     pool: PgPool,
     clock: Clock,
@@ -123,23 +220,43 @@ impl HealthCheck for SpaceXCheck {
     }
 
     async fn check(&self) -> CheckResult {
-        let row = sqlx::query!(
-            "SELECT last_success_at, last_attempt_at, last_error FROM sync_state WHERE resource = $1",
-            sync::LAUNCHES
+        let rows = sqlx::query!(
+            "SELECT resource, last_success_at, last_attempt_at, last_error
+             FROM sync_state WHERE resource IN ($1, $2)",
+            sync::LAUNCHES,
+            sync::HELD
         )
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await;
         let now = self.clock.now();
         let seconds = |at: DateTime<Utc>| (now - at).num_seconds().max(0);
-        let row = match row {
-            Ok(row) => row,
+        let rows = match rows {
+            Ok(rows) => rows,
             // The database check reports the database; we only cannot tell.
             Err(_) => {
                 return CheckResult::degraded(json!({"error": "the sync state cannot be read"}))
             }
         };
+        let (mut row, mut held) = (None, None);
+        for r in rows {
+            if r.resource == sync::HELD {
+                held = Some(r);
+            } else {
+                row = Some(r);
+            }
+        }
         // No row yet: no sync has been attempted.
         let last_success = row.as_ref().and_then(|r| r.last_success_at);
+        // Whichever replica held it: the gauge follows the shared state.
+        metrics::SYNC_HELD.set(i64::from(held.is_some()));
+        if let Some(held) = held {
+            return CheckResult::degraded(json!({
+                "held": true,
+                "last_error": held.last_error,
+                "held_at": held.last_attempt_at,
+                "last_success_at": last_success,
+            }));
+        }
         let last_attempt = row.as_ref().and_then(|r| r.last_attempt_at);
         let last_error = row.and_then(|r| r.last_error);
         if let Some(error) = last_error {

@@ -15,7 +15,15 @@
 //!    is cancelled with its confirmed tickets (`SPACEX_CONFLICT`), one
 //!    `TicketCancelled` outbox event per ticket — a handful of set-based statements
 //!    however many tickets there are.
-//! 6. `sync_state` records the success.
+//!    Before cancelling, the circuit breaker counts what the sync would cancel (a
+//!    read-only query in this transaction): more than `SPACEX_MAX_CANCELLATIONS`
+//!    tickets, or every day SpaceX blocked (today or later) freed at once — the
+//!    mark of an empty or near-empty answer that is nonetheless consistent — and
+//!    the whole transaction is rolled back. The sync is *held*: recorded in
+//!    `sync_state` (resource [`HELD`]: when, and what it would do), shown on
+//!    `/liveness`, counted in the metrics, and applied only by a confirmed sync
+//!    (`spacet sync --confirm`, `TriggerSync {confirm: true}`).
+//! 6. `sync_state` records the success (and clears a held sync).
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -45,6 +53,10 @@ pub const FRESH_FRACTION: f64 = 0.9;
 pub const LAUNCHES: &str = "spacex_launches";
 /// `sync_state.resource` of the launchpad refresh.
 pub const LAUNCHPADS: &str = "spacex_launchpads";
+/// `sync_state.resource` of a sync held by the circuit breaker: `last_attempt_at`
+/// is when it was last held, `last_error` what it would have done. Deleted by the
+/// next applied sync.
+pub const HELD: &str = "spacex_held";
 
 /// Who asked for a sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +66,10 @@ pub enum Trigger {
     Scheduled,
     /// An operator (`TriggerSync`, `spacet sync`): runs now, launchpads included.
     Forced,
+    /// An operator confirming a held sync (`confirm: true`, `spacet sync --confirm`):
+    /// a forced sync the circuit breaker does not hold. It applies SpaceX's answer
+    /// as fetched now, which the report shows.
+    Confirmed,
 }
 
 /// Why a sync applied nothing.
@@ -63,6 +79,8 @@ pub enum SkipReason {
     Fresh,
     /// Another replica is applying a sync right now.
     Locked,
+    /// The circuit breaker held it: see [`SyncReport::held_reason`].
+    Held,
 }
 
 impl SkipReason {
@@ -71,6 +89,7 @@ impl SkipReason {
         match self {
             SkipReason::Fresh => "fresh",
             SkipReason::Locked => "locked",
+            SkipReason::Held => "held",
         }
     }
 }
@@ -93,6 +112,14 @@ pub struct SyncReport {
     pub duration: Duration,
     /// The apply transaction alone.
     pub apply_duration: Duration,
+    /// Why the circuit breaker held this sync (`skipped` is `Held`).
+    pub held_reason: Option<String>,
+    /// What a held sync would have cancelled (nothing was).
+    pub flights_to_cancel: usize,
+    pub tickets_to_cancel: usize,
+    /// True when this forced sync joined one already running in this process
+    /// (single flight): the report is that sync's.
+    pub joined: bool,
 }
 
 impl SyncReport {
@@ -118,6 +145,18 @@ pub enum SyncError {
     Database(#[from] sqlx::Error),
     #[error("interrupted by shutdown")]
     Interrupted,
+}
+
+impl SyncError {
+    /// The same failure for a caller that joined this sync (`sqlx::Error` cannot be
+    /// cloned: a database failure is passed on as its text).
+    pub fn for_joiner(&self) -> SyncError {
+        match self {
+            SyncError::SpaceX(e) => SyncError::SpaceX(e.clone()),
+            SyncError::Database(e) => SyncError::Database(sqlx::Error::Protocol(e.to_string())),
+            SyncError::Interrupted => SyncError::Interrupted,
+        }
+    }
 }
 
 /// The pad-local day a launch blocks, from how precisely SpaceX knows its date:
@@ -159,8 +198,14 @@ pub async fn run(
             report.duration = duration;
             let result = match report.skipped {
                 None => "applied",
+                Some(SkipReason::Held) => "held",
                 Some(_) => "skipped",
             };
+            match report.skipped {
+                None => metrics::SYNC_HELD.set(0),
+                Some(SkipReason::Held) => metrics::SYNC_HELD.set(1),
+                Some(_) => {}
+            }
             metrics::SYNC_RUNS.with_label_values(&[result]).inc();
             metrics::SYNC_DURATION
                 .with_label_values(&[result])
@@ -180,6 +225,7 @@ pub async fn run(
                 launchpads_updated = report.launchpads_updated,
                 flights_cancelled = report.flights_cancelled,
                 tickets_cancelled = report.tickets_cancelled,
+                held_reason = report.held_reason.as_deref(),
                 "spacex sync"
             );
             Ok(report)
@@ -222,7 +268,7 @@ async fn fetch_and_apply(
     if trigger == Trigger::Scheduled && is_fresh(launches_synced, now, settings.interval) {
         return Ok(SyncReport::skipped(SkipReason::Fresh));
     }
-    let launchpads_due = trigger == Trigger::Forced
+    let launchpads_due = trigger != Trigger::Scheduled
         || launchpads_synced.is_none_or(|at| age(now, at) >= settings.launchpads_max_age);
 
     // Everything is fetched before the transaction begins: no database
@@ -272,7 +318,15 @@ async fn fetch_and_apply(
             return Ok(SyncReport::skipped(SkipReason::Fresh));
         }
     }
-    let mut report = apply(&mut tx, launchpads.as_deref(), &upcoming, now).await?;
+    let breaker = (trigger != Trigger::Confirmed).then_some(settings.max_cancellations);
+    let mut report = apply(&mut tx, launchpads.as_deref(), &upcoming, now, breaker).await?;
+    if let Some(reason) = &report.held_reason {
+        // Nothing of it is kept: not the launches, not the cancellations.
+        tx.rollback().await?;
+        record_held(&deps.pool, now, reason).await?;
+        report.apply_duration = apply_started.elapsed();
+        return Ok(report);
+    }
     record_success(&mut tx, now, launchpads.is_some()).await?;
     tx.commit().await?;
     report.apply_duration = apply_started.elapsed();
@@ -326,12 +380,16 @@ impl LaunchRow {
     }
 }
 
-/// Writes SpaceX's view in the caller's transaction; returns what changed.
+/// Writes SpaceX's view in the caller's transaction; returns what changed. With a
+/// `breaker` (the most tickets it may cancel), a sync that would cancel more, or
+/// free every day SpaceX blocks, stops before cancelling anything and returns a
+/// report with `held_reason`: the caller rolls the transaction back.
 async fn apply(
     conn: &mut PgConnection,
     launchpads: Option<&[Launchpad]>,
     upcoming: &Upcoming,
     now: DateTime<Utc>,
+    breaker: Option<usize>,
 ) -> Result<SyncReport, sqlx::Error> {
     let mut report = SyncReport {
         launches_seen: upcoming.seen,
@@ -423,6 +481,36 @@ async fn apply(
         .collect();
     report.launches_removed = removed.len();
 
+    // Each pad's current day: blocks before it have passed.
+    let today: Vec<(String, NaiveDate)> = timezones
+        .iter()
+        .map(|(id, tz)| {
+            let day = tz.map_or(now.date_naive(), |tz| now.with_timezone(&tz).date_naive());
+            (id.to_string(), day)
+        })
+        .collect();
+    let today_at: HashMap<&str, NaiveDate> =
+        today.iter().map(|(id, day)| (id.as_str(), *day)).collect();
+    let ahead = |(pad, day): &(&str, NaiveDate)| {
+        *day >= today_at.get(pad).copied().unwrap_or(now.date_naive())
+    };
+    // The days blocked now and after this sync, from today on.
+    let blocked_before: HashSet<(&str, NaiveDate)> = stored
+        .values()
+        .filter_map(|r| r.blocks())
+        .filter(ahead)
+        .collect();
+    let replaced: HashSet<&str> = changed.iter().map(|r| r.id.as_str()).collect();
+    let removed_ids: HashSet<&str> = removed.iter().copied().collect();
+    let blocked_after: HashSet<(&str, NaiveDate)> = stored
+        .values()
+        .filter(|r| !replaced.contains(r.id.as_str()) && !removed_ids.contains(r.id.as_str()))
+        .filter_map(|r| r.blocks())
+        .chain(changed.iter().filter_map(LaunchRow::blocks))
+        .filter(ahead)
+        .collect();
+    let frees_every_day = !blocked_before.is_empty() && blocked_before.is_disjoint(&blocked_after);
+
     lock_launchpads(conn, &to_lock).await?;
     if let Some(pads) = launchpads {
         upsert_launchpads(conn, pads, now).await?;
@@ -439,13 +527,32 @@ async fn apply(
         .await?;
     }
 
-    let today: Vec<(String, NaiveDate)> = timezones
-        .iter()
-        .map(|(id, tz)| {
-            let day = tz.map_or(now.date_naive(), |tz| now.with_timezone(&tz).date_naive());
-            (id.to_string(), day)
-        })
-        .collect();
+    if let Some(max_tickets) = breaker {
+        let would = booking::count_flights_blocked_by_spacex(conn, &today).await?;
+        let mut reasons = Vec::new();
+        if would.tickets > max_tickets {
+            reasons.push(format!(
+                "it would cancel {} tickets on {} flights, more than SPACEX_MAX_CANCELLATIONS ({max_tickets})",
+                would.tickets, would.flights
+            ));
+        }
+        if frees_every_day {
+            reasons.push(format!(
+                "it would free all {} days SpaceX blocks (an empty or near-empty answer)",
+                blocked_before.len()
+            ));
+        }
+        if !reasons.is_empty() {
+            report.skipped = Some(SkipReason::Held);
+            report.flights_to_cancel = would.flights;
+            report.tickets_to_cancel = would.tickets;
+            report.held_reason = Some(format!(
+                "sync held: {}; apply it with `spacet sync --confirm` or TriggerSync {{confirm: true}}",
+                reasons.join(", and ")
+            ));
+            return Ok(report);
+        }
+    }
     let cancelled = booking::cancel_flights_blocked_by_spacex(conn, &today).await?;
     report.flights_cancelled = cancelled.flights;
     report.tickets_cancelled = cancelled.tickets;
@@ -569,7 +676,25 @@ async fn record_success(
         resources as &[&str],
         now
     )
-    .execute(conn)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!("DELETE FROM sync_state WHERE resource = $1", HELD)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records a held sync: when, and what it would have done.
+async fn record_held(pool: &PgPool, now: DateTime<Utc>, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO sync_state (resource, last_attempt_at, last_error) VALUES ($1, $2, $3)
+         ON CONFLICT (resource) DO UPDATE SET
+             last_attempt_at = EXCLUDED.last_attempt_at, last_error = EXCLUDED.last_error",
+        HELD,
+        now,
+        reason
+    )
+    .execute(pool)
     .await?;
     Ok(())
 }

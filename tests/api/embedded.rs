@@ -100,3 +100,67 @@ fn the_run_command_works_from_a_0700_directory() {
         );
     }
 }
+
+#[tokio::test]
+async fn no_other_local_user_can_connect_to_the_embedded_cluster() {
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let pg = tokio::task::spawn_blocking(move || {
+        spacet::embedded_pg::EmbeddedPostgres::start(&data, true).unwrap()
+    })
+    .await
+    .unwrap();
+    // We (the user running SpaceT) connect, over the Unix socket.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut conn = loop {
+        match sqlx::PgConnection::connect_with(&pg.connect_options()).await {
+            Ok(conn) => break conn,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the owner cannot connect: {e}"),
+        }
+    };
+    let listen: String = sqlx::query_scalar("SHOW listen_addresses")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(listen, "", "no TCP listener");
+    let _ = conn.close().await;
+
+    // The socket's directory is private to the server's user.
+    let mode = std::fs::metadata(pg.socket_dir())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
+
+    if is_root() {
+        // Another local user: cannot reach the socket, and would be refused by the
+        // peer map if it could; there is no TCP port to try instead.
+        for args in [
+            vec!["-h".to_string(), pg.socket_dir().display().to_string()],
+            vec!["-h".into(), "127.0.0.1".into()],
+        ] {
+            let out = Command::new("runuser")
+                .args(["-u", "nobody", "--", "psql", "-w", "-U", "postgres", "-p"])
+                .arg(pg.port().to_string())
+                .args(&args)
+                .args(["-d", "postgres", "-c", "SELECT 1"])
+                .output()
+                .unwrap();
+            assert!(
+                !out.status.success(),
+                "nobody connected with {args:?}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+    tokio::task::spawn_blocking(move || pg.stop())
+        .await
+        .unwrap();
+}

@@ -93,6 +93,8 @@ pub fn test_settings(db: &PgConnectOptions, overrides: &[(&str, &str)]) -> Setti
         ("LOG_LEVEL", "warn"),
         ("SPACEX_SYNC_ENABLED", "false"),
         ("SPACEX_API_URL", "http://127.0.0.1:9"),
+        // The fake SpaceX (wiremock) speaks plain http.
+        ("SPACEX_ALLOW_HTTP", "true"),
         ("PUBSUB_ENABLED", "false"),
         ("PG_CONNECT_TIMEOUT", "30s"),
         ("SHUTDOWN_GRACE_PERIOD", "5s"),

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod booking;
+mod database_limits;
 mod embedded;
 mod foundation;
 mod gateway;
@@ -10,6 +11,9 @@ mod metrics;
 mod outbox;
 mod packaging;
 mod pubsub_emulator;
+mod rocket_limits;
 mod rockets;
+mod server_limits;
 mod spacex;
+mod spacex_limits;
 mod supervision;

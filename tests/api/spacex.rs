@@ -338,7 +338,7 @@ async fn a_booking_on_a_day_spacex_launches_from_the_pad_is_refused() {
     let report = app
         .grpc()
         .await
-        .trigger_sync(TriggerSyncRequest {})
+        .trigger_sync(TriggerSyncRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -638,7 +638,7 @@ async fn a_spacex_that_does_not_answer_in_time_is_retried_then_reported() {
     let status = app
         .grpc()
         .await
-        .trigger_sync(TriggerSyncRequest {})
+        .trigger_sync(TriggerSyncRequest::default())
         .await
         .unwrap_err();
     assert!(

@@ -353,11 +353,14 @@ impl SpaceTService for BookingApi {
 
     async fn trigger_sync(
         &self,
-        _request: Request<proto::TriggerSyncRequest>,
+        request: Request<proto::TriggerSyncRequest>,
     ) -> RpcResult<proto::SyncReport> {
-        let report = spacex::sync_now(&self.state.sync)
-            .await
-            .map_err(ApiError::from)?;
+        let report = if request.into_inner().confirm {
+            spacex::sync_confirmed(&self.state.sync).await
+        } else {
+            spacex::sync_now(&self.state.sync).await
+        }
+        .map_err(ApiError::from)?;
         Ok(Response::new(proto::SyncReport::from(&report)))
     }
 }

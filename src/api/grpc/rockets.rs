@@ -3,7 +3,13 @@
 
 use std::{collections::HashMap, pin::Pin, sync::Arc};
 
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio::sync::{
+    broadcast::{
+        self,
+        error::{RecvError, TryRecvError},
+    },
+    mpsc, OwnedSemaphorePermit,
+};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -98,6 +104,7 @@ impl proto::rocket_service_server::RocketService for RocketApi {
 
     type WatchRocketsStream = WatchStream;
 
+    /// Refused RESOURCE_EXHAUSTED beyond `ROCKETS_MAX_WATCHERS` open streams.
     async fn watch_rockets(
         &self,
         request: Request<proto::WatchRocketsRequest>,
@@ -107,79 +114,181 @@ impl proto::rocket_service_server::RocketService for RocketApi {
             "" => None,
             raw => Some(channel("channel", raw)?),
         };
+        let Some(slot) = self.state.rockets.watch_slot() else {
+            let max = self.state.settings.rockets.max_watchers;
+            tracing::warn!(max, "WatchRockets refused: every slot is taken");
+            return Err(Status::resource_exhausted(format!(
+                "{max} WatchRockets streams are open, the most this server serves (ROCKETS_MAX_WATCHERS); try again later"
+            )));
+        };
         // Subscribe before reading the snapshot, so no change falls in between.
         let changes = self.state.rockets.subscribe();
-        let snapshot = if req.include_current {
-            store::list(&self.state.pool, &ListQuery::all(only))
-                .await
-                .map_err(ApiError::from)?
-                .0
-        } else {
-            Vec::new()
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let watch = Watch {
+            state: self.state.clone(),
+            only,
+            changes,
+            tx,
+            recent: Default::default(),
+            paged_up_to: None,
+            _slot: slot,
         };
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(forward(self.state.clone(), only, snapshot, changes, tx));
+        tokio::spawn(watch.run(req.include_current));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
 }
 
-/// Feeds one WatchRockets stream until the client goes away or shutdown begins.
+/// Rockets read per snapshot query.
+pub const SNAPSHOT_PAGE: i64 = 500;
+/// Items a stream holds for a slow client before the snapshot waits for it.
+const STREAM_BUFFER: usize = 64;
+/// How long the closing status waits for a slow client to make room for it.
+const FAIL_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One WatchRockets stream: the snapshot (paged), then the change feed, until the
+/// client goes away or shutdown begins.
+///
+/// Memory stays bounded whatever the number of rockets: the snapshot is read
+/// [`SNAPSHOT_PAGE`] rockets at a time (keyset on the channel) and the next page
+/// is read only once the client has taken the previous one (the stream's buffer
+/// is small), and the only per-stream map holds the last two pages.
 ///
 /// Every item is a whole state, and `messages_received` grows with every change,
-/// so a state older than one already sent is skipped: the snapshot and the feed
-/// may overlap, and a resync after lagging resends only what moved.
-async fn forward(
+/// so a state older than one already sent is skipped. Between pages the feed is
+/// drained: a change of a rocket not yet paged is dropped (the page that reads it
+/// will see that state or a newer one: a change is committed before it is
+/// broadcast), and a change of a rocket already paged is sent unless the snapshot
+/// row sent was as new. Rows are compared with the last two pages only: a change
+/// received later than one full page after its rocket's row was broadcast after
+/// that row was read, so it is newer.
+///
+/// At most two pages are read at once across all streams (`Rockets::snapshot_page`),
+/// so watchers never take more than two of the API's pooled connections.
+///
+/// A subscriber that falls more than the feed's capacity behind is closed with
+/// ABORTED ("call WatchRockets again with include_current"): resending every
+/// state to a client that cannot keep up would only make it fall behind again.
+struct Watch {
     state: ApiState,
     only: Option<Uuid>,
-    snapshot: Vec<Rocket>,
-    mut changes: tokio::sync::broadcast::Receiver<Arc<Rocket>>,
+    changes: broadcast::Receiver<Arc<Rocket>>,
     tx: mpsc::Sender<Result<proto::Rocket, Status>>,
-) {
-    let mut sent: HashMap<Uuid, i64> = HashMap::new();
-    let mut send = |rocket: &Rocket| {
-        let newer = sent
-            .get(&rocket.channel)
-            .is_none_or(|&received| rocket.messages_received > received);
-        let wanted = only.is_none_or(|c| c == rocket.channel);
-        (newer && wanted).then(|| {
-            sent.insert(rocket.channel, rocket.messages_received);
-            proto::Rocket::from(rocket)
-        })
-    };
-    for rocket in &snapshot {
-        if let Some(item) = send(rocket) {
-            if tx.send(Ok(item)).await.is_err() {
+    /// `messages_received` of the snapshot rows of the last two pages.
+    recent: [HashMap<Uuid, i64>; 2],
+    /// While the snapshot runs: the last channel paged (`Some(None)`: none yet).
+    paged_up_to: Option<Option<Uuid>>,
+    /// Frees the stream's slot when it ends.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// Why a stream ends.
+enum End {
+    /// The client went away, shutdown began, or an error was sent.
+    Stop,
+}
+
+impl Watch {
+    async fn run(mut self, include_current: bool) {
+        if include_current && self.snapshot().await.is_err() {
+            return;
+        }
+        loop {
+            let change = tokio::select! {
+                _ = self.state.shutdown.cancelled() => return,
+                _ = self.tx.closed() => return,
+                change = self.changes.recv() => change,
+            };
+            if self.handle(change).await.is_err() {
                 return;
             }
         }
     }
-    loop {
-        let batch = tokio::select! {
-            _ = state.shutdown.cancelled() => return,
-            _ = tx.closed() => return,
-            change = changes.recv() => match change {
-                Ok(rocket) => vec![rocket],
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "watch subscriber lagged, resending current states");
-                    match store::list(&state.pool, &ListQuery::all(only)).await {
-                        Ok((rockets, _)) => rockets.into_iter().map(Arc::new).collect(),
-                        Err(error) => {
-                            let _ = tx.send(Err(ApiError::from(error).into())).await;
-                            return;
-                        }
-                    }
+
+    /// Pages through the current states, draining the feed between pages.
+    async fn snapshot(&mut self) -> Result<(), End> {
+        self.paged_up_to = Some(None);
+        let mut query = ListQuery::all(self.only);
+        query.limit = Some(SNAPSHOT_PAGE);
+        loop {
+            let (rockets, next) = match self.state.rockets.snapshot_page(&query).await {
+                Ok(page) => page,
+                Err(error) => {
+                    self.fail(ApiError::from(error).into()).await;
+                    return Err(End::Stop);
                 }
-                Err(RecvError::Closed) => return,
-            },
-        };
-        for rocket in batch {
-            if let Some(item) = send(&rocket) {
-                if tx.send(Ok(item)).await.is_err() {
-                    return;
+            };
+            self.recent.swap(0, 1);
+            self.recent[0].clear();
+            for rocket in &rockets {
+                self.paged_up_to = Some(Some(rocket.channel));
+                self.recent[0].insert(rocket.channel, rocket.messages_received);
+                self.send(rocket).await?;
+            }
+            drop(rockets);
+            loop {
+                match self.changes.try_recv() {
+                    Err(TryRecvError::Empty) => break,
+                    Ok(change) => self.handle(Ok(change)).await?,
+                    Err(TryRecvError::Lagged(missed)) => {
+                        self.handle(Err(RecvError::Lagged(missed))).await?
+                    }
+                    Err(TryRecvError::Closed) => self.handle(Err(RecvError::Closed)).await?,
                 }
             }
+            match next {
+                Some(key) => query.after = Some(key),
+                None => break,
+            }
         }
+        self.paged_up_to = None;
+        Ok(())
+    }
+
+    /// One item of the feed.
+    async fn handle(&mut self, change: Result<Arc<Rocket>, RecvError>) -> Result<(), End> {
+        let rocket = match change {
+            Ok(rocket) => rocket,
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "watch subscriber lagged; closing its stream");
+                self.fail(Status::aborted(format!(
+                    "this stream fell {missed} changes behind; call WatchRockets again with include_current to resynchronise"
+                )))
+                .await;
+                return Err(End::Stop);
+            }
+            Err(RecvError::Closed) => return Err(End::Stop),
+        };
+        if self.only.is_some_and(|c| c != rocket.channel) {
+            return Ok(());
+        }
+        if let Some(paged) = self.paged_up_to {
+            if paged.is_none_or(|last| rocket.channel > last) {
+                // A page still to come reads this state or a newer one.
+                return Ok(());
+            }
+        }
+        for recent in &mut self.recent {
+            if let Some(sent) = recent.get_mut(&rocket.channel) {
+                if rocket.messages_received <= *sent {
+                    return Ok(());
+                }
+                *sent = rocket.messages_received;
+            }
+        }
+        self.send(&rocket).await
+    }
+
+    async fn send(&self, rocket: &Rocket) -> Result<(), End> {
+        tokio::select! {
+            _ = self.state.shutdown.cancelled() => Err(End::Stop),
+            sent = self.tx.send(Ok(proto::Rocket::from(rocket))) => sent.map_err(|_| End::Stop),
+        }
+    }
+
+    /// Ends the stream with `status`, waiting a little for room in its buffer.
+    async fn fail(&self, status: Status) {
+        let _ = tokio::time::timeout(FAIL_SEND_TIMEOUT, self.tx.send(Err(status))).await;
     }
 }
