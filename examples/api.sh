@@ -38,4 +38,9 @@ call GET "/rockets/$CHANNEL"
 call GET "/rockets?sort=speed&order=desc"
 call GET "/v1/rockets/$CHANNEL"
 call GET "/v1/rockets?sort=speed&order=desc"
+call GET "/rockets/$CHANNEL/messages?after=0&pageSize=10"
+call GET "/v1/rockets/$CHANNEL/messages?pageSize=10"
+# The change feed as server-sent events (`curl -N` follows it; here 1 s of it).
+curl -sS -N -m 1 -X GET -H 'accept: text/event-stream' "$BASE/rockets/events" || true; echo
+curl -sS -N -m 1 -X GET -H 'accept: text/event-stream' "$BASE/v1/rockets:watch" || true; echo
 echo "all routes answered" >&2

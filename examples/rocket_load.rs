@@ -5,13 +5,21 @@
 //! rocket back (`GET /rockets/{channel}`) and compares it with the state it
 //! computes itself, walking each rocket's messages in number order.
 //!
+//! With `--ceiling`, the same load is first sent, in the same run, to a storage-free
+//! server of the same stack started in this process on its own runtime (the
+//! service's accept loop `spacet::api::serve::serve_http` and axum, parsing each
+//! message with the service's `Message::parse` and answering 201 with the service's
+//! body), and the ratio of the service's messages/s to that ceiling is printed.
+//!
 //! ```text
-//! cargo run --release --example rocket_load -- --url http://127.0.0.1:8080 \
-//!     --rockets 40 --messages-per-rocket 2500 --concurrency 3 --pid $(pgrep -n spacet)
+//! cargo run --release --example rocket_load -- --url http://127.0.0.1:8088 \
+//!     --read-url http://127.0.0.1:8080 --rockets 40 --messages-per-rocket 2500 \
+//!     --concurrency 3 --ceiling --pid $(pgrep -n spacet)
 //! ```
 //! Exit status 1 when a message could not be stored or a state is wrong.
 
 use std::{
+    net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -19,11 +27,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use axum::{http::StatusCode, response::IntoResponse, Json};
 use bytes::Bytes;
 use chrono::{DateTime, FixedOffset, SecondsFormat, TimeZone, Utc};
 use clap::Parser;
 use rand::{rngs::StdRng, seq::IndexedRandom, Rng, SeedableRng};
 use serde_json::{json, Value};
+use spacet::{config::Settings, rockets::message::Message};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 #[derive(Parser, Debug)]
@@ -34,6 +45,15 @@ struct Args {
     /// which adds about half again to the load generator's CPU per request.)
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// Base URL the rockets are read back from (`GET /rockets/{channel}`): the HTTP
+    /// port when `--url` is the rockets port, which serves `POST /messages` only.
+    /// Defaults to `--url`.
+    #[arg(long)]
+    read_url: Option<String>,
+    /// First send the same load to a storage-free server of the same stack, in this
+    /// process, and print the service's throughput as a ratio of it.
+    #[arg(long)]
+    ceiling: bool,
     /// Number of rockets (channels).
     #[arg(long, default_value_t = 40)]
     rockets: usize,
@@ -288,60 +308,73 @@ struct Tally {
     latencies_us: Vec<u32>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let base = args.url.trim_end_matches('/').to_string();
-    let mut rng = StdRng::seed_from_u64(args.seed);
-    let (channels, rockets) = plan(&args, &mut rng);
-    let order = delivery(&args, &rockets, &mut rng);
-    let unique: usize = rockets.iter().map(Vec::len).sum();
-    // Serialised up front: the timed part measures the service, not serde.
-    let bodies: Arc<Vec<Bytes>> = Arc::new(
-        order
-            .iter()
-            .map(|&(r, i)| {
-                let m = &rockets[r][i];
-                Bytes::from(
-                    serde_json::to_vec(&json!({
-                        "metadata": {
-                            "channel": channels[m.rocket],
-                            "messageNumber": m.number,
-                            "messageTime": m.time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-                            "messageType": m.kind,
-                        },
-                        "message": m.body,
-                    }))
-                    .expect("serialisable"),
-                )
-            })
-            .collect(),
-    );
-    println!(
-        "{} rockets × {} messages = {unique} messages, {} requests with duplicates; concurrency {}, {}",
-        args.rockets,
-        args.messages_per_rocket,
-        bodies.len(),
-        args.concurrency,
-        if args.keep_alive { "keep-alive" } else { "a new connection per message" },
-    );
+/// What one run of the load measured.
+struct Run {
+    tally: Tally,
+    elapsed: f64,
+}
 
-    let mut builder = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .tcp_nodelay(true);
-    if !args.keep_alive {
-        builder = builder.pool_max_idle_per_host(0);
+impl Run {
+    fn errors(&self) -> u64 {
+        self.tally.non_2xx.values().sum::<u64>() + self.tally.transport_errors
     }
-    let client = builder.build()?;
-    let url = format!("{base}/messages");
+
+    /// A latency percentile in milliseconds (`p` in 0..=1).
+    fn percentile(&self, p: f64) -> f64 {
+        let v = &self.tally.latencies_us;
+        v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+            .map_or(0.0, |us| *us as f64 / 1000.0)
+    }
+
+    fn print(&self, label: &str, unique: usize) {
+        let tally = &self.tally;
+        println!(
+            "{label}: sent {unique} messages in {} requests in {:.2} s: {:.0} messages/s, {:.0} requests/s",
+            tally.requests,
+            self.elapsed,
+            unique as f64 / self.elapsed,
+            tally.requests as f64 / self.elapsed,
+        );
+        println!(
+            "{label}: latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.percentile(0.5),
+            self.percentile(0.9),
+            self.percentile(0.99),
+            self.percentile(1.0)
+        );
+        println!(
+            "{label}: errors {} ({} non-2xx {:?}, {} transport), messages given up: {}",
+            self.errors(),
+            tally.non_2xx.values().sum::<u64>(),
+            tally.non_2xx,
+            tally.transport_errors,
+            tally.given_up
+        );
+        if let Some(first) = &tally.first_error {
+            println!("{label}: first error: {first}");
+        }
+    }
+}
+
+/// Sends every body to `url` with `concurrency` senders, each message again until
+/// it gets a 2xx (at most `max_attempts` times).
+async fn send_all(
+    client: &reqwest::Client,
+    url: &str,
+    bodies: &Arc<Vec<Bytes>>,
+    concurrency: usize,
+    max_attempts: u32,
+) -> anyhow::Result<Run> {
     let next = Arc::new(AtomicUsize::new(0));
-    let cpu_before = args.pid.map(process_tree_cpu);
     let started = Instant::now();
-    let senders: Vec<_> = (0..args.concurrency.max(1))
+    let senders: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
-            let (client, url, next, bodies) =
-                (client.clone(), url.clone(), next.clone(), bodies.clone());
-            let max_attempts = args.max_attempts;
+            let (client, url, next, bodies) = (
+                client.clone(),
+                url.to_string(),
+                next.clone(),
+                bodies.clone(),
+            );
             tokio::spawn(async move {
                 let mut tally = Tally::default();
                 loop {
@@ -408,37 +441,148 @@ async fn main() -> anyhow::Result<()> {
         tally.latencies_us.extend(t.latencies_us);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu_after = args.pid.map(process_tree_cpu);
-
-    let errors: u64 = tally.non_2xx.values().sum::<u64>() + tally.transport_errors;
     tally.latencies_us.sort_unstable();
-    let percentile = |p: f64| {
-        let v = &tally.latencies_us;
-        v.get(((v.len() as f64 - 1.0) * p).round() as usize)
-            .map_or(0.0, |us| *us as f64 / 1000.0)
+    Ok(Run { tally, elapsed })
+}
+
+/// The ceiling: the service's HTTP stack without storage. Runs on a runtime of its
+/// own (as many workers as the service's, one per core) in its own thread, so the
+/// load generator's runtime is the same in both runs. Returns its address and the
+/// token that stops it.
+fn start_ceiling() -> anyhow::Result<(SocketAddr, CancellationToken, std::thread::JoinHandle<()>)> {
+    // The service's own limits (idle, header and request timeouts, connection cap).
+    let limits = Settings::load(None, |_| None)?.server_limits;
+    let body_limit = Settings::load(None, |_| None)?.http_body_limit;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ceiling")
+        .build()?;
+    let thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let router = axum::Router::new()
+                    .route("/messages", axum::routing::post(ceiling_message))
+                    .layer(axum::extract::DefaultBodyLimit::max(body_limit));
+                if let Err(error) =
+                    spacet::api::serve::serve_http(listener, router, limits, stop).await
+                {
+                    eprintln!("the ceiling server failed: {error}");
+                }
+            })
+        })
     };
-    println!(
-        "sent {unique} messages in {} requests in {elapsed:.2} s: {:.0} messages/s, {:.0} requests/s",
-        tally.requests,
-        unique as f64 / elapsed,
-        tally.requests as f64 / elapsed,
+    Ok((address, stop, thread))
+}
+
+/// What the service does with a message, minus storing it: decode, parse, answer
+/// 201 with the service's body.
+async fn ceiling_message(body: Bytes) -> axum::response::Response {
+    let parsed = serde_json::from_slice::<Value>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|v| Message::parse(&v).map_err(|v| format!("{v:?}")));
+    match parsed {
+        Ok(m) => (
+            StatusCode::CREATED,
+            Json(json!({"channel": m.channel, "messageNumber": m.number, "result": "stored"})),
+        )
+            .into_response(),
+        Err(problem) => (StatusCode::BAD_REQUEST, problem).into_response(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let base = args.url.trim_end_matches('/').to_string();
+    let read_base = args
+        .read_url
+        .as_deref()
+        .unwrap_or(&base)
+        .trim_end_matches('/')
+        .to_string();
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let (channels, rockets) = plan(&args, &mut rng);
+    let order = delivery(&args, &rockets, &mut rng);
+    let unique: usize = rockets.iter().map(Vec::len).sum();
+    // Serialised up front: the timed part measures the service, not serde.
+    let bodies: Arc<Vec<Bytes>> = Arc::new(
+        order
+            .iter()
+            .map(|&(r, i)| {
+                let m = &rockets[r][i];
+                Bytes::from(
+                    serde_json::to_vec(&json!({
+                        "metadata": {
+                            "channel": channels[m.rocket],
+                            "messageNumber": m.number,
+                            "messageTime": m.time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                            "messageType": m.kind,
+                        },
+                        "message": m.body,
+                    }))
+                    .expect("serialisable"),
+                )
+            })
+            .collect(),
     );
     println!(
-        "latency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        percentile(0.5),
-        percentile(0.9),
-        percentile(0.99),
-        percentile(1.0)
+        "{} rockets × {} messages = {unique} messages, {} requests with duplicates; concurrency {}, {}",
+        args.rockets,
+        args.messages_per_rocket,
+        bodies.len(),
+        args.concurrency,
+        if args.keep_alive { "keep-alive" } else { "a new connection per message" },
     );
-    println!(
-        "errors: {errors} ({} non-2xx {:?}, {} transport), messages given up: {}",
-        tally.non_2xx.values().sum::<u64>(),
-        tally.non_2xx,
-        tally.transport_errors,
-        tally.given_up
-    );
-    if let Some(first) = &tally.first_error {
-        println!("first error: {first}");
+
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .tcp_nodelay(true);
+    if !args.keep_alive {
+        builder = builder.pool_max_idle_per_host(0);
+    }
+    let client = builder.build()?;
+
+    // The ceiling first, while the service is idle.
+    let ceiling = if args.ceiling {
+        let (address, stop, thread) = start_ceiling()?;
+        let url = format!("http://{address}/messages");
+        let run = send_all(&client, &url, &bodies, args.concurrency, args.max_attempts).await?;
+        stop.cancel();
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        run.print("ceiling", unique);
+        Some(run)
+    } else {
+        None
+    };
+
+    let cpu_before = args.pid.map(process_tree_cpu);
+    let service = send_all(
+        &client,
+        &format!("{base}/messages"),
+        &bodies,
+        args.concurrency,
+        args.max_attempts,
+    )
+    .await?;
+    let cpu_after = args.pid.map(process_tree_cpu);
+    service.print("service", unique);
+    if let Some(ceiling) = &ceiling {
+        println!(
+            "service / ceiling: {:.2} of the messages/s ({:.0} / {:.0}), p50 {:.2} / {:.2} ms, p99 {:.2} / {:.2} ms",
+            ceiling.elapsed / service.elapsed,
+            unique as f64 / service.elapsed,
+            unique as f64 / ceiling.elapsed,
+            service.percentile(0.5),
+            ceiling.percentile(0.5),
+            service.percentile(0.99),
+            ceiling.percentile(0.99),
+        );
     }
 
     // Check every rocket.
@@ -447,7 +591,7 @@ async fn main() -> anyhow::Result<()> {
     for (r, messages) in rockets.iter().enumerate() {
         let want = expected(messages);
         let response = checker
-            .get(format!("{base}/rockets/{}", channels[r]))
+            .get(format!("{read_base}/rockets/{}", channels[r]))
             .send()
             .await?;
         let status = response.status();
@@ -468,18 +612,23 @@ async fn main() -> anyhow::Result<()> {
     if let (Some(pid), Some(before), Some(after)) = (args.pid, cpu_before, cpu_after) {
         let (service, children) = (after.0 - before.0, after.1 - before.1);
         println!(
-            "service pid {pid}: peak RSS (VmHWM) {}, CPU during the run {service:.2} s service + {children:.2} s PostgreSQL ({:.0} µs per message)",
+            "service pid {pid}: peak RSS (VmHWM) {}, RSS now {}, CPU during the run {service:.2} s service + {children:.2} s its children (an embedded PostgreSQL) ({:.0} µs per message)",
             status_field(pid, "VmHWM").unwrap_or_else(|| "?".into()),
+            status_field(pid, "VmRSS").unwrap_or_else(|| "?".into()),
             (service + children) * 1e6 / unique as f64
         );
     }
     let own = own_cpu();
+    let requests = service.tally.requests + ceiling.as_ref().map_or(0, |c| c.tally.requests);
     println!(
         "load generator CPU {own:.2} s ({:.0} µs per request)",
-        own * 1e6 / tally.requests.max(1) as f64
+        own * 1e6 / requests.max(1) as f64
     );
 
-    if errors > 0 || mismatches > 0 || tally.given_up > 0 {
+    let ceiling_failed = ceiling
+        .as_ref()
+        .is_some_and(|c| c.errors() > 0 || c.tally.given_up > 0);
+    if service.errors() > 0 || mismatches > 0 || service.tally.given_up > 0 || ceiling_failed {
         std::process::exit(1);
     }
     Ok(())

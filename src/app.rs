@@ -39,6 +39,8 @@ type Task = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 pub struct App {
     http: TcpListener,
     grpc: TcpListener,
+    /// The challenge's ingestion listener (`ROCKETS_PORT`), when it is on.
+    rockets_http: Option<TcpListener>,
     settings: Arc<Settings>,
     pool: PgPool,
     /// The probes' own small pool: requests holding every connection of `pool`
@@ -62,6 +64,14 @@ impl App {
         let grpc = TcpListener::bind(SocketAddr::new(settings.bind_address, settings.grpc_port))
             .await
             .with_context(|| format!("binding the gRPC port {} (GRPC_PORT)", settings.grpc_port))?;
+        let rockets_http = match settings.rockets_port {
+            Some(port) => Some(
+                TcpListener::bind(SocketAddr::new(settings.bind_address, port))
+                    .await
+                    .with_context(|| format!("binding the rockets port {port} (ROCKETS_PORT)"))?,
+            ),
+            None => None,
+        };
 
         let (options, embedded) = match &settings.database {
             Database::External(options) => ((**options).clone(), None),
@@ -90,6 +100,7 @@ impl App {
         Ok(App {
             http,
             grpc,
+            rockets_http,
             rockets: Rockets::new(&pool, clock.clone(), settings.rockets.clone()),
             settings: Arc::new(settings),
             pool,
@@ -109,6 +120,13 @@ impl App {
     /// The bound gRPC port.
     pub fn grpc_port(&self) -> u16 {
         self.grpc.local_addr().expect("bound listener").port()
+    }
+
+    /// The bound rockets port (`ROCKETS_PORT`); `None` when it is turned off.
+    pub fn rockets_port(&self) -> Option<u16> {
+        self.rockets_http
+            .as_ref()
+            .map(|listener| listener.local_addr().expect("bound listener").port())
     }
 
     /// The application's database pool (tests and tools read through it).
@@ -156,10 +174,12 @@ impl App {
     /// task ended early or start-up failed.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let (http_port, grpc_port) = (self.http_port(), self.grpc_port());
+        let rockets_port = self.rockets_port();
         let sync = self.sync_deps();
         let App {
             http,
             grpc,
+            rockets_http,
             settings,
             pool,
             probes,
@@ -213,6 +233,16 @@ impl App {
                     .context("the HTTP server failed")
             });
         }
+        if let Some(listener) = rockets_http {
+            let router = api::rockets_router(state.clone());
+            let stop = servers_stop.clone();
+            let limits = settings.server_limits;
+            tasks.spawn("rockets http server", async move {
+                api::serve::serve_http(listener, router, limits, stop)
+                    .await
+                    .context("the rockets HTTP server failed")
+            });
+        }
         {
             let routes = api::grpc_server(state.clone(), health_service)?;
             let stop = servers_stop.clone();
@@ -229,7 +259,7 @@ impl App {
         for (name, task) in extra_tasks {
             tasks.spawn(name, task);
         }
-        tracing::info!(http_port, grpc_port, version = %settings.app_version, "spacet listening");
+        tracing::info!(http_port, grpc_port, ?rockets_port, version = %settings.app_version, "spacet listening");
 
         // Start-up: the database, migrations, then the workers. A task that dies
         // meanwhile (a server) ends start-up too.

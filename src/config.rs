@@ -42,6 +42,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ),
     ("grpc_port", "8081", "gRPC port; 0 picks a free port"),
     (
+        "rockets_port",
+        "8088",
+        "Port of the challenge's ingestion listener: only `POST /messages`, without a token (keep it on a private network); 0 turns it off",
+    ),
+    (
         "shutdown_grace_period",
         "10s",
         "Time in-flight requests get to finish after SIGTERM",
@@ -334,6 +339,8 @@ pub struct Settings {
     pub bind_address: IpAddr,
     pub http_port: u16,
     pub grpc_port: u16,
+    /// `ROCKETS_PORT`; `None` when it is 0 (no ingestion listener).
+    pub rockets_port: Option<u16>,
     pub shutdown_grace_period: Duration,
     pub shutdown_drain_delay: Option<Duration>,
     pub http_body_limit: usize,
@@ -508,6 +515,7 @@ impl Settings {
             bind_address: r.parse("bind_address")?,
             http_port: r.parse("http_port")?,
             grpc_port: r.parse("grpc_port")?,
+            rockets_port: Some(r.parse::<u16>("rockets_port")?).filter(|&port| port != 0),
             shutdown_grace_period: r.duration("shutdown_grace_period", Duration::from_secs(1))?,
             shutdown_drain_delay: {
                 let value = r.string("shutdown_drain_delay")?;

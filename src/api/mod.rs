@@ -101,11 +101,33 @@ pub fn http_router(state: ApiState) -> axum::Router {
                 .allow_headers(tower_http::cors::Any),
         );
     }
+    outer_http_layers(router, state)
+}
+
+/// The rockets port (`ROCKETS_PORT`), for the challenge's program, which can
+/// neither send a token nor reach the HTTP port: `POST /messages` and nothing
+/// else, served by the HTTP port's own handler (the rocket routes' router, entered
+/// only for that route) under the same limits, panic catcher and access log.
+pub fn rockets_router(state: ApiState) -> axum::Router {
+    let settings = state.settings.clone();
+    let messages = http::rockets::router().with_state(state.clone());
+    let router = axum::Router::new()
+        .route("/messages", axum::routing::post_service(messages))
+        .route_layer(middleware::map_response(remember_route))
+        .fallback(gateway::not_found)
+        .method_not_allowed_fallback(gateway::method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            settings.http_body_limit,
+        ));
+    outer_http_layers(router, state)
+}
+
+/// The layers around every HTTP router, outermost last: the access log sees a
+/// caught panic as the 500 it was answered with, and a timeout as its 504.
+fn outer_http_layers(router: axum::Router<ApiState>, state: ApiState) -> axum::Router {
+    let timeout = state.settings.server_limits.http_request_timeout;
     router
-        .layer(middleware::from_fn_with_state(
-            settings.server_limits.http_request_timeout,
-            answer_within,
-        ))
+        .layer(middleware::from_fn_with_state(timeout, answer_within))
         .layer(CatchPanicLayer(Protocol::Http))
         .layer(AccessLogLayer(Protocol::Http))
         .with_state(state)

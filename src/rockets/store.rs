@@ -382,6 +382,82 @@ pub async fn list(
     Ok((rockets, next))
 }
 
+/// At most this many missing ranges are listed for a rocket (the lowest ones);
+/// `missing_messages` still counts every missing number.
+pub const MISSING_RANGES_CAP: i64 = 100;
+
+/// A run of consecutive message numbers, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NumberRange {
+    pub from: i64,
+    pub to: i64,
+}
+
+/// The lowest `limit` runs of message numbers below the highest stored one that
+/// are not stored, in order. One pass over the channel's primary-key range: each
+/// stored number is compared with the one before it (`lag`), and a step of more
+/// than one is a gap.
+///
+/// Computed from the stored messages: a number whose message retention deleted
+/// (`ROCKET_MESSAGE_RETENTION`) is listed as missing, while the state row's
+/// `missing_messages` stays exact.
+pub async fn missing_ranges(
+    pool: &PgPool,
+    channel: Uuid,
+    limit: i64,
+) -> Result<Vec<NumberRange>, sqlx::Error> {
+    sqlx::query_as!(
+        NumberRange,
+        r#"SELECT prev + 1 AS "from!", message_number - 1 AS "to!"
+           FROM (SELECT message_number,
+                        lag(message_number, 1, 0::int8) OVER (ORDER BY message_number) AS prev
+                 FROM rocket_messages WHERE channel = $1) steps
+           WHERE message_number > prev + 1
+           ORDER BY message_number
+           LIMIT $2"#,
+        channel,
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A stored message, as the history lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    pub number: i64,
+    pub message_type: String,
+    /// `messageTime`, in UTC, to the microsecond.
+    pub time: DateTime<Utc>,
+    /// The `message` object as received.
+    pub message: serde_json::Value,
+    pub received_at: DateTime<Utc>,
+}
+
+/// The stored messages of a channel numbered above `after`, at most `limit`, in
+/// order of number (a range scan of the primary key).
+pub async fn messages(
+    pool: &PgPool,
+    channel: Uuid,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<StoredMessage>, sqlx::Error> {
+    sqlx::query_as!(
+        StoredMessage,
+        r#"SELECT message_number AS number, message_type, message_time AS time,
+                  COALESCE(fingerprint -> 'message', '{}'::jsonb) AS "message!", received_at
+           FROM rocket_messages
+           WHERE channel = $1 AND message_number > $2
+           ORDER BY message_number
+           LIMIT $3"#,
+        channel,
+        after,
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,7 @@ fn the_run_command_works_from_a_0700_directory() {
         .env("HTTP_PORT", http.to_string())
         .env("GRPC_PORT", grpc.to_string())
         .env("SPACEX_SYNC_ENABLED", "false")
+        .env("ROCKETS_PORT", "0")
         .env("LOG_FORMAT", "json")
         .env("LOG_LEVEL", "info")
         .env_remove("PG_DSN")

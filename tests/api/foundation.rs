@@ -337,6 +337,7 @@ fn the_binary_runs_with_no_configuration_and_stops_cleanly() {
             .env("GRPC_PORT", grpc.to_string())
             .env("EMBEDDED_PG_DIR", &pg_dir)
             .env("SPACEX_SYNC_ENABLED", "false")
+            .env("ROCKETS_PORT", "0")
             .env("LOG_LEVEL", "warn")
             .env_remove("PG_DSN")
             .stdout(Stdio::null())

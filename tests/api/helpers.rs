@@ -89,6 +89,9 @@ pub fn test_settings(db: &PgConnectOptions, overrides: &[(&str, &str)]) -> Setti
     let mut env: HashMap<String, String> = [
         ("HTTP_PORT", "0"),
         ("GRPC_PORT", "0"),
+        // Off: every test app would want 8088. A test of that listener passes a
+        // port of its own (`free_port`).
+        ("ROCKETS_PORT", "0"),
         ("BIND_ADDRESS", "127.0.0.1"),
         ("LOG_LEVEL", "warn"),
         ("SPACEX_SYNC_ENABLED", "false"),

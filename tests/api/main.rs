@@ -3,6 +3,7 @@
 mod helpers;
 
 mod booking;
+mod challenge;
 mod database_limits;
 mod embedded;
 mod foundation;
@@ -11,6 +12,7 @@ mod metrics;
 mod outbox;
 mod packaging;
 mod pubsub_emulator;
+mod rocket_history;
 mod rocket_limits;
 mod rockets;
 mod server_limits;

@@ -31,6 +31,7 @@ impl Service {
             .env("BIND_ADDRESS", "127.0.0.1")
             .env("PG_DSN", dsn_of(&db))
             .env("SPACEX_SYNC_ENABLED", "false")
+            .env("ROCKETS_PORT", "0")
             .env("PUBSUB_ENABLED", "false")
             .env("LOG_LEVEL", "warn")
             .stdout(std::process::Stdio::null())

@@ -154,6 +154,7 @@ async fn every_message_type_shapes_the_state() {
             "lastMessageTime": "2022-02-02T18:00:05Z",
             "messagesReceived": 5,
             "missingMessages": 0,
+            "missingRanges": [],
             "updatedAt": "2048-06-01T12:00:00Z",
         })
     );

@@ -4,8 +4,14 @@
 //!   stored, 400 (all problems named) when invalid, 409 (`ALREADY_EXISTS`) when its
 //!   number is taken by another message, 503 when it could not be stored.
 //! - `GET /rockets`, `GET /rockets/{channel}`: plain JSON (numbers as numbers).
-//! - `GET /v1/rockets`, `GET /v1/rockets/{channel}`: the RPCs through the gateway
-//!   (proto3 JSON, as grpc-gateway would serve them).
+//! - `GET /rockets/{channel}/messages`: the rocket's history, paged by number
+//!   (`after`, `pageSize`), plain JSON.
+//! - `GET /v1/rockets`, `GET /v1/rockets/{channel}`,
+//!   `GET /v1/rockets/{channel}/messages`: the RPCs through the gateway (proto3
+//!   JSON, as grpc-gateway would serve them).
+//!
+//! - `GET /rockets/events` and `GET /v1/rockets:watch`: the change feed of
+//!   `WatchRockets` as server-sent events (see [`rocket_events`]).
 //!
 //! Every error body is grpc-gateway's `{"code", "message", "details"}`.
 
@@ -17,6 +23,7 @@ use axum::{
     Json,
 };
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -30,7 +37,13 @@ use crate::{
     },
     metrics::ROCKET_MESSAGES,
     proto::{self, rocket_service_server::RocketService},
-    rockets::{message::Message, store::Rocket, writer::Outcome, RocketError},
+    rockets::{
+        list::{ListQuery, Sort, SortKey},
+        message::Message,
+        store::{NumberRange, Rocket, StoredMessage},
+        writer::Outcome,
+        RocketError,
+    },
 };
 
 /// Rocket routes: (method, path).
@@ -38,8 +51,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/messages"),
     ("get", "/rockets"),
     ("get", "/rockets/{channel}"),
+    ("get", "/rockets/{channel}/messages"),
+    ("get", "/rockets/events"),
     ("get", "/v1/rockets"),
+    ("get", "/v1/rockets:watch"),
     ("get", "/v1/rockets/{channel}"),
+    ("get", "/v1/rockets/{channel}/messages"),
 ];
 
 /// The rocket routes.
@@ -49,8 +66,12 @@ pub fn router() -> axum::Router<ApiState> {
         .route("/messages", post(post_message))
         .route("/rockets", get(list_rockets))
         .route("/rockets/{channel}", get(get_rocket))
+        .route("/rockets/{channel}/messages", get(list_messages))
+        .route("/rockets/events", get(rocket_events))
+        .route("/v1/rockets:watch", get(rocket_events))
         .route("/v1/rockets", get(list_rockets_v1))
         .route("/v1/rockets/{channel}", get(get_rocket_v1))
+        .route("/v1/rockets/{channel}/messages", get(list_messages_v1))
 }
 
 async fn post_message(
@@ -104,6 +125,49 @@ struct RocketJson<'a> {
     messages_received: i64,
     missing_messages: i64,
     updated_at: DateTime<Utc>,
+    /// Only on a single rocket: the first missing ranges.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missing_ranges: Option<Vec<RangeJson>>,
+}
+
+/// A run of missing message numbers, both ends included.
+#[derive(Serialize)]
+struct RangeJson {
+    from: i64,
+    to: i64,
+}
+
+impl From<&NumberRange> for RangeJson {
+    fn from(r: &NumberRange) -> RangeJson {
+        RangeJson {
+            from: r.from,
+            to: r.to,
+        }
+    }
+}
+
+/// A stored message in plain JSON.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageJson<'a> {
+    number: i64,
+    #[serde(rename = "type")]
+    message_type: &'a str,
+    time: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+    message: &'a Value,
+}
+
+impl<'a> From<&'a StoredMessage> for MessageJson<'a> {
+    fn from(m: &'a StoredMessage) -> MessageJson<'a> {
+        MessageJson {
+            number: m.number,
+            message_type: &m.message_type,
+            time: m.time,
+            received_at: m.received_at,
+            message: &m.message,
+        }
+    }
 }
 
 impl<'a> From<&'a Rocket> for RocketJson<'a> {
@@ -122,6 +186,7 @@ impl<'a> From<&'a Rocket> for RocketJson<'a> {
             messages_received: r.messages_received,
             missing_messages: r.missing_messages,
             updated_at: r.updated_at,
+            missing_ranges: None,
         }
     }
 }
@@ -146,11 +211,51 @@ async fn get_rocket(
         &query,
         &[("channel", &channel)],
     )?;
-    let rocket = RocketApi::new(state)
-        .get(&req.channel)
+    let (rocket, ranges) = RocketApi::new(state)
+        .get_with_gaps(&req.channel)
         .await
         .map_err(GatewayError::from)?;
-    Ok(Json(RocketJson::from(&rocket)).into_response())
+    Ok(Json(RocketJson {
+        missing_ranges: Some(ranges.iter().map(RangeJson::from).collect()),
+        ..RocketJson::from(&rocket)
+    })
+    .into_response())
+}
+
+async fn list_messages(
+    State(state): State<ApiState>,
+    Path(channel): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> GatewayResult {
+    let req: proto::ListRocketMessagesRequest = decode_query(
+        "spacet.v1.ListRocketMessagesRequest",
+        &query,
+        &[("channel", &channel)],
+    )?;
+    let (messages, next) = RocketApi::new(state)
+        .history(&req)
+        .await
+        .map_err(GatewayError::from)?;
+    let messages: Vec<MessageJson> = messages.iter().map(MessageJson::from).collect();
+    Ok(Json(json!({"messages": messages, "nextAfter": next})).into_response())
+}
+
+async fn list_messages_v1(
+    State(state): State<ApiState>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> GatewayResult {
+    let message: proto::ListRocketMessagesRequest = decode_query(
+        "spacet.v1.ListRocketMessagesRequest",
+        &query,
+        &[("channel", &channel)],
+    )?;
+    let api = RocketApi::new(state);
+    call(&headers, message, |r| async move {
+        api.list_rocket_messages(r).await
+    })
+    .await
 }
 
 async fn list_rockets_v1(
@@ -187,4 +292,147 @@ async fn get_rocket_v1(
         |r| async move { api.get_rocket(r).await },
     )
     .await
+}
+
+/// Keep-alive comment interval of an event stream: below the usual idle timeouts
+/// of proxies (and of `HTTP_IDLE_TIMEOUT`).
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+/// Events held for a slow client before the stream waits for it.
+const EVENTS_BUFFER: usize = 64;
+/// Rockets replayed per query on resumption.
+const REPLAY_PAGE: i64 = 500;
+
+/// `GET /rockets/events`, `GET /v1/rockets:watch`: every rocket state change, as
+/// server-sent events. Each event's `data:` is the rocket in plain JSON and its
+/// `id:` the state's `updatedAt` in microseconds since the epoch.
+///
+/// Resumption: with `Last-Event-ID`, the stream first replays (a page at a time)
+/// the current state of every rocket whose state changed at or after that
+/// position, less a margin, then follows the feed. The feed is subscribed before
+/// the replay is read, so nothing falls in between. The margin (twice
+/// `ROCKETS_WRITE_TIMEOUT`, at least 5 s) covers the writers taking "now" before
+/// they commit: a change stamped earlier can commit after one stamped later that
+/// the client already saw. So a client gets, after a dropped connection, at least
+/// the latest state of every rocket that changed meanwhile (some states twice: a
+/// client keeps, per channel, the one with the most `messagesReceived`).
+///
+/// Bounded like `WatchRockets`: each stream takes one of the
+/// `ROCKETS_MAX_WATCHERS` slots (429 `RESOURCE_EXHAUSTED` when none is left). A
+/// client more than 4,096 changes behind, like one slower than the writers, has
+/// its stream ended; reconnecting (`EventSource` does it by itself) replays what
+/// it missed. Only `Accept: text/event-stream` is served (400 otherwise), so a
+/// plain HTTP client does not wait forever on a body that never ends.
+async fn rocket_events(State(state): State<ApiState>, headers: HeaderMap) -> GatewayResult {
+    use axum::http::header::ACCEPT;
+    let wants_events = headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if !wants_events {
+        return Err(ApiError::field(
+            "Accept",
+            "this route streams server-sent events: send Accept: text/event-stream",
+        )
+        .into());
+    }
+    let since = match headers.get("last-event-id") {
+        None => None,
+        Some(raw) => Some(
+            raw.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .and_then(DateTime::<Utc>::from_timestamp_micros)
+                .ok_or_else(|| {
+                    ApiError::field("Last-Event-ID", "must be the id of an event of this stream")
+                })?,
+        ),
+    };
+    let Some(slot) = state.rockets.watch_slot() else {
+        let max = state.settings.rockets.max_watchers;
+        tracing::warn!(max, "rocket event stream refused: every slot is taken");
+        return Err(GatewayError::from_status(tonic::Status::resource_exhausted(format!(
+            "{max} rocket streams are open, the most this server serves (ROCKETS_MAX_WATCHERS); try again later"
+        ))));
+    };
+    // Subscribed before the replay is read, so no change falls in between.
+    let changes = state.rockets.subscribe();
+    let (tx, rx) = tokio::sync::mpsc::channel(EVENTS_BUFFER);
+    tokio::spawn(async move {
+        let _slot = slot;
+        let shutdown = state.shutdown.clone();
+        tokio::select! {
+            _ = follow(&state, since, changes, &tx) => {}
+            _ = shutdown.cancelled() => {}
+            _ = tx.closed() => {}
+        }
+    });
+    let events =
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
+    Ok(axum::response::sse::Sse::new(events)
+        .keep_alive(axum::response::sse::KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response())
+}
+
+/// The replay since `since` (if any), then the change feed, into `tx`; returns
+/// when the client went away, lagged, or a read failed.
+async fn follow(
+    state: &ApiState,
+    since: Option<DateTime<Utc>>,
+    mut changes: tokio::sync::broadcast::Receiver<std::sync::Arc<Rocket>>,
+    tx: &tokio::sync::mpsc::Sender<axum::response::sse::Event>,
+) {
+    if let Some(since) = since {
+        let margin =
+            (state.settings.rockets.write_timeout * 2).max(std::time::Duration::from_secs(5));
+        let from = since
+            - chrono::Duration::from_std(margin).unwrap_or(chrono::Duration::MAX)
+            - chrono::Duration::microseconds(1);
+        let mut query = ListQuery {
+            sort: Sort::UpdatedAt,
+            descending: false,
+            status: None,
+            rocket_type: None,
+            mission: None,
+            channel: None,
+            limit: Some(REPLAY_PAGE),
+            // Strictly after (from, nil): every state updated at or after `from`.
+            after: Some(SortKey {
+                sort: Sort::UpdatedAt,
+                descending: false,
+                key: from.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                channel: Uuid::nil(),
+            }),
+        };
+        loop {
+            let (page, next) = match state.rockets.snapshot_page(&query).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(%error, "rocket event replay failed; the stream ends");
+                    return;
+                }
+            };
+            for rocket in &page {
+                if tx.send(event(rocket)).await.is_err() {
+                    return;
+                }
+            }
+            match next {
+                Some(key) => query.after = Some(key),
+                None => break,
+            }
+        }
+    }
+    // Lagged or closed: the stream ends and the client resumes with a replay.
+    while let Ok(rocket) = changes.recv().await {
+        if tx.send(event(&rocket)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One server-sent event: the rocket's plain JSON, identified by its `updatedAt`.
+fn event(rocket: &Rocket) -> axum::response::sse::Event {
+    axum::response::sse::Event::default()
+        .id(rocket.updated_at.timestamp_micros().to_string())
+        .data(serde_json::to_string(&RocketJson::from(rocket)).unwrap_or_default())
 }
