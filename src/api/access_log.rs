@@ -201,27 +201,10 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        io,
-        sync::{Arc, Mutex},
-    };
-
     use tower::ServiceExt;
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::api::tests::Captured;
 
     #[tokio::test]
     async fn every_line_logged_while_serving_a_request_carries_its_request_id() {
@@ -253,12 +236,8 @@ mod tests {
             .await
             .unwrap();
 
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines.len(), 3, "{text}");
+        let lines = captured.lines();
+        assert_eq!(lines.len(), 3, "{lines:?}");
         for line in &lines {
             assert_eq!(line["span"]["request_id"], "req-7", "{line}");
             assert_eq!(line["span"]["name"], REQUEST_SPAN, "{line}");

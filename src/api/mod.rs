@@ -376,7 +376,7 @@ fn panic_response(protocol: Protocol) -> Response {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::{
         io,
         sync::{Arc, Mutex},
@@ -387,9 +387,9 @@ mod tests {
 
     use super::*;
 
-    /// Log output kept in memory.
+    /// Log output kept in memory (the API's unit tests read their JSON lines).
     #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
 
     impl io::Write for Captured {
         fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
@@ -402,7 +402,7 @@ mod tests {
     }
 
     impl Captured {
-        fn lines(&self) -> Vec<Value> {
+        pub(crate) fn lines(&self) -> Vec<Value> {
             String::from_utf8(self.0.lock().unwrap().clone())
                 .unwrap()
                 .lines()

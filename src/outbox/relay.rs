@@ -28,8 +28,8 @@ use crate::{
 pub const CHANNEL: &str = "outbox";
 
 /// The claim statement: `$1` is the batch size, `$2` the lease in milliseconds.
-/// Public so that tests can check its plan; the relay runs the same text through
-/// the `claim_query!` macro, checked at build time (a unit test compares the two).
+/// Public so that tests can check its plan; the relay runs the same file through
+/// `query_file_as!`, checked at build time.
 ///
 /// Only each ticket's earliest waiting event can be claimed, and that test comes
 /// before the `LIMIT`: events held back behind an earlier one (in backoff, or
@@ -43,50 +43,12 @@ pub const CHANNEL: &str = "outbox";
 /// row it passes, whatever the statistics say (an anti-join here took a second per
 /// claim on a fresh 20 000-row backlog). A claim costs one probe per held-back due
 /// event ahead of the batch: about 15 ms for 10 000.
-pub const CLAIM_SQL: &str = "WITH claimable AS MATERIALIZED (
-                 SELECT o.id FROM outbox o
-                 WHERE o.published_at IS NULL AND o.parked_at IS NULL
-                   AND o.next_attempt_at <= now()
-                   AND (o.claimed_until IS NULL OR o.claimed_until <= now())
-                   AND o.id = (
-                       SELECT min(e.id) FROM outbox e
-                       WHERE e.aggregate_id = o.aggregate_id
-                         AND e.published_at IS NULL AND e.parked_at IS NULL)
-                 ORDER BY o.next_attempt_at, o.id
-                 LIMIT $1
-                 FOR UPDATE SKIP LOCKED
-             )
-             UPDATE outbox o
-             SET claimed_until = now() + $2 * interval '1 millisecond', attempts = o.attempts + 1
-             FROM claimable WHERE o.id = claimable.id
-             RETURNING o.id, o.event_type, o.aggregate_id, o.payload, o.schema_version";
+pub const CLAIM_SQL: &str = include_str!("claim.sql");
 
-/// [`CLAIM_SQL`] as a query checked at build time (the macro takes only a literal,
-/// so the text is written out again; `claim_query_runs_claim_sql` compares them).
+/// [`CLAIM_SQL`] as a query checked at build time: the macro reads the same file.
 macro_rules! claim_query {
     ($batch_size:expr, $lease_ms:expr) => {
-        sqlx::query_as!(
-            Claimed,
-            "WITH claimable AS MATERIALIZED (
-                 SELECT o.id FROM outbox o
-                 WHERE o.published_at IS NULL AND o.parked_at IS NULL
-                   AND o.next_attempt_at <= now()
-                   AND (o.claimed_until IS NULL OR o.claimed_until <= now())
-                   AND o.id = (
-                       SELECT min(e.id) FROM outbox e
-                       WHERE e.aggregate_id = o.aggregate_id
-                         AND e.published_at IS NULL AND e.parked_at IS NULL)
-                 ORDER BY o.next_attempt_at, o.id
-                 LIMIT $1
-                 FOR UPDATE SKIP LOCKED
-             )
-             UPDATE outbox o
-             SET claimed_until = now() + $2 * interval '1 millisecond', attempts = o.attempts + 1
-             FROM claimable WHERE o.id = claimable.id
-             RETURNING o.id, o.event_type, o.aggregate_id, o.payload, o.schema_version",
-            $batch_size,
-            $lease_ms
-        )
+        sqlx::query_file_as!(Claimed, "src/outbox/claim.sql", $batch_size, $lease_ms)
     };
 }
 
