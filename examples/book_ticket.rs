@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
 
     let page = client
         .list_bookings(ListTicketsRequest {
-            launchpad_id: pad,
+            launchpad_id: Some(pad),
             limit: 5,
             ..Default::default()
         })

@@ -1,8 +1,13 @@
 //! Settings in layers: built-in defaults → `config/default.yaml` (or the file given
 //! with `--config`) → environment variables. Every setting has one flat name: the
 //! lowercase key in YAML, the uppercase name in the environment (`http_port` / `HTTP_PORT`).
+//!
+//! The file may also be the Go service's: nested sections (`http: {port: 8080}`), each
+//! of its keys mapped to one of our settings by [`GO_KEYS`]; the Go service's
+//! environment names (`POSTGRES_DSN`, ...) are accepted as aliases of ours.
 
 use std::{
+    collections::HashMap,
     fmt,
     net::IpAddr,
     path::{Path, PathBuf},
@@ -10,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+use config::Source as _;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 /// Every setting: key, built-in default, description. The README's table mirrors this.
@@ -27,7 +33,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "log_level",
         "info",
-        "Tracing filter (`info`, `debug`, `spacet=debug,sqlx=warn`)",
+        "Level (`error`, `warn`, `info`, `debug`, `trace`, any case; the Go service's `warning` too) or tracing filter (`spacet=debug,sqlx=warn`)",
     ),
     (
         "log_format",
@@ -190,7 +196,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "pubsub_enabled",
         "false",
-        "Publish events to Pub/Sub (otherwise they are logged)",
+        "Publish events to Pub/Sub (otherwise they are logged); when neither the file nor the environment sets it, a non-empty PUBSUB_EMULATOR_HOST turns it on",
     ),
     (
         "pubsub_emulator_host",
@@ -206,6 +212,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "pubsub_launches_topic",
         "launches",
         "Topic the ticket events go to",
+    ),
+    (
+        "events_format",
+        "v1",
+        "What goes to the launches topic: `v1` (TicketBooked / TicketCancelled, one per ticket), `legacy` (only the Go service's BookingsCancelled, one per SpaceX sync that cancelled tickets) or `both`",
     ),
     (
         "pubsub_publish_timeout",
@@ -274,6 +285,31 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The Go service's nested config file: `(section, key)` → our setting. Its
+/// environment names are the same path in upper case (`POSTGRES_DSN`), accepted as
+/// aliases where they differ from ours (`PG_DSN`). Numbers keep the Go service's
+/// units: `orchestrator.interval` in hours, `notifications.interval` in seconds
+/// (the bare-number units of those two settings).
+pub const GO_KEYS: &[(&str, &str, &str)] = &[
+    ("app", "name", "app_name"),
+    ("app", "version", "app_version"),
+    ("app", "log_level", "log_level"),
+    ("http", "port", "http_port"),
+    ("grpc", "port", "grpc_port"),
+    ("orchestrator", "interval", "orchestrator_interval"),
+    ("postgres", "pool_max", "pg_pool_max"),
+    ("postgres", "dsn", "pg_dsn"),
+    ("pubsub", "enabled", "pubsub_enabled"),
+    ("pubsub", "project_id", "pubsub_project_id"),
+    ("pubsub", "launches_topic", "pubsub_launches_topic"),
+    ("notifications", "interval", "notifications_interval"),
+    (
+        "notifications",
+        "batch_size_max",
+        "notifications_batch_size_max",
+    ),
+];
+
 /// A setting that failed to load: names the setting and the problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -293,6 +329,30 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// What the relay publishes to the launches topic (`EVENTS_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventsFormat {
+    /// This service's events: TicketBooked and TicketCancelled, one per ticket.
+    V1,
+    /// Only the Go service's message: one BookingsCancelled per SpaceX sync that
+    /// cancelled tickets.
+    Legacy,
+    /// Both.
+    Both,
+}
+
+impl EventsFormat {
+    /// True when this service's own (spacet.v1) events are published.
+    pub fn publishes_v1(self) -> bool {
+        matches!(self, EventsFormat::V1 | EventsFormat::Both)
+    }
+
+    /// True when the Go service's messages are published.
+    pub fn publishes_legacy(self) -> bool {
+        matches!(self, EventsFormat::Legacy | EventsFormat::Both)
+    }
+}
 
 /// Output format of the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -409,6 +469,8 @@ pub struct SpaceXSettings {
     pub max_launches: usize,
     /// More ticket cancellations than this hold a sync until it is confirmed.
     pub max_cancellations: usize,
+    /// Which events a sync's cancellations write (`EVENTS_FORMAT`).
+    pub events_format: EventsFormat,
 }
 
 /// Pub/Sub settings.
@@ -425,6 +487,9 @@ pub struct PubSubSettings {
 #[derive(Debug, Clone)]
 pub struct OutboxSettings {
     pub relay_enabled: bool,
+    /// Which events the relay publishes; it marks the others done unsent (booking
+    /// writes its per-ticket events whatever the format).
+    pub events_format: EventsFormat,
     pub batch_size_max: i64,
     pub interval: Duration,
     pub max_attempts: i32,
@@ -437,7 +502,8 @@ pub struct OutboxSettings {
 
 impl Settings {
     /// Loads defaults, then the file (`--config`, or `config/default.yaml` when it
-    /// exists), then the variables `env` returns, and checks every value.
+    /// exists; ours or the Go service's), then the variables `env` returns (the Go
+    /// service's names too), and checks every value.
     pub fn load(
         config_file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
@@ -448,7 +514,7 @@ impl Settings {
                 .set_default(*key, *default)
                 .expect("static defaults are valid");
         }
-        builder = match config_file {
+        let file = match config_file {
             Some(path) => {
                 if !path.is_file() {
                     return Err(ConfigError {
@@ -456,12 +522,63 @@ impl Settings {
                         problem: format!("file {} does not exist", path.display()),
                     });
                 }
-                builder.add_source(config::File::from(path).required(true))
+                let values = config::File::from(path)
+                    .required(true)
+                    .collect()
+                    .map_err(|e| ConfigError {
+                        setting: "--config".into(),
+                        problem: e.to_string(),
+                    })?;
+                FileValues::read(&path.display().to_string(), values)?
             }
-            None => builder.add_source(config::File::with_name("config/default").required(false)),
+            None => {
+                let values = config::File::with_name("config/default")
+                    .required(false)
+                    .collect()
+                    .map_err(|e| ConfigError {
+                        setting: "--config".into(),
+                        problem: e.to_string(),
+                    })?;
+                FileValues::read("config/default.yaml", values)?
+            }
         };
+        // Where a value came from when it is not the setting's own name: named in errors.
+        let mut origins: HashMap<String, String> = HashMap::new();
+        for (key, value, origin) in &file.values {
+            builder = builder
+                .set_override(key.as_str(), value.as_str())
+                .expect("string overrides are valid");
+            if let Some(origin) = origin {
+                origins.insert(key.clone(), origin.clone());
+            }
+        }
+        // A setting's environment value, and the Go service's name it came from.
+        let env_value = |key: &str| -> Result<Option<(String, Option<String>)>, ConfigError> {
+            let name = key.to_uppercase();
+            let own = env(&name);
+            let Some(alias) = go_env_alias(key) else {
+                return Ok(own.map(|v| (v, None)));
+            };
+            match (own, env(&alias)) {
+                (Some(own), Some(go)) if own != go => Err(ConfigError {
+                    problem: format!(
+                        "{name} and {alias} (the Go service's name) are both set, to different values"
+                    ),
+                    setting: name,
+                }),
+                (Some(own), _) => Ok(Some((own, None))),
+                (None, Some(go)) => Ok(Some((go, Some(alias)))),
+                (None, None) => Ok(None),
+            }
+        };
+        let mut pubsub_enabled_set = file.values.iter().any(|(k, _, _)| k == "pubsub_enabled");
         for (key, _, _) in SETTINGS {
-            if let Some(value) = env(&key.to_uppercase()) {
+            if let Some((value, alias)) = env_value(key)? {
+                pubsub_enabled_set |= *key == "pubsub_enabled";
+                match alias {
+                    Some(alias) => origins.insert(key.to_string(), alias),
+                    None => origins.remove(*key),
+                };
                 builder = builder
                     .set_override(*key, value)
                     .expect("string overrides are valid");
@@ -471,21 +588,7 @@ impl Settings {
             setting: "--config".into(),
             problem: e.to_string(),
         })?;
-        if let Some(unknown) = raw
-            .clone()
-            .try_deserialize::<std::collections::HashMap<String, config::Value>>()
-            .ok()
-            .and_then(|map| {
-                map.into_keys()
-                    .find(|k| !SETTINGS.iter().any(|(s, _, _)| s == k))
-            })
-        {
-            return Err(ConfigError {
-                setting: unknown.to_uppercase(),
-                problem: "unknown setting (see the README's configuration table)".into(),
-            });
-        }
-        let r = Reader { raw };
+        let r = Reader { raw, origins };
         let pg_dsn = r.string("pg_dsn")?;
         let database = if pg_dsn.trim().is_empty() {
             Database::Embedded(PathBuf::from(r.string("embedded_pg_dir")?))
@@ -497,10 +600,24 @@ impl Settings {
                 }
             })?))
         };
+        let events_format = match r.string("events_format")?.trim().to_lowercase().as_str() {
+            "v1" => EventsFormat::V1,
+            "legacy" => EventsFormat::Legacy,
+            "both" => EventsFormat::Both,
+            other => {
+                return Err(r.error(
+                    "events_format",
+                    format!("{other:?} is not one of v1, legacy, both"),
+                ))
+            }
+        };
         let settings = Settings {
             app_name: r.non_empty("app_name")?,
             app_version: r.non_empty("app_version")?,
-            log_level: r.non_empty("log_level")?,
+            log_level: {
+                let value = r.non_empty("log_level")?;
+                parse_log_level(&value).map_err(|problem| r.error("log_level", problem))?
+            },
             log_format: match r.string("log_format")?.to_lowercase().as_str() {
                 "auto" | "" => LogFormat::Auto,
                 "pretty" | "text" => LogFormat::Pretty,
@@ -577,17 +694,28 @@ impl Settings {
                 max_response_bytes: r.positive("spacex_max_response_bytes")?,
                 max_launches: r.positive("spacex_max_launches")?,
                 max_cancellations: r.parse("spacex_max_cancellations")?,
+                events_format,
             },
-            pubsub: PubSubSettings {
-                enabled: r.bool("pubsub_enabled")?,
-                emulator_host: Some(r.string("pubsub_emulator_host")?.trim().to_string())
-                    .filter(|s| !s.is_empty()),
-                project_id: r.non_empty("pubsub_project_id")?,
-                topic: r.non_empty("pubsub_launches_topic")?,
-                publish_timeout: r.duration("pubsub_publish_timeout", Duration::from_secs(1))?,
+            pubsub: {
+                let emulator_host = Some(r.string("pubsub_emulator_host")?.trim().to_string())
+                    .filter(|s| !s.is_empty());
+                PubSubSettings {
+                    // The Go service's minimal environment: only PUBSUB_EMULATOR_HOST.
+                    enabled: if pubsub_enabled_set {
+                        r.bool("pubsub_enabled")?
+                    } else {
+                        emulator_host.is_some()
+                    },
+                    emulator_host,
+                    project_id: r.non_empty("pubsub_project_id")?,
+                    topic: r.non_empty("pubsub_launches_topic")?,
+                    publish_timeout: r
+                        .duration("pubsub_publish_timeout", Duration::from_secs(1))?,
+                }
             },
             outbox: OutboxSettings {
                 relay_enabled: r.bool("outbox_relay_enabled")?,
+                events_format,
                 batch_size_max: r.positive("notifications_batch_size_max")?,
                 interval: r.duration("notifications_interval", Duration::from_secs(1))?,
                 max_attempts: r.positive("notifications_max_attempts")?,
@@ -622,15 +750,137 @@ impl Settings {
     }
 }
 
+/// The settings a file gives, flattened: `(setting, value, origin)`, where origin
+/// names the Go service's key (`http.port in FILE`) when the file is nested.
+struct FileValues {
+    values: Vec<(String, String, Option<String>)>,
+}
+
+impl FileValues {
+    /// Flattens our flat file or the Go service's nested one (or a mix: top-level
+    /// keys are ours, sections the Go service's). Any key neither knows is an error
+    /// naming it.
+    fn read(
+        file: &str,
+        map: config::Map<String, config::Value>,
+    ) -> Result<FileValues, ConfigError> {
+        let mut values = Vec::new();
+        let mut entries: Vec<(String, config::Value)> = map.into_iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, value) in entries {
+            if let config::ValueKind::Table(section) = value.kind {
+                let mut keys: Vec<(String, config::Value)> = section.into_iter().collect();
+                keys.sort_by(|a, b| a.0.cmp(&b.0));
+                for (sub, value) in keys {
+                    let path = format!("{key}.{sub}");
+                    let Some((_, _, setting)) =
+                        GO_KEYS.iter().find(|(s, k, _)| *s == key && *k == sub)
+                    else {
+                        return Err(ConfigError {
+                            setting: path,
+                            problem: format!(
+                                "unknown key in {file} (the Go service's keys: {}; or our flat settings at the top level, see the README)",
+                                GO_KEYS
+                                    .iter()
+                                    .map(|(s, k, _)| format!("{s}.{k}"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        });
+                    };
+                    let text = scalar(value).map_err(|problem| ConfigError {
+                        setting: setting.to_uppercase(),
+                        problem: format!("{path} in {file}: {problem}"),
+                    })?;
+                    values.push((setting.to_string(), text, Some(format!("{path} in {file}"))));
+                }
+            } else {
+                if !SETTINGS.iter().any(|(s, _, _)| *s == key) {
+                    return Err(ConfigError {
+                        setting: key.to_uppercase(),
+                        problem: format!(
+                            "unknown setting in {file} (see the README's configuration table)"
+                        ),
+                    });
+                }
+                let text = scalar(value).map_err(|problem| ConfigError {
+                    setting: key.to_uppercase(),
+                    problem: format!("in {file}: {problem}"),
+                })?;
+                values.push((key, text, None));
+            }
+        }
+        // A setting given twice (`http_port` and `http.port`) would be ambiguous.
+        for (i, (key, _, origin)) in values.iter().enumerate() {
+            if let Some((_, _, other)) = values[..i].iter().find(|(k, _, _)| k == key) {
+                let name =
+                    |o: &Option<String>| o.clone().unwrap_or_else(|| format!("{key} in {file}"));
+                return Err(ConfigError {
+                    setting: key.to_uppercase(),
+                    problem: format!("set twice: by {} and by {}", name(other), name(origin)),
+                });
+            }
+        }
+        Ok(FileValues { values })
+    }
+}
+
+/// One value of a file as text: YAML numbers and booleans as written, an empty key
+/// as the empty string.
+fn scalar(value: config::Value) -> Result<String, String> {
+    match value.kind {
+        config::ValueKind::Nil => Ok(String::new()),
+        config::ValueKind::Table(_) => Err("expected a single value, found a section".into()),
+        config::ValueKind::Array(_) => Err("expected a single value, found a list".into()),
+        _ => value.into_string().map_err(|e| e.to_string()),
+    }
+}
+
+/// The Go service's environment name of `setting`, where it differs from ours.
+fn go_env_alias(setting: &str) -> Option<String> {
+    GO_KEYS
+        .iter()
+        .find(|(_, _, s)| *s == setting)
+        .map(|(section, key, _)| format!("{section}_{key}").to_uppercase())
+        .filter(|alias| *alias != setting.to_uppercase())
+}
+
+/// `LOG_LEVEL`: a level in any case (the Go service's `warning` is `warn`), or a
+/// tracing filter with directives (`spacet=debug,sqlx=warn`). A lone word that is
+/// not a level is refused: tracing would read it as a target and log nothing else.
+pub fn parse_log_level(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let lower = value.to_ascii_lowercase();
+    let level = match lower.as_str() {
+        "warning" => "warn".to_string(),
+        "error" | "warn" | "info" | "debug" | "trace" | "off" => lower,
+        _ if !value.contains(['=', ',', '[']) => {
+            return Err(format!(
+                "{value:?} is not a level (error, warn, warning, info, debug, trace, off) nor a filter such as spacet=debug,sqlx=warn"
+            ))
+        }
+        _ => value.to_string(),
+    };
+    tracing_subscriber::EnvFilter::try_new(&level)
+        .map_err(|e| format!("{value:?} is not a valid tracing filter: {e}"))?;
+    Ok(level)
+}
+
 struct Reader {
     raw: config::Config,
+    /// Where a value came from, when not from the setting's own name.
+    origins: HashMap<String, String>,
 }
 
 impl Reader {
     fn error(&self, key: &str, problem: impl Into<String>) -> ConfigError {
+        let mut problem = problem.into();
+        if let Some(origin) = self.origins.get(key) {
+            problem = format!("{problem} (set by {origin})");
+        }
         ConfigError {
             setting: key.to_uppercase(),
-            problem: problem.into(),
+            problem,
         }
     }
 
@@ -885,6 +1135,244 @@ mod tests {
                 "{key} missing from config/default.yaml"
             );
         }
+    }
+
+    /// A file with `text` in a temporary directory.
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+        std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+        file
+    }
+
+    fn load_file(
+        text: &str,
+        env: &[(&str, &str)],
+    ) -> (Result<Settings, ConfigError>, tempfile::NamedTempFile) {
+        let file = file(text);
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let result = Settings::load(Some(file.path()), |k| env.get(k).cloned());
+        (result, file)
+    }
+
+    fn go_file() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/go-service.yaml")
+    }
+
+    #[test]
+    fn the_go_services_file_sets_every_mapped_setting_in_its_units() {
+        let s = Settings::load(Some(&go_file()), |_| None).unwrap();
+        assert_eq!(s.app_name, "spacet-service");
+        assert_eq!(s.app_version, "1.4.2");
+        assert_eq!(s.log_level, "info");
+        assert_eq!((s.http_port, s.grpc_port), (8080, 8081));
+        assert_eq!(s.spacex.interval, Duration::from_secs(3600));
+        assert_eq!(s.pg_pool_max, 20);
+        let Database::External(pg) = &s.database else {
+            panic!("postgres.dsn gives an external database: {:?}", s.database)
+        };
+        assert_eq!(
+            (pg.get_host(), pg.get_port(), pg.get_database()),
+            ("localhost", 5432, Some("spacet"))
+        );
+        assert!(s.pubsub.enabled);
+        assert_eq!(s.pubsub.project_id, "spacet-local");
+        assert_eq!(s.pubsub.topic, "launches");
+        assert_eq!(s.outbox.interval, Duration::from_secs(5));
+        assert_eq!(s.outbox.batch_size_max, 50);
+        // What the Go service did not have keeps our default.
+        assert_eq!(s.outbox.events_format, EventsFormat::V1);
+        assert_eq!(s.seats_per_flight, 100);
+    }
+
+    #[test]
+    fn fractional_go_intervals_keep_their_units() {
+        let (s, _f) = load_file(
+            "orchestrator:\n  interval: 0.5\nnotifications:\n  interval: 2\n",
+            &[],
+        );
+        let s = s.unwrap();
+        assert_eq!(s.spacex.interval, Duration::from_secs(1800));
+        assert_eq!(s.outbox.interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_environment_overrides_the_go_file_by_our_names_and_the_go_services() {
+        let env: HashMap<&str, &str> = [
+            ("HTTP_PORT", "9090"),
+            ("POSTGRES_POOL_MAX", "7"),
+            ("POSTGRES_DSN", "host=db.internal dbname=other"),
+            ("APP_LOG_LEVEL", "Warning"),
+            ("NOTIFICATIONS_BATCH_SIZE_MAX", "3"),
+        ]
+        .into_iter()
+        .collect();
+        let s = Settings::load(Some(&go_file()), |k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!((s.http_port, s.grpc_port), (9090, 8081));
+        assert_eq!(s.pg_pool_max, 7);
+        assert_eq!(s.log_level, "warn");
+        assert_eq!(s.outbox.batch_size_max, 3);
+        let Database::External(pg) = &s.database else {
+            panic!("external")
+        };
+        assert_eq!(pg.get_host(), "db.internal");
+        // Our name and the Go service's agreeing is fine; disagreeing is an error.
+        let same = |k: &str| match k {
+            "PG_POOL_MAX" | "POSTGRES_POOL_MAX" => Some("4".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            Settings::load(Some(&go_file()), same).unwrap().pg_pool_max,
+            4
+        );
+        let differ = |k: &str| match k {
+            "PG_POOL_MAX" => Some("4".to_string()),
+            "POSTGRES_POOL_MAX" => Some("5".to_string()),
+            _ => None,
+        };
+        let error = Settings::load(Some(&go_file()), differ).unwrap_err();
+        assert_eq!(error.setting, "PG_POOL_MAX");
+        assert!(error.problem.contains("POSTGRES_POOL_MAX"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_go_key_or_section_is_an_error_naming_it() {
+        for (text, key) in [
+            ("app:\n  name: x\n  colour: blue\n", "app.colour"),
+            ("http:\n  port: 1\nredis:\n  host: r\n", "redis.host"),
+            ("postgres:\n  pool_min: 1\n", "postgres.pool_min"),
+        ] {
+            let (result, _f) = load_file(text, &[]);
+            let error = result.unwrap_err();
+            assert_eq!(error.setting, key, "{error}");
+            assert!(
+                error.problem.contains("http.port"),
+                "lists the known keys: {error}"
+            );
+        }
+        let (result, _f) = load_file("http_port: 1\nspeed: 3\n", &[]);
+        assert_eq!(result.unwrap_err().setting, "SPEED");
+    }
+
+    #[test]
+    fn a_bad_go_value_names_the_setting_and_the_go_key() {
+        let (result, f) = load_file("http:\n  port: eighty\n", &[]);
+        let error = result.unwrap_err();
+        assert_eq!(error.setting, "HTTP_PORT");
+        assert!(error.problem.contains("http.port in"), "{error}");
+        assert!(
+            error.problem.contains(&f.path().display().to_string()),
+            "{error}"
+        );
+        let (result, _f) = load_file("orchestrator:\n  interval: 0\n", &[]);
+        assert_eq!(result.unwrap_err().setting, "ORCHESTRATOR_INTERVAL");
+        let (result, _f) = load_file("postgres:\n  pool_max: [1, 2]\n", &[]);
+        let error = result.unwrap_err();
+        assert_eq!(error.setting, "PG_POOL_MAX");
+        assert!(error.problem.contains("list"), "{error}");
+        let (result, _f) = load_file("http:\n  port:\n    inner: 1\n", &[]);
+        assert_eq!(result.unwrap_err().setting, "HTTP_PORT");
+        // A value from the Go service's environment name is named as such.
+        let error = Settings::load(Some(&go_file()), |k| {
+            (k == "POSTGRES_POOL_MAX").then(|| "0".to_string())
+        })
+        .unwrap_err();
+        assert_eq!(error.setting, "PG_POOL_MAX");
+        assert!(error.problem.contains("POSTGRES_POOL_MAX"), "{error}");
+    }
+
+    #[test]
+    fn a_setting_given_twice_in_one_file_is_an_error() {
+        let (result, _f) = load_file("http_port: 1\nhttp:\n  port: 2\n", &[]);
+        let error = result.unwrap_err();
+        assert_eq!(error.setting, "HTTP_PORT");
+        assert!(error.problem.contains("http.port"), "{error}");
+    }
+
+    #[test]
+    fn our_flat_file_keeps_working_and_may_be_mixed_with_go_sections() {
+        let (s, _f) = load_file(
+            "http_port: 7000\nseats_per_flight: 3\ngrpc:\n  port: 7001\n",
+            &[("SEATS_PER_FLIGHT", "4")],
+        );
+        let s = s.unwrap();
+        assert_eq!(
+            (s.http_port, s.grpc_port, s.seats_per_flight),
+            (7000, 7001, 4)
+        );
+        // An empty value is the empty string: no DSN means the embedded PostgreSQL.
+        let (s, _f) = load_file("postgres:\n  dsn:\n", &[]);
+        assert!(matches!(s.unwrap().database, Database::Embedded(_)));
+    }
+
+    #[test]
+    fn log_level_takes_the_go_services_values_in_any_case() {
+        for (given, level) in [
+            ("error", "error"),
+            ("WARN", "warn"),
+            ("warning", "warn"),
+            ("Warning", "warn"),
+            (" info ", "info"),
+            ("DEBUG", "debug"),
+            ("trace", "trace"),
+            ("spacet=debug,sqlx=warn", "spacet=debug,sqlx=warn"),
+        ] {
+            let s = Settings::load(None, |k| (k == "LOG_LEVEL").then(|| given.to_string()))
+                .unwrap_or_else(|e| panic!("{given:?}: {e}"));
+            assert_eq!(s.log_level, level, "{given:?}");
+        }
+        for bad in ["verbose", "fatal", "spacet=loud"] {
+            let error =
+                Settings::load(None, |k| (k == "LOG_LEVEL").then(|| bad.to_string())).unwrap_err();
+            assert_eq!(error.setting, "LOG_LEVEL", "{bad:?}");
+            assert!(error.problem.contains(bad), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_emulator_host_alone_turns_pubsub_on() {
+        let load = |env: &[(&str, &str)], file: Option<&str>| {
+            let map: HashMap<String, String> = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let f = file.map(self::file);
+            Settings::load(f.as_ref().map(|f| f.path()), |k| map.get(k).cloned())
+                .unwrap()
+                .pubsub
+                .enabled
+        };
+        let host = ("PUBSUB_EMULATOR_HOST", "127.0.0.1:8085");
+        assert!(load(&[host], None));
+        assert!(!load(&[], None));
+        assert!(!load(&[host, ("PUBSUB_ENABLED", "false")], None));
+        assert!(load(&[("PUBSUB_ENABLED", "true")], None));
+        // Set in the file is set: the file's `enabled: false` holds.
+        assert!(!load(&[host], Some("pubsub:\n  enabled: false\n")));
+        assert!(load(&[host], Some("pubsub:\n  project_id: p\n")));
+        assert!(!load(&[("PUBSUB_EMULATOR_HOST", " ")], None));
+    }
+
+    #[test]
+    fn events_format_is_one_of_three() {
+        let format = |v: &str| {
+            Settings::load(None, |k| (k == "EVENTS_FORMAT").then(|| v.to_string()))
+                .map(|s| s.outbox.events_format)
+        };
+        assert_eq!(
+            Settings::load(None, |_| None).unwrap().outbox.events_format,
+            EventsFormat::V1
+        );
+        assert_eq!(format("v1"), Ok(EventsFormat::V1));
+        assert_eq!(format("legacy"), Ok(EventsFormat::Legacy));
+        assert_eq!(format("BOTH"), Ok(EventsFormat::Both));
+        let error = format("go").unwrap_err();
+        assert_eq!(error.setting, "EVENTS_FORMAT");
+        assert!(error.problem.contains("v1, legacy, both"), "{error}");
+        assert!(EventsFormat::Both.publishes_v1() && EventsFormat::Both.publishes_legacy());
+        assert!(!EventsFormat::V1.publishes_legacy() && !EventsFormat::Legacy.publishes_v1());
     }
 
     #[test]

@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser)]
 #[command(name = "spacet", version, about, long_about)]
 struct Cli {
-    /// YAML settings file (instead of config/default.yaml). `-config=PATH` works too.
+    /// YAML settings file (instead of config/default.yaml): ours, or the Go service's
+    /// nested one. `-config PATH` and `-config=PATH` work too.
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
     #[command(subcommand)]

@@ -7,19 +7,19 @@ pub use crate::booking::events::{day_timestamp, timestamp};
 use crate::{booking, proto, spacex};
 
 /// A UTC time from a timestamp, or why it is not one (years 1–9999 only).
-pub fn from_timestamp(t: &pbjson_types::Timestamp) -> Result<DateTime<Utc>, String> {
+pub fn from_timestamp(t: &proto::Timestamp) -> Result<DateTime<Utc>, String> {
     if !(0..1_000_000_000).contains(&t.nanos) {
         return Err("is not a valid timestamp (nanos out of range)".into());
     }
-    DateTime::from_timestamp(t.seconds, t.nanos as u32)
+    t.to_datetime()
         .filter(|d| (1..=9999).contains(&chrono::Datelike::year(d)))
         .ok_or_else(|| "is not a valid timestamp (out of range)".into())
 }
 
-/// The domain destination of a proto enum number (`None` when unset or unknown).
+/// The domain destination of a proto enum number (`None` when unknown). 0 is
+/// MARS, as in the Go service.
 pub fn destination(value: i32) -> Option<booking::Destination> {
     match proto::Destination::try_from(value).ok()? {
-        proto::Destination::Unspecified => None,
         proto::Destination::Mars => Some(booking::Destination::Mars),
         proto::Destination::Moon => Some(booking::Destination::Moon),
         proto::Destination::Pluto => Some(booking::Destination::Pluto),

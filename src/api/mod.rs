@@ -64,13 +64,14 @@ pub fn http_routes() -> Vec<(&'static str, &'static str)> {
     [probes::ROUTES, gateway::ROUTES, http::rockets::ROUTES].concat()
 }
 
-/// The HTTP server: gateway, rocket telemetry, probes, metrics.
+/// The HTTP server: gateway, rocket telemetry, the dashboard, probes, metrics.
 pub fn http_router(state: ApiState) -> axum::Router {
     let settings = state.settings.clone();
     let mut router = axum::Router::new()
         .merge(probes::router())
         .merge(gateway::router())
         .merge(http::rockets::router())
+        .merge(http::dashboard::router())
         .route_layer(middleware::map_response(remember_route))
         .fallback(gateway::not_found)
         .method_not_allowed_fallback(gateway::method_not_allowed)

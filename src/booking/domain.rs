@@ -498,7 +498,8 @@ impl NewBooking {
         if fields.destination.is_none() {
             violation(
                 "destination_id",
-                "is required: one of MARS, MOON, PLUTO, ASTEROID_BELT, EUROPA, TITAN, GANYMEDE"
+                "must be one of MARS (0, the default), MOON (1), PLUTO (2), ASTEROID_BELT (3), \
+                 EUROPA (4), TITAN (5), GANYMEDE (6)"
                     .into(),
             );
         }

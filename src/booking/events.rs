@@ -39,15 +39,12 @@ pub fn cancelled(ticket: &Ticket, reason: CancellationReason) -> NewEvent {
 }
 
 /// A `google.protobuf.Timestamp` from a UTC time.
-pub fn timestamp(t: DateTime<Utc>) -> pbjson_types::Timestamp {
-    pbjson_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
+pub fn timestamp(t: DateTime<Utc>) -> proto::Timestamp {
+    proto::Timestamp::from(t)
 }
 
 /// Midnight UTC of a day, the way days travel in `launchDate` and `birthday`.
-pub fn day_timestamp(day: NaiveDate) -> pbjson_types::Timestamp {
+pub fn day_timestamp(day: NaiveDate) -> proto::Timestamp {
     timestamp(day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
 }
 
@@ -77,6 +74,14 @@ impl From<Gender> for proto::Gender {
     }
 }
 
+/// The Go service's status string of a ticket (`Ticket.status`).
+pub fn go_status(s: TicketStatus) -> &'static str {
+    match s {
+        TicketStatus::Confirmed => "scheduled",
+        TicketStatus::Cancelled => "cancelled",
+    }
+}
+
 impl From<TicketStatus> for proto::TicketStatus {
     fn from(s: TicketStatus) -> proto::TicketStatus {
         match s {
@@ -101,12 +106,13 @@ impl From<&Ticket> for proto::Ticket {
             id: t.id.to_string(),
             first_name: t.first_name.clone(),
             last_name: t.last_name.clone(),
+            launch_date: Some(day_timestamp(t.launch_day)),
+            launchpad_id: t.launchpad_id.clone(),
+            destination_id: proto::Destination::from(t.destination) as i32,
+            status: go_status(t.status).to_string(),
             gender: proto::Gender::from(t.gender) as i32,
             birthday: Some(day_timestamp(t.birthday)),
-            launchpad_id: t.launchpad_id.clone(),
-            launch_date: Some(day_timestamp(t.launch_day)),
-            destination_id: proto::Destination::from(t.destination) as i32,
-            status: proto::TicketStatus::from(t.status) as i32,
+            ticket_status: proto::TicketStatus::from(t.status) as i32,
             cancellation_reason: t
                 .cancellation_reason
                 .map_or(proto::CancellationReason::Unspecified, Into::into)

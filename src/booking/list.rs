@@ -48,18 +48,57 @@ impl Cursor {
     }
 }
 
-/// A parsed ListBookings request.
+/// A parsed ListBookings request. Every filter given must match. The text
+/// filters are the Go service's: case-insensitive substrings.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
     pub limit: i64,
     pub after: Option<Cursor>,
-    pub first_name_prefix: Option<String>,
-    pub last_name_prefix: Option<String>,
-    pub launchpad_id: Option<String>,
-    pub destination: Option<Destination>,
-    pub status: Option<TicketStatus>,
+    /// Substring of the first name, any case.
+    pub first_name: Option<String>,
+    /// Substring of the last name, any case.
+    pub last_name: Option<String>,
+    /// Substring of the launchpad id, any case (resolved against the launchpads).
+    pub launchpad: Option<String>,
+    /// The ticket's destination is one of these.
+    pub destinations: Option<Vec<Destination>>,
+    /// The ticket's status is one of these.
+    pub statuses: Option<Vec<TicketStatus>>,
     pub launch_from: Option<NaiveDate>,
     pub launch_to: Option<NaiveDate>,
+}
+
+/// The destinations whose name contains `text`, any case, with `_` or a space
+/// between words (`moon`, `Asteroid Belt`, `belt`), as the Go service matched them.
+pub fn destinations_matching(text: &str) -> Vec<Destination> {
+    let wanted = text.trim().to_lowercase().replace(' ', "_");
+    Destination::ALL
+        .into_iter()
+        .filter(|d| d.as_str().to_lowercase().contains(&wanted))
+        .collect()
+}
+
+/// The statuses named by `text`, any case: the Go service's `scheduled` and
+/// `cancelled`, and this service's `CONFIRMED` and `CANCELLED` (a substring of a
+/// name matches, as in the Go service).
+pub fn statuses_matching(text: &str) -> Vec<TicketStatus> {
+    let wanted = text.trim().to_lowercase();
+    [
+        (TicketStatus::Confirmed, ["scheduled", "confirmed"]),
+        (TicketStatus::Cancelled, ["cancelled", "canceled"]),
+    ]
+    .into_iter()
+    .filter(|(_, names)| names.iter().any(|n| n.contains(&wanted)))
+    .map(|(status, _)| status)
+    .collect()
+}
+
+/// Keeps the values in both sets, when both are given.
+pub fn both<T: PartialEq>(a: Option<Vec<T>>, b: Option<Vec<T>>) -> Option<Vec<T>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.into_iter().filter(|x| b.contains(x)).collect()),
+        (a, b) => a.or(b),
+    }
 }
 
 impl ListQuery {
@@ -99,6 +138,25 @@ pub async fn list(
     pool: &PgPool,
     query: &ListQuery,
 ) -> Result<(Vec<Ticket>, Option<Cursor>), sqlx::Error> {
+    // A pad id substring names a few of the (few) launchpads: resolve it first, so
+    // the ticket query filters on whole ids and can use their indexes.
+    let pads = match &query.launchpad {
+        Some(text) => Some(
+            sqlx::query_scalar!(
+                "SELECT id FROM launchpads WHERE strpos(lower(id), lower($1)) > 0 ORDER BY id",
+                text.trim()
+            )
+            .fetch_all(pool)
+            .await?,
+        ),
+        None => None,
+    };
+    let matches_nothing = pads.as_ref().is_some_and(Vec::is_empty)
+        || query.destinations.as_ref().is_some_and(Vec::is_empty)
+        || query.statuses.as_ref().is_some_and(Vec::is_empty);
+    if matches_nothing {
+        return Ok((Vec::new(), None));
+    }
     let mut sql: QueryBuilder<Postgres> =
         QueryBuilder::new(format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE true"));
     if let Some(after) = query.after {
@@ -108,23 +166,35 @@ pub async fn list(
             .push_bind(after.id)
             .push(")");
     }
-    if let Some(prefix) = &query.first_name_prefix {
-        sql.push(" AND lower(first_name) LIKE ")
-            .push_bind(like_prefix(prefix));
+    if let Some(text) = &query.first_name {
+        sql.push(" AND lower(first_name) LIKE lower(")
+            .push_bind(like_substring(text))
+            .push(")");
     }
-    if let Some(prefix) = &query.last_name_prefix {
-        sql.push(" AND lower(last_name) LIKE ")
-            .push_bind(like_prefix(prefix));
+    if let Some(text) = &query.last_name {
+        sql.push(" AND lower(last_name) LIKE lower(")
+            .push_bind(like_substring(text))
+            .push(")");
     }
-    if let Some(pad) = &query.launchpad_id {
-        sql.push(" AND launchpad_id = ").push_bind(pad.clone());
+    if let Some(pads) = pads {
+        push_any(&mut sql, "launchpad_id", pads);
     }
-    if let Some(destination) = query.destination {
-        sql.push(" AND destination = ")
-            .push_bind(destination.as_str());
+    if let Some(destinations) = &query.destinations {
+        push_any(
+            &mut sql,
+            "destination",
+            destinations
+                .iter()
+                .map(|d| d.as_str().to_string())
+                .collect(),
+        );
     }
-    if let Some(status) = query.status {
-        sql.push(" AND status = ").push_bind(status.as_str());
+    if let Some(statuses) = &query.statuses {
+        push_any(
+            &mut sql,
+            "status",
+            statuses.iter().map(|s| s.as_str().to_string()).collect(),
+        );
     }
     if let Some(from) = query.launch_from {
         sql.push(" AND launch_day >= ").push_bind(from);
@@ -147,15 +217,28 @@ pub async fn list(
     Ok((tickets, next))
 }
 
-/// A LIKE pattern matching strings that start with `prefix`, case-insensitively.
-fn like_prefix(prefix: &str) -> String {
-    let escaped = prefix
+/// `column = value` for one value (the planner treats it as an equality), or
+/// `column = ANY(values)`.
+fn push_any(sql: &mut QueryBuilder<'_, Postgres>, column: &str, mut values: Vec<String>) {
+    sql.push(format!(" AND {column} "));
+    if values.len() == 1 {
+        sql.push("= ").push_bind(values.remove(0));
+    } else {
+        sql.push("= ANY(").push_bind(values).push(")");
+    }
+}
+
+/// A LIKE pattern matching lowered strings that contain `text`, lowered (LIKE's
+/// metacharacters escaped). The query also lowers the pattern with PostgreSQL's
+/// `lower`, so both sides agree under any collation.
+fn like_substring(text: &str) -> String {
+    let escaped = text
         .trim()
         .to_lowercase()
         .replace('\\', "\\\\")
         .replace('%', "\\%")
         .replace('_', "\\_");
-    format!("{escaped}%")
+    format!("%{escaped}%")
 }
 
 #[cfg(test)]
@@ -198,6 +281,38 @@ mod tests {
 
     #[test]
     fn like_metacharacters_are_escaped() {
-        assert_eq!(like_prefix("O_N%"), "o\\_n\\%%");
+        assert_eq!(like_substring(" O_N%\\ "), "%o\\_n\\%\\\\%");
+    }
+
+    #[test]
+    fn go_text_filters_match_as_the_go_service_did() {
+        use Destination::*;
+        assert_eq!(destinations_matching("moon"), vec![Moon]);
+        assert_eq!(destinations_matching("MOON"), vec![Moon]);
+        assert_eq!(destinations_matching("asteroid belt"), vec![AsteroidBelt]);
+        assert_eq!(destinations_matching("Belt"), vec![AsteroidBelt]);
+        assert_eq!(destinations_matching("an"), vec![Titan, Ganymede]);
+        assert_eq!(destinations_matching("venus"), vec![]);
+        assert_eq!(
+            statuses_matching("scheduled"),
+            vec![TicketStatus::Confirmed]
+        );
+        assert_eq!(
+            statuses_matching("CONFIRMED"),
+            vec![TicketStatus::Confirmed]
+        );
+        assert_eq!(
+            statuses_matching("Cancelled"),
+            vec![TicketStatus::Cancelled]
+        );
+        assert_eq!(statuses_matching("canceled"), vec![TicketStatus::Cancelled]);
+        assert_eq!(statuses_matching("sched"), vec![TicketStatus::Confirmed]);
+        assert_eq!(statuses_matching("booked"), vec![]);
+        assert_eq!(
+            both(Some(vec![Moon, Mars]), Some(vec![Mars])),
+            Some(vec![Mars])
+        );
+        assert_eq!(both(None, Some(vec![Mars])), Some(vec![Mars]));
+        assert_eq!(both::<Destination>(None, None), None);
     }
 }

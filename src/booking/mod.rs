@@ -4,6 +4,7 @@
 
 pub mod domain;
 pub mod events;
+pub mod legacy;
 pub mod list;
 pub mod schedule;
 
@@ -15,7 +16,7 @@ use uuid::Uuid;
 
 pub use domain::*;
 
-use crate::outbox;
+use crate::{config::EventsFormat, outbox};
 
 /// Why a booking or cancellation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -398,12 +399,16 @@ pub struct Cancelled {
 
 /// Cancels, in the caller's transaction (the SpaceX sync's), every scheduled flight
 /// on a pad and day an upcoming SpaceX launch blocks, from today at its pad on (a
-/// flight whose day has passed has flown), with its confirmed tickets and one
-/// `TicketCancelled` event per ticket (`SPACEX_CONFLICT`). `today_at_pad` is each
+/// flight whose day has passed has flown), with its confirmed tickets, and the
+/// events `events_format` selects: one `TicketCancelled` per ticket
+/// (`SPACEX_CONFLICT`) for `v1`, the Go service's one `BookingsCancelled` message for
+/// them all ([`legacy`], ordered by `sync_id`) for `legacy`. `today_at_pad` is each
 /// launchpad's current local day.
 pub async fn cancel_flights_blocked_by_spacex(
     conn: &mut PgConnection,
     today_at_pad: &[(String, NaiveDate)],
+    sync_id: Uuid,
+    events_format: EventsFormat,
 ) -> Result<Cancelled, sqlx::Error> {
     let (pads, days): (Vec<&str>, Vec<NaiveDate>) =
         today_at_pad.iter().map(|(p, d)| (p.as_str(), *d)).unzip();
@@ -450,12 +455,19 @@ pub async fn cancel_flights_blocked_by_spacex(
     .rows_affected();
     // Ids are UUIDv7: the events are written in booking order.
     tickets.sort_by_key(|t| t.id);
-    let events: Vec<outbox::NewEvent> = tickets
-        .iter()
-        .map(|t| events::cancelled(t, CancellationReason::SpacexConflict))
-        .collect();
     let flights_done = started.elapsed();
-    outbox::enqueue_all(conn, &events).await?;
+    if events_format.publishes_v1() {
+        let events: Vec<outbox::NewEvent> = tickets
+            .iter()
+            .map(|t| events::cancelled(t, CancellationReason::SpacexConflict))
+            .collect();
+        outbox::enqueue_all(conn, &events).await?;
+    }
+    if events_format.publishes_legacy() {
+        // The Go service's one message for the whole sync, in the same transaction.
+        let ids: Vec<Uuid> = tickets.iter().map(|t| t.id).collect();
+        outbox::enqueue_legacy(conn, &legacy::bookings_cancelled(sync_id, &ids)).await?;
+    }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     tracing::debug!(
         find_ms = ms(found),
@@ -466,7 +478,7 @@ pub async fn cancel_flights_blocked_by_spacex(
     );
     Ok(Cancelled {
         flights: cancelled_flights as usize,
-        tickets: events.len(),
+        tickets: tickets.len(),
     })
 }
 

@@ -22,6 +22,11 @@ use crate::{
 /// Version of the event contract, sent as the `schema_version` attribute.
 pub const SCHEMA_VERSION: &str = "1";
 
+/// `schema_version` of the Go service's messages ([`LegacyEvent`]), published only
+/// when `EVENTS_FORMAT` is `legacy` or `both`; every other row is published when it
+/// is `v1` or `both`.
+pub const LEGACY_SCHEMA_VERSION: &str = "legacy";
+
 /// An event to publish, written in the transaction of the change that causes it.
 /// The feature that owns the change builds it; the outbox knows no feature.
 #[derive(Debug, Clone)]
@@ -32,6 +37,65 @@ pub struct NewEvent {
     pub aggregate_id: Uuid,
     /// The message data (proto3 JSON of the event).
     pub payload: serde_json::Value,
+}
+
+/// A message of the Go service's contract: its data is sent byte for byte (the Go
+/// shape fixes the key order) with its own attributes instead of this service's
+/// (the relay adds only `event_id`, for de-duplication).
+#[derive(Debug, Clone)]
+pub struct LegacyEvent {
+    /// Kept in the row, for operators and logs; not sent.
+    pub event_type: &'static str,
+    /// The ordering key: the messages of one aggregate are published in order.
+    pub aggregate_id: Uuid,
+    /// The message data: JSON, exactly as it is to be sent.
+    pub data: Vec<u8>,
+    /// The message's attributes.
+    pub attributes: Vec<(&'static str, String)>,
+}
+
+/// Writes Go-contract messages in the caller's transaction with one statement, and
+/// wakes the relay on commit.
+pub async fn enqueue_legacy(
+    conn: &mut PgConnection,
+    events: &[LegacyEvent],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let types: Vec<String> = events.iter().map(|e| e.event_type.to_string()).collect();
+    let aggregates: Vec<Uuid> = events.iter().map(|e| e.aggregate_id).collect();
+    let payloads: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| serde_json::from_slice(&e.data))
+        .collect::<Result<_, _>>()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let data: Vec<Vec<u8>> = events.iter().map(|e| e.data.clone()).collect();
+    let attributes: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            serde_json::Value::Object(
+                e.attributes
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), serde_json::Value::from(v.as_str())))
+                    .collect(),
+            )
+        })
+        .collect();
+    sqlx::query!(
+        "INSERT INTO outbox (event_type, aggregate_id, payload, data, attributes, schema_version)
+         SELECT t, a, p, d, at, $6
+         FROM UNNEST($1::text[], $2::uuid[], $3::jsonb[], $4::bytea[], $5::jsonb[]) AS u(t, a, p, d, at)",
+        &types,
+        &aggregates,
+        &payloads,
+        &data,
+        &attributes,
+        LEGACY_SCHEMA_VERSION,
+    )
+    .execute(&mut *conn)
+    .await?;
+    notify(conn).await
 }
 
 /// Writes `event` in the caller's transaction and wakes the relay on commit.

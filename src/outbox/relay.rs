@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::publisher::{FailureKind, OutgoingMessage, PublishError, Publisher};
 use crate::{
-    config::{OutboxSettings, PubSubSettings},
+    config::{EventsFormat, OutboxSettings, PubSubSettings},
     health::{CheckResult, HealthCheck},
     metrics,
 };
@@ -64,6 +64,8 @@ pub struct StepReport {
     pub parked: usize,
     /// Published rows deleted after the retention.
     pub deleted: u64,
+    /// Rows of a contract `EVENTS_FORMAT` does not publish, marked done unsent.
+    pub discarded: usize,
 }
 
 /// Relay settings, taken from the outbox and Pub/Sub settings.
@@ -79,6 +81,8 @@ pub struct RelayConfig {
     pub lease: Duration,
     /// The `origin` attribute.
     pub origin: String,
+    /// Which contracts are published (`EVENTS_FORMAT`).
+    pub events_format: EventsFormat,
 }
 
 impl RelayConfig {
@@ -92,6 +96,7 @@ impl RelayConfig {
             retention: outbox.retention,
             lease: pubsub.publish_timeout * 2 + Duration::from_secs(30),
             origin,
+            events_format: outbox.events_format,
         }
     }
 }
@@ -104,6 +109,10 @@ struct Claimed {
     aggregate_id: Uuid,
     payload: serde_json::Value,
     schema_version: String,
+    /// Set for a Go-contract message: its attributes instead of the standard ones.
+    attributes: Option<serde_json::Value>,
+    /// Set for a Go-contract message: its data, byte for byte.
+    data: Option<Vec<u8>>,
 }
 
 /// Publishes outbox rows. [`Relay::step`] does one round; [`Relay::run`] loops.
@@ -146,6 +155,27 @@ impl Relay {
             return Ok(report);
         }
         rows.sort_by_key(|r| r.id);
+
+        // Booking writes its per-ticket events whatever EVENTS_FORMAT says (it does
+        // not know it); the relay publishes the contracts the format selects and
+        // marks the others done unsent, so they neither pile up nor hold later
+        // events back.
+        let (rows, discarded): (Vec<Claimed>, Vec<Claimed>) = rows
+            .into_iter()
+            .partition(|row| publishes(self.config.events_format, &row.schema_version));
+        if !discarded.is_empty() {
+            let ids: Vec<i64> = discarded.iter().map(|r| r.id).collect();
+            self.mark_published(&ids).await?;
+            report.discarded = ids.len();
+            tracing::debug!(
+                discarded = ids.len(),
+                events_format = ?self.config.events_format,
+                "events of a contract EVENTS_FORMAT does not publish marked done unsent"
+            );
+        }
+        if rows.is_empty() {
+            return Ok(report);
+        }
 
         // A message that breaks Pub/Sub's limits is not sent: it fails as rejected.
         let mut outcomes: Vec<(i64, Result<String, PublishError>)> = Vec::new();
@@ -191,18 +221,30 @@ impl Relay {
     }
 
     fn message(&self, row: &Claimed) -> OutgoingMessage {
-        let data = serde_json::to_vec(&row.payload).expect("a JSON value serialises");
+        let data = match &row.data {
+            Some(data) => data.clone(),
+            None => serde_json::to_vec(&row.payload).expect("a JSON value serialises"),
+        };
+        let mut attributes = vec![("event_id".to_string(), row.id.to_string())];
+        match row.attributes.as_ref().and_then(|a| a.as_object()) {
+            // The row's own attributes (values are strings; anything else is sent
+            // as its JSON text rather than dropped).
+            Some(own) => attributes.extend(own.iter().map(|(k, v)| {
+                let value = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                (k.clone(), value)
+            })),
+            None => attributes.extend([
+                ("event_type".into(), row.event_type.clone()),
+                ("origin".into(), self.config.origin.clone()),
+                ("schema_version".into(), row.schema_version.clone()),
+            ]),
+        }
         OutgoingMessage {
             event_id: row.id,
             event_type: row.event_type.clone(),
             ordering_key: row.aggregate_id.to_string(),
             data: data.into(),
-            attributes: vec![
-                ("event_id".into(), row.id.to_string()),
-                ("event_type".into(), row.event_type.clone()),
-                ("origin".into(), self.config.origin.clone()),
-                ("schema_version".into(), row.schema_version.clone()),
-            ],
+            attributes,
         }
     }
 
@@ -331,7 +373,9 @@ impl Relay {
                     if report.claimed > 0 || report.deleted > 0 {
                         tracing::debug!(?report, "outbox relay step");
                     }
-                    if report.claimed as i64 >= self.config.batch_size && report.published > 0 {
+                    if report.claimed as i64 >= self.config.batch_size
+                        && report.published + report.discarded > 0
+                    {
                         continue;
                     }
                 }
@@ -344,6 +388,17 @@ impl Relay {
             }
         }
         tracing::info!("outbox relay stopped");
+    }
+}
+
+/// Whether `format` publishes events written with `schema_version`: the Go
+/// service's messages under `legacy` and `both`, every other event under `v1` and
+/// `both` (a newer release's versions included: never dropped for being unknown).
+pub fn publishes(format: EventsFormat, schema_version: &str) -> bool {
+    if schema_version == super::LEGACY_SCHEMA_VERSION {
+        format.publishes_legacy()
+    } else {
+        format.publishes_v1()
     }
 }
 
@@ -498,5 +553,23 @@ mod tests {
     fn claim_query_runs_claim_sql() {
         let query = claim_query!(1i64, 1.0f64);
         assert_eq!(sqlx::Execute::sql(&query), CLAIM_SQL);
+    }
+
+    #[test]
+    fn events_format_selects_contracts_and_never_drops_an_unknown_version() {
+        use crate::outbox::{LEGACY_SCHEMA_VERSION, SCHEMA_VERSION};
+        let cases = [
+            (EventsFormat::V1, SCHEMA_VERSION, true),
+            (EventsFormat::V1, LEGACY_SCHEMA_VERSION, false),
+            (EventsFormat::V1, "2", true),
+            (EventsFormat::Legacy, SCHEMA_VERSION, false),
+            (EventsFormat::Legacy, "2", false),
+            (EventsFormat::Legacy, LEGACY_SCHEMA_VERSION, true),
+            (EventsFormat::Both, SCHEMA_VERSION, true),
+            (EventsFormat::Both, LEGACY_SCHEMA_VERSION, true),
+        ];
+        for (format, version, expected) in cases {
+            assert_eq!(publishes(format, version), expected, "{format:?} {version}");
+        }
     }
 }

@@ -12,9 +12,11 @@
 //! 4. Launchpads upserted (when fetched), launches upserted by id, launches no
 //!    longer listed marked `upcoming = false`.
 //! 5. Every scheduled flight, today or later at its pad, on a blocked pad and day
-//!    is cancelled with its confirmed tickets (`SPACEX_CONFLICT`), one
-//!    `TicketCancelled` outbox event per ticket — a handful of set-based statements
-//!    however many tickets there are.
+//!    is cancelled with its confirmed tickets (`SPACEX_CONFLICT`), and the events
+//!    `EVENTS_FORMAT` selects: one `TicketCancelled` outbox event per ticket (`v1`),
+//!    one Go-contract `BookingsCancelled` message for them all, ordered by the
+//!    sync's id (`legacy`) — a handful of set-based statements however many tickets
+//!    there are.
 //!    Before cancelling, the circuit breaker counts what the sync would cancel (a
 //!    read-only query in this transaction): more than `SPACEX_MAX_CANCELLATIONS`
 //!    tickets, or every day SpaceX blocked (today or later) freed at once — the
@@ -33,12 +35,13 @@ use std::{
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
 
 use super::{
     client::{DatePrecision, Launchpad, SpaceXClient, SpaceXError, Upcoming},
     SyncDeps,
 };
-use crate::{booking, metrics};
+use crate::{booking, config::EventsFormat, metrics};
 
 /// Key of the transaction-level advisory lock held while a sync is applied
 /// ("SPACEX" in ASCII, then 1).
@@ -120,6 +123,9 @@ pub struct SyncReport {
     /// True when this forced sync joined one already running in this process
     /// (single flight): the report is that sync's.
     pub joined: bool,
+    /// Id of an applied sync (UUIDv7): the ordering key of its `BookingsCancelled`
+    /// message.
+    pub sync_id: Option<Uuid>,
 }
 
 impl SyncReport {
@@ -226,6 +232,7 @@ pub async fn run(
                 flights_cancelled = report.flights_cancelled,
                 tickets_cancelled = report.tickets_cancelled,
                 held_reason = report.held_reason.as_deref(),
+                sync_id = report.sync_id.map(|id| id.to_string()),
                 "spacex sync"
             );
             Ok(report)
@@ -319,7 +326,17 @@ async fn fetch_and_apply(
         }
     }
     let breaker = (trigger != Trigger::Confirmed).then_some(settings.max_cancellations);
-    let mut report = apply(&mut tx, launchpads.as_deref(), &upcoming, now, breaker).await?;
+    let sync_id = Uuid::now_v7();
+    let mut report = apply(
+        &mut tx,
+        launchpads.as_deref(),
+        &upcoming,
+        now,
+        breaker,
+        sync_id,
+        settings.events_format,
+    )
+    .await?;
     if let Some(reason) = &report.held_reason {
         // Nothing of it is kept: not the launches, not the cancellations.
         tx.rollback().await?;
@@ -329,6 +346,7 @@ async fn fetch_and_apply(
     }
     record_success(&mut tx, now, launchpads.is_some()).await?;
     tx.commit().await?;
+    report.sync_id = Some(sync_id);
     report.apply_duration = apply_started.elapsed();
     Ok(report)
 }
@@ -390,6 +408,8 @@ async fn apply(
     upcoming: &Upcoming,
     now: DateTime<Utc>,
     breaker: Option<usize>,
+    sync_id: Uuid,
+    events_format: EventsFormat,
 ) -> Result<SyncReport, sqlx::Error> {
     let mut report = SyncReport {
         launches_seen: upcoming.seen,
@@ -553,7 +573,8 @@ async fn apply(
             return Ok(report);
         }
     }
-    let cancelled = booking::cancel_flights_blocked_by_spacex(conn, &today).await?;
+    let cancelled =
+        booking::cancel_flights_blocked_by_spacex(conn, &today, sync_id, events_format).await?;
     report.flights_cancelled = cancelled.flights;
     report.tickets_cancelled = cancelled.tickets;
     Ok(report)

@@ -4,10 +4,14 @@ mod helpers;
 
 mod booking;
 mod challenge;
+mod dashboard;
 mod database_limits;
 mod embedded;
 mod foundation;
 mod gateway;
+mod go_compat;
+mod go_config;
+mod legacy_events;
 mod metrics;
 mod outbox;
 mod packaging;

@@ -170,7 +170,7 @@ async fn booked_and_cancelled_events_arrive_in_order_with_the_ticket_and_the_att
     let event: proto::TicketCancelled = serde_json::from_value(second.data.clone()).unwrap();
     assert_eq!(event.ticket.as_ref(), Some(&cancelled));
     assert_eq!(event.reason(), proto::CancellationReason::UserRequested);
-    assert_eq!(cancelled.status(), proto::TicketStatus::Cancelled);
+    assert_eq!(cancelled.ticket_status(), proto::TicketStatus::Cancelled);
 
     assert!(all_published_within(&app, Duration::from_secs(5)).await);
     let checks = liveness(&app).await;

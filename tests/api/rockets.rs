@@ -617,15 +617,19 @@ async fn a_body_that_is_not_a_json_message_is_refused() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], 3);
     assert!(
-        body["message"].as_str().unwrap().contains("malformed JSON"),
+        body["message"].as_str().unwrap().contains("not JSON"),
         "{body}"
     );
 
     let response = raw("[1, 2]".into(), "application/json").await.unwrap();
     assert_eq!(response.status(), 400);
 
+    // Any content type is read as JSON, as grpc-gateway reads it: `{}` is then
+    // refused for what it lacks, not for its label.
     let response = raw("{}".into(), "text/plain").await.unwrap();
-    assert_eq!(response.status(), 415);
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(!error_fields(&body).is_empty(), "{body}");
 
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(100_000));
     let response = raw(big, "application/json").await.unwrap();
@@ -864,7 +868,6 @@ async fn bad_list_requests_name_every_problem() {
         ("limit=-1", vec!["limit"]),
         ("limit=many", vec!["body"]),
         ("cursor=garbage", vec!["cursor"]),
-        ("colour=red", vec!["colour"]),
         (
             "sort=height&order=up&status=x",
             vec!["order", "sort", "status"],
@@ -882,6 +885,11 @@ async fn bad_list_requests_name_every_problem() {
         .await;
     assert_eq!(status, 400, "a cursor of another sort: {body}");
     assert_eq!(error_fields(&body), ["cursor"]);
+    // An unknown parameter is discarded, as grpc-gateway does.
+    for prefix in ["/rockets", "/v1/rockets"] {
+        let (status, body) = app.get_json(&format!("{prefix}?colour=red&_=1")).await;
+        assert_eq!(status, 200, "{prefix} → {body}");
+    }
 }
 
 /// A cursor's key is checked against its sort before any SQL runs: a speed cursor
@@ -978,7 +986,7 @@ async fn one_rocket_is_found_by_channel_or_named_missing() {
     assert_eq!(v1["type"], "Falcon-9");
     assert_eq!(v1["status"], "launched");
     assert_eq!(v1["lastMessageNumber"], "2");
-    assert_eq!(v1["launchedAt"], "2022-02-02T18:00:01+00:00");
+    assert_eq!(v1["launchedAt"], "2022-02-02T18:00:01Z");
     let (status, list) = app
         .get_json("/v1/rockets?sort=speed&order=desc&limit=1")
         .await;

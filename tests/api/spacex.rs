@@ -269,11 +269,14 @@ async fn a_launch_on_a_booked_pad_and_day_cancels_the_flight_its_tickets_and_wri
 
     for ticket in &doomed {
         let now = app.ticket(&ticket.id).await.unwrap();
-        assert_eq!(now.status, CANCELLED, "{:?}", ticket.launch_date);
+        assert_eq!(now.ticket_status, CANCELLED, "{:?}", ticket.launch_date);
         assert_eq!(now.cancellation_reason, SPACEX_CONFLICT);
     }
     for ticket in &spared {
-        assert_eq!(app.ticket(&ticket.id).await.unwrap().status, CONFIRMED);
+        assert_eq!(
+            app.ticket(&ticket.id).await.unwrap().ticket_status,
+            CONFIRMED
+        );
     }
     let flights: Vec<(NaiveDate, String, Option<String>, i32)> = sqlx::query_as(
         "SELECT launch_day, status, cancellation_reason, seats_booked FROM flights
@@ -319,7 +322,13 @@ async fn a_launch_on_a_booked_pad_and_day_cancels_the_flight_its_tickets_and_wri
     for (id, payload) in &events {
         assert_eq!(payload["reason"], "SPACEX_CONFLICT");
         assert_eq!(payload["ticket"]["id"], id.to_string());
-        assert_eq!(payload["ticket"]["status"], "CANCELLED");
+        assert_eq!(payload["ticket"]["status"], "cancelled");
+        assert_eq!(payload["ticket"]["ticketStatus"], "CANCELLED");
+        // Timestamps as protojson writes them, in the events too.
+        for field in ["launchDate", "birthday", "createdAt", "updatedAt"] {
+            let text = payload["ticket"][field].as_str().unwrap();
+            assert!(text.ends_with('Z'), "{field}: {text}");
+        }
     }
 
     // A second sync finds nothing more to do.
@@ -377,11 +386,11 @@ async fn a_coarse_date_blocks_nothing_and_shows_as_tentative() {
     assert_eq!(report["applied"], true);
     assert_eq!(report["ticketsCancelled"], 0);
     assert_eq!(
-        app.ticket(&december_1st.id).await.unwrap().status,
+        app.ticket(&december_1st.id).await.unwrap().ticket_status,
         CONFIRMED
     );
     assert_eq!(
-        app.ticket(&november_1st.id).await.unwrap().status,
+        app.ticket(&november_1st.id).await.unwrap().ticket_status,
         CONFIRMED
     );
     app.book_ok(pads::KSC_39A, "2049-12-02", Destination::Moon)
@@ -452,7 +461,10 @@ async fn a_launch_spacex_moves_frees_its_old_day_and_blocks_its_new_one() {
         blocked_day(&app, HOTBIRD_13G).await.unwrap().to_string(),
         "2049-11-05"
     );
-    assert_eq!(app.ticket(&on_the_5th.id).await.unwrap().status, CANCELLED);
+    assert_eq!(
+        app.ticket(&on_the_5th.id).await.unwrap().ticket_status,
+        CANCELLED
+    );
     app.book_ok(pads::CCSFS_40, "2049-11-02", Destination::Mars)
         .await;
     app.book_ok(pads::CCSFS_40, "2049-11-15", Destination::Mars)

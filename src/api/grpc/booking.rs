@@ -9,7 +9,7 @@ use crate::{
     api::{convert, error::ApiError, ApiState},
     booking::{
         self,
-        list::ListQuery,
+        list::{self, ListQuery},
         schedule::{self, DEFAULT_WINDOW_DAYS, MAX_WINDOW_DAYS},
         BookingFields, NewBooking, TicketId, TicketStatus,
     },
@@ -103,36 +103,37 @@ impl BookingApi {
         req: proto::ListTicketsRequest,
     ) -> Result<proto::ListTicketsResponse, ApiError> {
         let mut violations = Vec::new();
-        let (limit, after) = ListQuery::page(req.limit, &req.cursor).unwrap_or_else(|v| {
-            violations.extend(v);
-            (0, None)
-        });
-        let destination = match req.destination_id {
-            0 => None,
-            n => {
-                let d = convert::destination(n);
-                if d.is_none() {
+        let (limit, after) = ListQuery::page(req.limit, req.cursor.as_deref().unwrap_or(""))
+            .unwrap_or_else(|v| {
+                violations.extend(v);
+                (0, None)
+            });
+        let destination_id = match req.destination_id {
+            None => None,
+            Some(n) => match convert::destination(n) {
+                Some(d) => Some(vec![d]),
+                None => {
                     violations.push(tonic_types::FieldViolation::new(
                         "destination_id",
                         format!("{n} is not a destination"),
                     ));
+                    None
                 }
-                d
-            }
+            },
         };
-        let status = match proto::TicketStatus::try_from(req.status) {
-            Ok(proto::TicketStatus::Unspecified) => None,
-            Ok(proto::TicketStatus::Confirmed) => Some(TicketStatus::Confirmed),
-            Ok(proto::TicketStatus::Cancelled) => Some(TicketStatus::Cancelled),
-            Err(_) => {
+        let ticket_status = match req.ticket_status.map(proto::TicketStatus::try_from) {
+            None | Some(Ok(proto::TicketStatus::Unspecified)) => None,
+            Some(Ok(proto::TicketStatus::Confirmed)) => Some(vec![TicketStatus::Confirmed]),
+            Some(Ok(proto::TicketStatus::Cancelled)) => Some(vec![TicketStatus::Cancelled]),
+            Some(Err(_)) => {
                 violations.push(tonic_types::FieldViolation::new(
-                    "status",
+                    "ticket_status",
                     "is not CONFIRMED or CANCELLED",
                 ));
                 None
             }
         };
-        let mut day = |field: &str, t: &Option<pbjson_types::Timestamp>| match t
+        let mut day = |field: &str, t: &Option<proto::Timestamp>| match t
             .as_ref()
             .map(convert::from_timestamp)
         {
@@ -145,8 +146,8 @@ impl BookingApi {
         };
         let launch_from = day("launch_date_from", &req.launch_date_from);
         let launch_to = day("launch_date_to", &req.launch_date_to);
-        let mut text = |field: &str, value: String| {
-            let value = value.trim().to_string();
+        let mut text = |field: &str, value: Option<String>| {
+            let value = value?.trim().to_string();
             if value.chars().any(char::is_control) {
                 violations.push(tonic_types::FieldViolation::new(
                     field,
@@ -163,29 +164,28 @@ impl BookingApi {
                 Some(value).filter(|v| !v.is_empty())
             }
         };
-        let first_name_prefix = text("first_name", req.first_name);
-        let last_name_prefix = text("last_name", req.last_name);
-        let launchpad_id = text("launchpad_id", req.launchpad_id);
-        if launchpad_id
-            .as_deref()
-            .is_some_and(|id| !booking::is_launchpad_id(id))
-        {
-            violations.push(tonic_types::FieldViolation::new(
-                "launchpad_id",
-                "is not a launchpad id (24 hex characters)",
-            ));
-        }
+        let first_name = text("first_name", req.first_name);
+        let last_name = text("last_name", req.last_name);
+        let launchpad = text("launchpad_id", req.launchpad_id);
+        let destination = text("destination", req.destination);
+        let status = text("status", req.status);
         if !violations.is_empty() {
             return Err(ApiError::InvalidArgument(violations));
         }
         let query = ListQuery {
             limit,
             after,
-            first_name_prefix,
-            last_name_prefix,
-            launchpad_id,
-            destination,
-            status,
+            first_name,
+            last_name,
+            launchpad,
+            destinations: list::both(
+                destination.as_deref().map(list::destinations_matching),
+                destination_id,
+            ),
+            statuses: list::both(
+                status.as_deref().map(list::statuses_matching),
+                ticket_status,
+            ),
             launch_from,
             launch_to,
         };

@@ -3,8 +3,12 @@
 //!
 //! Request messages are assembled as proto3 JSON — the body for `body: "*"`, the
 //! query string for GET (using the message descriptor to type each parameter) and
-//! the path parameters on top — and decoded with the pbjson serde impls. Unknown
-//! fields are rejected with a field violation, so a typo never goes unnoticed.
+//! the path parameters on top — and decoded with the pbjson serde impls.
+//!
+//! Marshalling follows grpc-gateway v2's defaults, which existing clients of the
+//! Go service rely on: unknown body fields and unknown query parameters are
+//! discarded (logged at debug), and a body is read as JSON whatever its
+//! `Content-Type` says.
 
 use std::sync::LazyLock;
 
@@ -103,13 +107,40 @@ where
     Ok(json_response(response.get_ref()))
 }
 
-/// Decodes a `body: "*"` request: JSON content type, size limit, proto3 JSON.
-/// `path` fields override the body's.
-pub fn decode_body<T: DeserializeOwned>(
-    headers: &HeaderMap,
+/// Decodes a `body: "*"` request of the message `message` (its full proto name):
+/// the body read as JSON whatever its content type, unknown fields discarded,
+/// then proto3 JSON. `path` fields override the body's.
+pub fn decode_message<T: DeserializeOwned>(
+    message: &str,
     body: Result<Bytes, BytesRejection>,
     path: &[(&str, &str)],
 ) -> Result<T, GatewayError> {
+    let mut object = json_object(body)?;
+    let descriptor = descriptor(message);
+    object.retain(|key, _| {
+        let known = descriptor.get_field_by_json_name(key).is_some()
+            || descriptor.get_field_by_name(key).is_some();
+        if !known {
+            tracing::debug!(field = %key, message, "unknown body field discarded");
+        }
+        known
+    });
+    for (name, value) in path {
+        object.insert((*name).to_string(), Value::String((*value).to_string()));
+    }
+    from_json(Value::Object(object))
+}
+
+/// Decodes a JSON body that is not a proto message (rocket messages), read as
+/// JSON whatever its content type.
+pub fn decode_body<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, GatewayError> {
+    from_json(Value::Object(json_object(body)?))
+}
+
+/// The body as a JSON object (an empty body is `{}`), or a 400/413 naming the problem.
+fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, GatewayError> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             GatewayError::with_http(
@@ -121,50 +152,24 @@ pub fn decode_body<T: DeserializeOwned>(
             GatewayError::new(Code::InvalidArgument, "could not read the request body")
         }
     })?;
-    let mut object = if body.iter().all(u8::is_ascii_whitespace) {
-        Map::new()
-    } else {
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let mime = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if !(mime == "application/json" || mime.ends_with("+json")) {
-            return Err(GatewayError::with_http(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                Code::InvalidArgument,
-                format!("content type {content_type:?} is not supported: send application/json"),
-            ));
-        }
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(object)) => object,
-            Ok(_) => {
-                return Err(GatewayError::new(
-                    Code::InvalidArgument,
-                    "the request body must be a JSON object",
-                ))
-            }
-            Err(error) => {
-                return Err(GatewayError::new(
-                    Code::InvalidArgument,
-                    format!(
-                        "malformed JSON at line {} column {}",
-                        error.line(),
-                        error.column()
-                    ),
-                ))
-            }
-        }
-    };
-    for (name, value) in path {
-        object.insert((*name).to_string(), Value::String((*value).to_string()));
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
     }
-    from_json(Value::Object(object))
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(GatewayError::new(
+            Code::InvalidArgument,
+            "the request body must be a JSON object",
+        )),
+        Err(error) => Err(GatewayError::new(
+            Code::InvalidArgument,
+            format!(
+                "the request body is not JSON: malformed at line {} column {}",
+                error.line(),
+                error.column()
+            ),
+        )),
+    }
 }
 
 /// Decodes a GET request: query parameters by grpc-gateway's rules, then path
@@ -203,10 +208,13 @@ fn insert_query_param(
         Some((head, rest)) => (head, Some(rest)),
         None => (key, None),
     };
-    let field = descriptor
+    let Some(field) = descriptor
         .get_field_by_name(head)
         .or_else(|| descriptor.get_field_by_json_name(head))
-        .ok_or_else(|| "unknown query parameter".to_string())?;
+    else {
+        tracing::debug!(parameter = %key, message = descriptor.full_name(), "unknown query parameter discarded");
+        return Ok(());
+    };
     let json_name = field.json_name().to_string();
     match (field.kind(), rest) {
         (Kind::Message(inner), Some(rest))
@@ -278,7 +286,7 @@ async fn launch_booking(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> GatewayResult {
-    let message: proto::BookingRequest = decode_body(&headers, body, &[])?;
+    let message: proto::BookingRequest = decode_message("spacet.v1.BookingRequest", body, &[])?;
     let api = api(&state);
     call(
         &headers,
@@ -294,7 +302,7 @@ async fn cancel_booking(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> GatewayResult {
-    let message: proto::TicketId = decode_body(&headers, body, &[("id", &id)])?;
+    let message: proto::TicketId = decode_message("spacet.v1.TicketID", body, &[("id", &id)])?;
     let api = api(&state);
     call(
         &headers,
@@ -373,7 +381,8 @@ async fn trigger_sync(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> GatewayResult {
-    let message: proto::TriggerSyncRequest = decode_body(&headers, body, &[])?;
+    let message: proto::TriggerSyncRequest =
+        decode_message("spacet.v1.TriggerSyncRequest", body, &[])?;
     let api = api(&state);
     call(
         &headers,

@@ -76,10 +76,9 @@ pub fn router() -> axum::Router<ApiState> {
 
 async fn post_message(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> GatewayResult {
-    let message = decode_body::<Value>(&headers, body, &[])
+    let message = decode_body::<Value>(body)
         .and_then(|body| Message::parse(&body).map_err(|v| ApiError::InvalidArgument(v).into()))
         .inspect_err(|_| ROCKET_MESSAGES.with_label_values(&["invalid"]).inc())?;
     let (channel, number) = (message.channel, message.number);
