@@ -28,7 +28,7 @@ call GET "/v1/launchpads/$PAD/schedule?from=2049-12-01&to=2049-12-07"
 TICKET=$(call POST /v1/bookings "{\"firstName\":\"Ada\",\"lastName\":\"Lovelace\",\"gender\":\"FEMALE\",\"birthday\":\"1990-12-01T00:00:00Z\",\"launchpadId\":\"$PAD\",\"launchDate\":\"${DAY}T00:00:00Z\",\"destinationId\":\"MARS\"}" | json_field id)
 echo "ticket $TICKET" >&2
 call GET "/v1/bookings/$TICKET"
-call GET "/v1/bookings?status=CONFIRMED&launchpad_id=$PAD&limit=20"
+call GET "/v1/bookings?status=scheduled&launchpad_id=$PAD&limit=20"
 call PATCH "/v1/bookings/$TICKET/cancel"
 # The admin sync reaches out to SpaceX; it answers 200 or a JSON error (503 when SpaceX is unreachable).
 curl -sS -X POST "$BASE/v1/admin/sync" -H 'content-type: application/json' -d '{}'; echo

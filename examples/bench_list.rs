@@ -1,6 +1,6 @@
-//! List benchmark (issue 16): `GET /v1/bookings` pages over 999,900 tickets, with
-//! the Go service's substring filters, next to the unfiltered first page, in one
-//! run.
+//! List benchmark (issues 16 and 21): `GET /v1/bookings` pages over 999,900
+//! tickets, with every filter (issue 21's table) and the Go service's substring
+//! filters, next to the unfiltered first page, in one run.
 //!
 //! `cargo run --release --example bench_list [-- REQUESTS_PER_CASE]`
 //!
@@ -19,8 +19,11 @@ use spacet::{
 };
 
 /// Flights on three pads, one a day, each weekday its own destination; 100 tickets
-/// each. Names are built from syllables (about 8,000 last names); one ticket in
-/// 100,000 is "Zyxwvut" (a rare name) and one in 100 is cancelled.
+/// each, booked in launch-day order (created_at follows launch_day, as when
+/// tickets are booked shortly before their flights). Names are built from
+/// syllables (about 8,000 last names); one ticket in 100,000 is "Zyxwvut" (a rare
+/// name); one flight in 100 is cancelled whole (1 % of the tickets), so most days
+/// have no cancelled ticket.
 const SEED: &str = r#"
 INSERT INTO flights (id, launchpad_id, launch_day, destination, seats, seats_booked)
 SELECT gen_random_uuid(), pad, day::date,
@@ -48,15 +51,58 @@ SELECT gen_random_uuid(), t.id,
                       || (ARRAY['','a','o','e','i','u','ez','ov','en','er','is','as','ut','ic','ar','el','um','ix','ay','ot'])[1 + (t.i * 13) % 20])
        END,
        'FEMALE', DATE '1950-01-01' + (t.i % 18000)::int, t.launchpad_id, t.launch_day, t.destination,
-       CASE WHEN t.i % 100 = 42 THEN 'CANCELLED' ELSE 'CONFIRMED' END,
-       CASE WHEN t.i % 100 = 42 THEN 'USER_REQUESTED' END,
+       CASE WHEN t.k % 100 = 42 THEN 'CANCELLED' ELSE 'CONFIRMED' END,
+       CASE WHEN t.k % 100 = 42 THEN 'USER_REQUESTED' END,
        TIMESTAMPTZ '2026-01-01 00:00:00Z' + t.i * interval '1 millisecond',
        TIMESTAMPTZ '2026-01-01 00:00:00Z' + t.i * interval '1 millisecond'
 FROM t;
 "#;
 
+/// A pad (KSC LC 39A), a day with 300 tickets and no cancelled one, in the middle
+/// of the table, and the last 30 of the seeded days.
 const CASES: &[(&str, &str)] = &[
     ("first page, no filter", "limit=20"),
+    (
+        "a cursor 900,000 tickets deep",
+        "limit=20&cursor=CURSOR_900K",
+    ),
+    (
+        "launchpadId (whole id)",
+        "limit=20&launchpadId=5e9e4502f509094188566f88",
+    ),
+    (
+        "launchpadId + launchDateFrom (mid-table)",
+        "limit=20&launchpadId=5e9e4502f509094188566f88&launchDateFrom=2054-07-01T00:00:00Z",
+    ),
+    (
+        "launchpadId + launchDateFrom (last 30 days)",
+        "limit=20&launchpadId=5e9e4502f509094188566f88&launchDateFrom=2059-01-19T00:00:00Z",
+    ),
+    (
+        "launchDateFrom + launchDateTo, one day",
+        "limit=20&launchDateFrom=2054-07-01T00:00:00Z&launchDateTo=2054-07-01T00:00:00Z",
+    ),
+    (
+        "launchpadId + one day",
+        "limit=20&launchpadId=5e9e4502f509094188566f88&launchDateFrom=2054-07-01T00:00:00Z&launchDateTo=2054-07-01T00:00:00Z",
+    ),
+    (
+        "launchDateFrom + launchDateTo, 7 days",
+        "limit=20&launchDateFrom=2054-07-01T00:00:00Z&launchDateTo=2054-07-07T00:00:00Z",
+    ),
+    (
+        "launchDateFrom + launchDateTo, 31 days",
+        "limit=20&launchDateFrom=2054-07-01T00:00:00Z&launchDateTo=2054-07-31T00:00:00Z",
+    ),
+    ("ticketStatus=CANCELLED (1 %)", "limit=20&ticketStatus=CANCELLED"),
+    (
+        "status=CANCELLED, one day with none",
+        "limit=20&status=CANCELLED&launchDateFrom=2054-07-01T00:00:00Z&launchDateTo=2054-07-01T00:00:00Z",
+    ),
+    (
+        "status=CANCELLED + pad + day, none",
+        "limit=20&status=CANCELLED&launchpadId=5e9e4502f509094188566f88&launchDateFrom=2054-07-01T00:00:00Z&launchDateTo=2054-07-01T00:00:00Z",
+    ),
     (
         "Go: destination=moon&status=scheduled",
         "limit=20&destination=moon&status=scheduled&_=1",
@@ -76,6 +122,7 @@ const CASES: &[(&str, &str)] = &[
         "Go: last_name rare + first_name",
         "limit=20&last_name=zyxwv&first_name=een",
     ),
+    ("Go: last_name 2 letters, common", "limit=20&last_name=ma"),
     ("Go: last_name 2 letters, no match", "limit=20&last_name=qq"),
 ];
 
@@ -137,8 +184,19 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "SpaceT list benchmark: one client, {requests} sequential requests per case, limit 20"
     );
+    let deep = sqlx::query!(
+        "SELECT created_at, id FROM tickets ORDER BY created_at, id OFFSET 900000 LIMIT 1"
+    )
+    .fetch_one(&pool)
+    .await?;
+    let deep = spacet::booking::list::Cursor {
+        created_at: deep.created_at,
+        id: deep.id,
+    }
+    .encode();
     let mut first_p99 = None;
     for (label, query) in CASES {
+        let query = query.replace("CURSOR_900K", &deep);
         let url = format!("{base}/v1/bookings?{query}");
         let mut found = 0;
         for _ in 0..requests.div_ceil(10) {

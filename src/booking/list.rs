@@ -133,13 +133,44 @@ impl ListQuery {
     }
 }
 
+/// Day ranges up to this many days are read day by day and merged: each day's
+/// tickets come in keyset order from `tickets_day_keyset`/`tickets_pad_day_keyset`,
+/// so a page costs one index descent per day plus its rows, wherever the days'
+/// tickets sit in the table. Longer or open ranges walk the keyset order.
+pub const MERGED_DAYS: i64 = 31;
+
 /// One page and the cursor of the next (none on the last page).
 pub async fn list(
     pool: &PgPool,
     query: &ListQuery,
 ) -> Result<(Vec<Ticket>, Option<Cursor>), sqlx::Error> {
-    // A pad id substring names a few of the (few) launchpads: resolve it first, so
-    // the ticket query filters on whole ids and can use their indexes.
+    let (query, pads) = resolve(pool, query).await?;
+    let Some(mut sql) = list_sql("", &query, pads) else {
+        return Ok((Vec::new(), None));
+    };
+    let mut tickets: Vec<Ticket> = sql.build_query_as().fetch_all(pool).await?;
+    let next = if tickets.len() as i64 > query.limit {
+        tickets.truncate(query.limit as usize);
+        tickets.last().map(|t| Cursor {
+            created_at: t.created_at,
+            id: t.id,
+        })
+    } else {
+        None
+    };
+    Ok((tickets, next))
+}
+
+/// What [`list_sql`] needs beyond the request: the launchpad ids `query.launchpad`
+/// names, and a one-sided launch day range closed at the tickets' first or last
+/// launch day when that makes it short enough to merge day by day (a query
+/// `launch_day >= from` reads the same rows as `from..=last`).
+pub async fn resolve(
+    pool: &PgPool,
+    query: &ListQuery,
+) -> Result<(ListQuery, Option<Vec<String>>), sqlx::Error> {
+    // A pad id substring names a few of the (few) launchpads: resolved first, the
+    // ticket query filters on whole ids and can use their indexes.
     let pads = match &query.launchpad {
         Some(text) => Some(
             sqlx::query_scalar!(
@@ -151,14 +182,87 @@ pub async fn list(
         ),
         None => None,
     };
+    let mut query = query.clone();
+    if query.launch_from.is_some() != query.launch_to.is_some() {
+        // Two descents of tickets_day_keyset.
+        let days = sqlx::query!(
+            r#"SELECT min(launch_day) AS "first?", max(launch_day) AS "last?" FROM tickets"#
+        )
+        .fetch_one(pool)
+        .await?;
+        if let (Some(from), Some(to)) = (
+            query.launch_from.or(days.first),
+            query.launch_to.or(days.last),
+        ) {
+            if (to - from).num_days() < MERGED_DAYS {
+                query.launch_from = Some(from);
+                query.launch_to = Some(to);
+            }
+        }
+    }
+    Ok((query, pads))
+}
+
+/// The SQL of one page, after `head` (empty, or `EXPLAIN ...`) (`limit + 1` rows, to tell whether another follows), with
+/// `pads` the launchpad ids `query.launchpad` resolved to; `None` when a filter
+/// matches nothing. [`list`] runs exactly this; the plan test explains it.
+pub fn list_sql(
+    head: &str,
+    query: &ListQuery,
+    pads: Option<Vec<String>>,
+) -> Option<QueryBuilder<'static, Postgres>> {
     let matches_nothing = pads.as_ref().is_some_and(Vec::is_empty)
         || query.destinations.as_ref().is_some_and(Vec::is_empty)
         || query.statuses.as_ref().is_some_and(Vec::is_empty);
     if matches_nothing {
-        return Ok((Vec::new(), None));
+        return None;
     }
-    let mut sql: QueryBuilder<Postgres> =
-        QueryBuilder::new(format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE true"));
+    let rows = query.limit + 1;
+    let mut sql = QueryBuilder::new(head);
+    match (query.launch_from, query.launch_to) {
+        (Some(from), Some(to)) if from < to && (to - from).num_days() < MERGED_DAYS => {
+            // One ordered index scan per day, at most `rows` each, then the first
+            // `rows` of them all.
+            sql.push(format!(
+                "SELECT {TICKET_COLUMNS} FROM generate_series("
+            ))
+            .push_bind(from)
+            .push("::date, ")
+            .push_bind(to)
+            .push(format!(
+                "::date, interval '1 day') AS d(day) CROSS JOIN LATERAL (SELECT {TICKET_COLUMNS} FROM tickets WHERE launch_day = d.day::date"
+            ));
+            push_filters(&mut sql, query, pads);
+            sql.push(" ORDER BY created_at, id LIMIT ")
+                .push_bind(rows)
+                .push(") AS t");
+        }
+        (from, to) => {
+            sql.push(format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE true"));
+            if from.is_some() && from == to {
+                // An equality, not a range: the day's tickets in keyset order.
+                sql.push(" AND launch_day = ").push_bind(from);
+            } else {
+                if let Some(from) = from {
+                    sql.push(" AND launch_day >= ").push_bind(from);
+                }
+                if let Some(to) = to {
+                    sql.push(" AND launch_day <= ").push_bind(to);
+                }
+            }
+            push_filters(&mut sql, query, pads);
+        }
+    }
+    sql.push(" ORDER BY created_at, id LIMIT ").push_bind(rows);
+    Some(sql)
+}
+
+/// The filters other than the launch days, each ` AND ...`.
+fn push_filters(
+    sql: &mut QueryBuilder<'static, Postgres>,
+    query: &ListQuery,
+    pads: Option<Vec<String>>,
+) {
     if let Some(after) = query.after {
         sql.push(" AND (created_at, id) > (")
             .push_bind(after.created_at)
@@ -177,11 +281,11 @@ pub async fn list(
             .push(")");
     }
     if let Some(pads) = pads {
-        push_any(&mut sql, "launchpad_id", pads);
+        push_any(sql, "launchpad_id", pads);
     }
     if let Some(destinations) = &query.destinations {
         push_any(
-            &mut sql,
+            sql,
             "destination",
             destinations
                 .iter()
@@ -191,35 +295,16 @@ pub async fn list(
     }
     if let Some(statuses) = &query.statuses {
         push_any(
-            &mut sql,
+            sql,
             "status",
             statuses.iter().map(|s| s.as_str().to_string()).collect(),
         );
     }
-    if let Some(from) = query.launch_from {
-        sql.push(" AND launch_day >= ").push_bind(from);
-    }
-    if let Some(to) = query.launch_to {
-        sql.push(" AND launch_day <= ").push_bind(to);
-    }
-    sql.push(" ORDER BY created_at, id LIMIT ")
-        .push_bind(query.limit + 1);
-    let mut tickets: Vec<Ticket> = sql.build_query_as().fetch_all(pool).await?;
-    let next = if tickets.len() as i64 > query.limit {
-        tickets.truncate(query.limit as usize);
-        tickets.last().map(|t| Cursor {
-            created_at: t.created_at,
-            id: t.id,
-        })
-    } else {
-        None
-    };
-    Ok((tickets, next))
 }
 
 /// `column = value` for one value (the planner treats it as an equality), or
 /// `column = ANY(values)`.
-fn push_any(sql: &mut QueryBuilder<'_, Postgres>, column: &str, mut values: Vec<String>) {
+fn push_any(sql: &mut QueryBuilder<'static, Postgres>, column: &str, mut values: Vec<String>) {
     sql.push(format!(" AND {column} "));
     if values.len() == 1 {
         sql.push("= ").push_bind(values.remove(0));
@@ -277,6 +362,41 @@ mod tests {
         assert_eq!(ListQuery::page(500, "").unwrap().0, MAX_LIMIT);
         assert!(ListQuery::page(-1, "").is_err());
         assert!(ListQuery::page(5, "nope").is_err());
+    }
+
+    #[test]
+    fn day_ranges_pick_their_shape() {
+        let day = |d: &str| Some(d.parse::<NaiveDate>().unwrap());
+        let sql = |from, to| {
+            let query = ListQuery {
+                limit: 20,
+                launch_from: from,
+                launch_to: to,
+                ..ListQuery::default()
+            };
+            list_sql("", &query, None).unwrap().sql().to_string()
+        };
+        let one_day = sql(day("2050-01-01"), day("2050-01-01"));
+        assert!(one_day.contains("launch_day = $1"), "{one_day}");
+        let month = sql(day("2050-01-01"), day("2050-01-31"));
+        assert!(month.contains("CROSS JOIN LATERAL"), "{month}");
+        assert!(month.contains("launch_day = d.day::date"), "{month}");
+        let longer = sql(day("2050-01-01"), day("2050-02-01"));
+        assert!(!longer.contains("LATERAL"), "{longer}");
+        assert!(
+            longer.contains("launch_day >= $1 AND launch_day <= $2"),
+            "{longer}"
+        );
+        let open = sql(day("2050-01-01"), None);
+        assert!(
+            open.contains("launch_day >= $1") && !open.contains("LATERAL"),
+            "{open}"
+        );
+        let nothing = ListQuery {
+            statuses: Some(vec![]),
+            ..ListQuery::default()
+        };
+        assert!(list_sql("", &nothing, None).is_none());
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod gateway;
 mod go_compat;
 mod go_config;
 mod legacy_events;
+mod list_plans;
 mod metrics;
 mod outbox;
 mod packaging;
