@@ -21,6 +21,10 @@ use std::{
 
 use sqlx::postgres::PgConnectOptions;
 
+/// How long [`EmbeddedPostgres::start`] waits for the server to accept connections
+/// (crash recovery of a large cluster can take a while).
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
 /// A running PostgreSQL server owned by this process.
 pub struct EmbeddedPostgres {
     data_dir: PathBuf,
@@ -415,14 +419,57 @@ impl EmbeddedPostgres {
             log = %data_dir.join("log/postgres.log").display(),
             "embedded postgresql started (set PG_DSN to use another server)"
         );
-        Ok(EmbeddedPostgres {
+        let server = EmbeddedPostgres {
             socket_dir,
             data_dir,
             port,
             pid,
             exited,
             stopped: false.into(),
-        })
+        };
+        server.wait_ready(READY_WITHIN)?;
+        Ok(server)
+    }
+
+    /// Returns once the server accepts connections, as `pg_ctl -w` tells: the
+    /// status line of its `postmaster.pid` (line 8) says `ready`, in the file our
+    /// child wrote (line 1 is its pid; a stale file from a crash is not ours).
+    /// Callers can connect at once (the benchmarks did, and raced the server).
+    fn wait_ready(&self, within: Duration) -> Result<(), EmbeddedError> {
+        let deadline = std::time::Instant::now() + within;
+        let pid_file = self.data_dir.join("postmaster.pid");
+        let log = self.data_dir.join("log/postgres.log");
+        loop {
+            if let Ok(text) = fs::read_to_string(&pid_file) {
+                let lines: Vec<&str> = text.lines().collect();
+                let ours =
+                    lines.first().and_then(|l| l.trim().parse::<u32>().ok()) == Some(self.pid);
+                if ours && lines.get(7).map(|l| l.trim()) == Some("ready") {
+                    return Ok(());
+                }
+            }
+            match self.exited.recv_timeout(Duration::from_millis(20)) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.stopped
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    return Err(EmbeddedError::Failed {
+                        step: "starting postgres",
+                        detail: format!("the server exited during start-up; see {}", log.display()),
+                    });
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(EmbeddedError::Failed {
+                    step: "starting postgres",
+                    detail: format!(
+                        "not accepting connections within {} s; see {}",
+                        within.as_secs(),
+                        log.display()
+                    ),
+                });
+            }
+        }
     }
 
     /// The data directory in use (see [`placement`] for where that is as root).
