@@ -1,9 +1,22 @@
 # syntax=docker/dockerfile:1
 # SpaceT: multi-stage build. Dependencies are compiled in their own cached layer
-# (cargo-chef), the runtime image is Debian slim with a non-root user.
-# Queries are checked at build time against the committed .sqlx data (SQLX_OFFLINE).
+# (cargo-chef), the runtime image is Debian slim with a non-root user and only the
+# `spacet` binary. Queries are checked at build time against the committed .sqlx
+# data (SQLX_OFFLINE).
+#
+# Base images are pinned by digest (the multi-arch index), so a rebuild uses the
+# same bytes until someone changes the line; the comment above each says which
+# version the digest is. To update: `docker buildx imagetools inspect IMAGE:TAG`.
+#   docker build -t spacet:0.1.0 .                   (the production image)
+#   docker build --target tools -t spacet-tools:0.1.0 .   (the example programs)
 
-FROM lukemathwalker/cargo-chef:latest-rust-1-bookworm AS chef
+# rust:1.95.0-bookworm (rustc 1.95.0 on Debian 12 bookworm); rust:1.95-bookworm
+# resolved to this digest.
+FROM rust:1.95-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1 AS chef
+# The image's own toolchain, pinned by the digest above: rust-toolchain.toml
+# would have rustup add rustfmt and clippy, which a release build does not use.
+ENV RUSTUP_TOOLCHAIN=1.95.0
+RUN cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /app
 
 FROM chef AS planner
@@ -17,23 +30,38 @@ RUN cargo chef cook --release --recipe-path recipe.json
 COPY . .
 # The SQL is checked against the committed .sqlx data: no database at build time.
 ENV SQLX_OFFLINE=true
-RUN cargo build --release --locked --bin spacet --example subscriber --example book_ticket
+RUN cargo build --release --locked --bin spacet
 
-FROM debian:bookworm-slim AS runtime
+# debian:bookworm-slim (Debian 12 bookworm): the tag's digest as of September 2026.
+FROM debian:bookworm-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251 AS base
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /app spacet
+    && groupadd --system --gid 10001 spacet \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /app spacet
 WORKDIR /app
+
+# The example programs (Pub/Sub subscriber, gRPC client) in an image of their own:
+# they stay out of the production image.
+FROM builder AS tools-builder
+RUN cargo build --release --locked --example subscriber --example book_ticket
+
+FROM base AS tools
+COPY --from=tools-builder /app/target/release/examples/subscriber /usr/local/bin/spacet-subscriber
+COPY --from=tools-builder /app/target/release/examples/book_ticket /usr/local/bin/spacet-book-ticket
+USER 10001:10001
+ENTRYPOINT ["/usr/local/bin/spacet-subscriber"]
+
+# The production image: the last stage, so a plain `docker build` makes it.
+FROM base AS runtime
 COPY --from=builder /app/target/release/spacet /usr/local/bin/spacet
-COPY --from=builder /app/target/release/examples/subscriber /usr/local/bin/spacet-subscriber
-COPY --from=builder /app/target/release/examples/book_ticket /usr/local/bin/spacet-book-ticket
 COPY config/default.yaml /app/config/default.yaml
-USER 10001
+USER 10001:10001
 ENV LOG_FORMAT=json
 EXPOSE 8080 8081
 STOPSIGNAL SIGTERM
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s CMD curl -fsS http://127.0.0.1:8080/readiness || exit 1
+# The binary asks its own /readiness on HTTP_PORT (no curl in the image).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s CMD ["/usr/local/bin/spacet", "healthcheck"]
 # The image has no PostgreSQL server: set PG_DSN.
 ENTRYPOINT ["/usr/local/bin/spacet"]
 CMD ["serve"]

@@ -43,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
             launch_date: Some(spacet::api::convert::day_timestamp(day)),
             destination_id: destination as i32,
             request_id: String::new(),
+            owner: String::new(),
         })
         .await?
         .into_inner();

@@ -41,6 +41,10 @@ pub struct App {
     grpc: TcpListener,
     /// The challenge's ingestion listener (`ROCKETS_PORT`), when it is on.
     rockets_http: Option<TcpListener>,
+    /// `/metrics` on its own listener (`METRICS_PORT`), when set.
+    metrics_http: Option<TcpListener>,
+    /// Verifies bearer tokens.
+    auth: Arc<crate::auth::Authenticator>,
     settings: Arc<Settings>,
     pool: PgPool,
     /// The probes' own small pool: requests holding every connection of `pool`
@@ -72,6 +76,17 @@ impl App {
             ),
             None => None,
         };
+        let metrics_http = match settings.metrics_port {
+            Some(port) => Some(
+                TcpListener::bind(SocketAddr::new(settings.bind_address, port))
+                    .await
+                    .with_context(|| format!("binding the metrics port {port} (METRICS_PORT)"))?,
+            ),
+            None => None,
+        };
+        let auth = crate::auth::Authenticator::start(&settings.auth)
+            .await
+            .context("setting up authentication")?;
 
         let (options, embedded) = match &settings.database {
             Database::External(options) => ((**options).clone(), None),
@@ -101,6 +116,8 @@ impl App {
             http,
             grpc,
             rockets_http,
+            metrics_http,
+            auth,
             rockets: Rockets::new(&pool, clock.clone(), settings.rockets.clone()),
             settings: Arc::new(settings),
             pool,
@@ -125,6 +142,14 @@ impl App {
     /// The bound rockets port (`ROCKETS_PORT`); `None` when it is turned off.
     pub fn rockets_port(&self) -> Option<u16> {
         self.rockets_http
+            .as_ref()
+            .map(|listener| listener.local_addr().expect("bound listener").port())
+    }
+
+    /// The bound metrics port (`METRICS_PORT`); `None` when `/metrics` is on the
+    /// HTTP port.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_http
             .as_ref()
             .map(|listener| listener.local_addr().expect("bound listener").port())
     }
@@ -180,6 +205,8 @@ impl App {
             http,
             grpc,
             rockets_http,
+            metrics_http,
+            auth,
             settings,
             pool,
             probes,
@@ -210,6 +237,8 @@ impl App {
             sync: sync.clone(),
             health: health.clone(),
             shutdown: shutdown.clone(),
+            limits: Arc::new(api::auth::RateLimits::new(&settings.auth)),
+            auth,
         };
 
         let mut tasks = Supervisor::new(shutdown.clone());
@@ -231,6 +260,16 @@ impl App {
                 api::serve::serve_http(http, router, limits, stop)
                     .await
                     .context("the HTTP server failed")
+            });
+        }
+        if let Some(listener) = metrics_http {
+            let router = api::metrics_router(state.clone());
+            let stop = servers_stop.clone();
+            let limits = settings.server_limits;
+            tasks.spawn("metrics http server", async move {
+                api::serve::serve_http(listener, router, limits, stop)
+                    .await
+                    .context("the metrics HTTP server failed")
             });
         }
         if let Some(listener) = rockets_http {

@@ -139,6 +139,76 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ),
     ("seats_per_flight", "100", "Seats on each flight"),
     (
+        "auth_mode",
+        "auto",
+        "`oidc` (tokens of AUTH_ISSUER), `dev` (tokens `spacet token` signs with AUTH_DEV_KEY_FILE), `none` (no authentication: every caller may do everything; for trusted networks and Go clients that send no token) or `auto` (`oidc` when AUTH_ISSUER is set, else `dev`)",
+    ),
+    (
+        "auth_issuer",
+        "",
+        "OIDC issuer URL (https, or http on a loopback host); its discovery document gives the keys (JWKS)",
+    ),
+    (
+        "auth_audience",
+        "",
+        "The `aud` tokens must carry (required with an issuer)",
+    ),
+    (
+        "auth_roles_claim",
+        "roles",
+        "Claim holding the caller's roles (`passenger`, `agent`, `admin`, `telemetry`): a list or a space/comma-separated string; a dotted path reaches a nested claim (`realm_access.roles`)",
+    ),
+    (
+        "auth_dev_key_file",
+        "./.spacet/auth-dev.key",
+        "Development signing key (created on first use, mode 0600), beside the embedded database",
+    ),
+    (
+        "auth_clock_skew",
+        "30s",
+        "Clock skew allowed on a token's `exp` and `nbf`",
+    ),
+    (
+        "auth_jwks_min_refresh",
+        "10s",
+        "Shortest time between two fetches of the issuer's keys (a token with an unknown key id triggers one)",
+    ),
+    (
+        "auth_jwks_max_age",
+        "1h",
+        "The issuer's keys are fetched again when older than this",
+    ),
+    (
+        "rockets_public_read",
+        "false",
+        "Let callers without a token read rocket state (`GET /rockets`, the dashboard, the gRPC RocketService reads)",
+    ),
+    (
+        "booking_rate_limit",
+        "30",
+        "Bookings one principal may make per minute (bursts up to it); beyond, RESOURCE_EXHAUSTED / 429 with Retry-After; 0 turns it off",
+    ),
+    (
+        "sync_rate_limit",
+        "2",
+        "Forced SpaceX syncs one principal may trigger per minute; 0 turns it off",
+    ),
+    (
+        "max_active_tickets_per_passenger",
+        "10",
+        "Confirmed tickets with a launch day from today on that one passenger may hold; the next booking is refused ACTIVE_TICKET_LIMIT",
+    ),
+    (
+        "metrics_port",
+        "0",
+        "Serve `/metrics` on its own listener on this port (and not on HTTP_PORT); 0 keeps it on HTTP_PORT",
+    ),
+    (
+        "grpc_reflection",
+        "true",
+        "Serve gRPC server reflection (v1 and v1alpha)",
+    ),
+    (
         "spacex_api_url",
         "https://api.spacexdata.com/v4",
         "Base URL of the SpaceX v4 API",
@@ -354,6 +424,36 @@ impl EventsFormat {
     }
 }
 
+/// How callers are authenticated (`AUTH_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Tokens of an OIDC issuer.
+    Oidc,
+    /// Tokens signed with the development key.
+    Dev,
+    /// No authentication: every caller may do everything.
+    None,
+}
+
+/// Authentication and per-principal limits.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    pub issuer: String,
+    pub audience: String,
+    pub roles_claim: String,
+    pub dev_key_file: PathBuf,
+    pub clock_skew: Duration,
+    pub jwks_min_refresh: Duration,
+    pub jwks_max_age: Duration,
+    pub rockets_public_read: bool,
+    /// Bookings per principal per minute; 0 is no limit.
+    pub booking_rate_limit: u32,
+    /// Forced syncs per principal per minute; 0 is no limit.
+    pub sync_rate_limit: u32,
+    pub max_active_tickets_per_passenger: i64,
+}
+
 /// Output format of the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -415,6 +515,10 @@ pub struct Settings {
     pub pubsub: PubSubSettings,
     pub outbox: OutboxSettings,
     pub rockets: RocketSettings,
+    pub auth: AuthSettings,
+    /// `/metrics` on a listener of its own.
+    pub metrics_port: Option<u16>,
+    pub grpc_reflection: bool,
 }
 
 /// Rocket telemetry settings.
@@ -611,7 +715,53 @@ impl Settings {
                 ))
             }
         };
+        let auth = AuthSettings {
+            mode: match r.string("auth_mode")?.trim().to_lowercase().as_str() {
+                "oidc" => AuthMode::Oidc,
+                "dev" => AuthMode::Dev,
+                "none" => AuthMode::None,
+                "auto" | "" if r.string("auth_issuer")?.trim().is_empty() => AuthMode::Dev,
+                "auto" | "" => AuthMode::Oidc,
+                other => {
+                    return Err(r.error(
+                        "auth_mode",
+                        format!("{other:?} is not one of auto, oidc, dev, none"),
+                    ))
+                }
+            },
+            issuer: r.string("auth_issuer")?.trim().to_string(),
+            audience: r.string("auth_audience")?.trim().to_string(),
+            roles_claim: r.non_empty("auth_roles_claim")?.trim().to_string(),
+            dev_key_file: PathBuf::from(r.non_empty("auth_dev_key_file")?),
+            clock_skew: r.duration("auth_clock_skew", Duration::from_secs(1))?,
+            jwks_min_refresh: r.duration("auth_jwks_min_refresh", Duration::from_secs(1))?,
+            jwks_max_age: r.duration("auth_jwks_max_age", Duration::from_secs(1))?,
+            rockets_public_read: r.bool("rockets_public_read")?,
+            booking_rate_limit: r.parse("booking_rate_limit")?,
+            sync_rate_limit: r.parse("sync_rate_limit")?,
+            max_active_tickets_per_passenger: r.positive("max_active_tickets_per_passenger")?,
+        };
+        if auth.mode == AuthMode::Oidc {
+            if auth.issuer.is_empty() {
+                return Err(r.error("auth_issuer", "is required with AUTH_MODE=oidc"));
+            }
+            if !issuer_url_allowed(&auth.issuer) {
+                return Err(r.error(
+                    "auth_issuer",
+                    format!(
+                        "{:?} is not an https URL (plain http is accepted on a loopback host only)",
+                        auth.issuer
+                    ),
+                ));
+            }
+            if auth.audience.is_empty() {
+                return Err(r.error("auth_audience", "is required with an issuer"));
+            }
+        }
         let settings = Settings {
+            auth,
+            metrics_port: Some(r.parse::<u16>("metrics_port")?).filter(|&port| port != 0),
+            grpc_reflection: r.bool("grpc_reflection")?,
             app_name: r.non_empty("app_name")?,
             app_version: r.non_empty("app_version")?,
             log_level: {
@@ -748,6 +898,19 @@ impl Settings {
     pub fn from_env(config_file: Option<&Path>) -> Result<Settings, ConfigError> {
         Settings::load(config_file, |name| std::env::var(name).ok())
     }
+}
+
+/// An issuer URL we fetch keys from: https, or http to this machine.
+fn issuer_url_allowed(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return url.starts_with("https://") && url.len() > "https://".len();
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
 }
 
 /// The settings a file gives, flattened: `(setting, value, origin)`, where origin

@@ -4,12 +4,14 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod booking;
 pub mod clock;
 pub mod config;
 pub mod db;
 pub mod embedded_pg;
 pub mod health;
+pub mod healthcheck;
 pub mod metrics;
 pub mod outbox;
 pub mod proto;

@@ -36,6 +36,58 @@ enum Command {
         #[arg(long)]
         confirm: bool,
     },
+    /// Ask the running service's /readiness on HTTP_PORT (exit code 0 when it
+    /// answers 200 within 2 s, 1 otherwise): the container image's health check.
+    Healthcheck,
+    /// Print a development token (AUTH_MODE dev, the default without AUTH_ISSUER),
+    /// signed with the key in AUTH_DEV_KEY_FILE (created if missing).
+    Token {
+        /// Role the token carries: passenger, agent, admin or telemetry. Repeat the
+        /// option, or separate roles with commas, for several.
+        #[arg(long = "role", required = true, value_delimiter = ',', value_parser = parse_role)]
+        roles: Vec<spacet::auth::Role>,
+        /// The caller's id (`sub`): a passenger's tickets are owned by it.
+        #[arg(long)]
+        subject: String,
+        /// How long the token is valid (`30m`, `12h`, `7d`; a bare number is seconds).
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: std::time::Duration,
+    },
+}
+
+fn parse_role(name: &str) -> Result<spacet::auth::Role, String> {
+    spacet::auth::Role::parse(name)
+        .ok_or_else(|| format!("{name:?} is not one of passenger, agent, admin, telemetry"))
+}
+
+fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    spacet::config::parse_duration(text, std::time::Duration::from_secs(1))
+        .ok()
+        .filter(|ttl| !ttl.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a duration such as 30m, 12h or 7d"))
+}
+
+/// Prints a development token on stdout (nothing else goes there).
+fn print_token(
+    settings: &Settings,
+    roles: &[spacet::auth::Role],
+    subject: &str,
+    ttl: std::time::Duration,
+) -> anyhow::Result<()> {
+    use spacet::config::AuthMode;
+    match settings.auth.mode {
+        AuthMode::Dev => {}
+        AuthMode::Oidc => anyhow::bail!(
+            "AUTH_ISSUER is set: tokens come from the issuer, not from `spacet token`"
+        ),
+        AuthMode::None => {
+            anyhow::bail!("AUTH_MODE=none: the service takes no tokens at all")
+        }
+    }
+    anyhow::ensure!(!subject.trim().is_empty(), "--subject must not be empty");
+    let key = spacet::auth::dev::DevKey::load_or_create(&settings.auth.dev_key_file)?;
+    println!("{}", key.mint(subject.trim(), roles, ttl)?);
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -57,6 +109,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Token {
+        roles,
+        subject,
+        ttl,
+    }) = &cli.command
+    {
+        // No logging: the token is the only thing on stdout, for `$(spacet token ...)`.
+        return match print_token(&settings, roles, subject, *ttl) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("spacet: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     spacet::telemetry::init(&settings.log_level, settings.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -70,6 +137,8 @@ fn main() -> ExitCode {
             Command::Serve => serve(settings).await,
             Command::Migrate => spacet::app::migrate_only(settings).await,
             Command::Sync { confirm } => spacet::app::sync_once(settings, confirm).await,
+            Command::Healthcheck => Ok(spacet::healthcheck::run(&settings).await?),
+            Command::Token { .. } => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

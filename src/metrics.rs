@@ -90,6 +90,24 @@ pub static BOOKINGS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .unwrap()
 });
+/// Tokens refused by the authentication layer, by why.
+pub static AUTH_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "spacet_auth_refused_tokens_total",
+        "Bearer tokens refused, by reason",
+        &["reason"]
+    )
+    .unwrap()
+});
+/// Calls refused by a per-principal rate limit, by limit.
+pub static RATE_LIMITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "spacet_rate_limited_total",
+        "Calls refused by a per-principal rate limit",
+        &["limit"]
+    )
+    .unwrap()
+});
 /// SpaceX sync runs by result (`applied`, `skipped`, `held`, `failed`).
 pub static SYNC_RUNS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(

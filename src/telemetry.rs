@@ -36,6 +36,26 @@ pub fn init(level: &str, format: LogFormat) {
     }
 }
 
+/// Installs the global subscriber writing JSON lines to `file` (the test suite's
+/// log, which a check greps for personal data). Later calls keep the first.
+pub fn init_json_file(level: &str, file: std::fs::File) {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let result = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_writer(std::sync::Mutex::new(file)),
+        )
+        .try_init();
+    if result.is_ok() {
+        log_panics();
+    }
+}
+
 /// Routes panics through tracing: one structured line (JSON in production) instead
 /// of free text on stderr. The request layers still answer `INTERNAL` to the caller.
 fn log_panics() {

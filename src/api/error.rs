@@ -36,6 +36,21 @@ pub enum ApiError {
     },
     #[error("{0}")]
     AlreadyExists(String),
+    /// No valid token: `reason` is `TOKEN_MISSING` or `TOKEN_INVALID`.
+    #[error("{message}")]
+    Unauthenticated {
+        reason: &'static str,
+        message: String,
+    },
+    /// A valid token without a role the call needs (`roles` names them).
+    #[error("{message}")]
+    PermissionDenied { message: String, roles: String },
+    /// One principal called too often: retry after `retry_after`.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
     /// The database (or another dependency) cannot be reached, is overloaded or
     /// timed out: nothing was done, the client may retry after [`RETRY_AFTER`].
     #[error("service unavailable: {0}")]
@@ -88,6 +103,9 @@ impl ApiError {
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::FailedPrecondition { .. } => Code::FailedPrecondition,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
+            ApiError::Unauthenticated { .. } => Code::Unauthenticated,
+            ApiError::PermissionDenied { .. } => Code::PermissionDenied,
+            ApiError::RateLimited { .. } => Code::ResourceExhausted,
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Internal(_) => Code::Internal,
         }
@@ -115,6 +133,29 @@ impl From<ApiError> for tonic::Status {
                 message,
                 ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
             ),
+            ApiError::Unauthenticated { reason, message } => tonic::Status::with_error_details(
+                code,
+                message,
+                ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()),
+            ),
+            ApiError::PermissionDenied { message, roles } => tonic::Status::with_error_details(
+                code,
+                message,
+                ErrorDetails::with_error_info(
+                    "ROLE_REQUIRED",
+                    ERROR_DOMAIN,
+                    HashMap::from([("roles".to_string(), roles)]),
+                ),
+            ),
+            ApiError::RateLimited {
+                message,
+                retry_after,
+            } => {
+                let mut details =
+                    ErrorDetails::with_error_info("RATE_LIMITED", ERROR_DOMAIN, HashMap::new());
+                details.set_retry_info(Some(retry_after));
+                tonic::Status::with_error_details(code, message, details)
+            }
             ApiError::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error");
                 tonic::Status::new(code, "internal error")
@@ -216,6 +257,21 @@ impl IntoResponse for GatewayError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        // RFC 6750: a 401 names the scheme, and why a token that was sent failed.
+        if self.status.code() == Code::Unauthenticated {
+            let challenge = match self.status.get_details_error_info() {
+                Some(info) if info.reason == "TOKEN_INVALID" => format!(
+                    r#"Bearer realm="spacet", error="invalid_token", error_description="{}""#,
+                    self.status.message().replace(['"', '\\'], "'")
+                ),
+                _ => r#"Bearer realm="spacet""#.to_string(),
+            };
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
         }
         response
     }
@@ -320,6 +376,9 @@ impl From<crate::booking::BookingError> for ApiError {
                 ],
             ),
             E::IdempotencyKeyReused(_) => ApiError::AlreadyExists(message),
+            E::ActiveTicketLimit { limit } => {
+                precondition("ACTIVE_TICKET_LIMIT", &[("limit", limit.to_string())])
+            }
             E::Database(_) => match error {
                 E::Database(e) => ApiError::database(e),
                 _ => unreachable!(),

@@ -5,6 +5,7 @@
 //! imports `app`.
 
 pub mod access_log;
+pub mod auth;
 pub mod convert;
 pub mod error;
 pub mod grpc;
@@ -41,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{clock::Clock, config::Settings, health::Health, proto, rockets::Rockets, spacex};
 use access_log::{AccessLogLayer, Protocol, REQUEST_ID};
+use auth::AuthLayer;
 use http::{gateway, probes};
 
 /// What the edges read: assembled once by `app`, cloned into every handler.
@@ -57,6 +59,10 @@ pub struct ApiState {
     pub health: Health,
     /// Fired once when shutdown begins (readiness turns 503, streams end).
     pub shutdown: CancellationToken,
+    /// Verifies bearer tokens (or says authentication is off).
+    pub auth: Arc<crate::auth::Authenticator>,
+    /// Per-principal rate limits.
+    pub limits: Arc<auth::RateLimits>,
 }
 
 /// Every HTTP route: (method, path template). The OpenAPI document must list exactly these.
@@ -68,7 +74,7 @@ pub fn http_routes() -> Vec<(&'static str, &'static str)> {
 pub fn http_router(state: ApiState) -> axum::Router {
     let settings = state.settings.clone();
     let mut router = axum::Router::new()
-        .merge(probes::router())
+        .merge(probes::router(settings.metrics_port.is_none()))
         .merge(gateway::router())
         .merge(http::rockets::router())
         .merge(http::dashboard::router())
@@ -102,7 +108,19 @@ pub fn http_router(state: ApiState) -> axum::Router {
                 .allow_headers(tower_http::cors::Any),
         );
     }
-    outer_http_layers(router, state)
+    let auth = AuthLayer(Some(state.auth.clone()));
+    outer_http_layers(router, auth, state)
+}
+
+/// The metrics port (`METRICS_PORT`): `GET /metrics` alone, for scrapers, so the
+/// API's port need not be reachable by them (nor the metrics by API clients).
+pub fn metrics_router(state: ApiState) -> axum::Router {
+    let router = axum::Router::new()
+        .merge(probes::metrics_router())
+        .route_layer(middleware::map_response(remember_route))
+        .fallback(gateway::not_found)
+        .method_not_allowed_fallback(gateway::method_not_allowed);
+    outer_http_layers(router, AuthLayer(None), state)
 }
 
 /// The rockets port (`ROCKETS_PORT`), for the challenge's program, which can
@@ -120,14 +138,21 @@ pub fn rockets_router(state: ApiState) -> axum::Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             settings.http_body_limit,
         ));
-    outer_http_layers(router, state)
+    // A trusted listener: every caller may post (see `ROCKETS_PORT`).
+    outer_http_layers(router, AuthLayer(None), state)
 }
 
 /// The layers around every HTTP router, outermost last: the access log sees a
-/// caught panic as the 500 it was answered with, and a timeout as its 504.
-fn outer_http_layers(router: axum::Router<ApiState>, state: ApiState) -> axum::Router {
+/// caught panic as the 500 it was answered with, and a timeout as its 504; the
+/// time spent verifying a token counts in the timeout.
+fn outer_http_layers(
+    router: axum::Router<ApiState>,
+    auth: AuthLayer,
+    state: ApiState,
+) -> axum::Router {
     let timeout = state.settings.server_limits.http_request_timeout;
     router
+        .layer(auth)
         .layer(middleware::from_fn_with_state(timeout, answer_within))
         .layer(CatchPanicLayer(Protocol::Http))
         .layer(AccessLogLayer(Protocol::Http))
@@ -161,12 +186,15 @@ async fn remember_route(matched: Option<MatchedPath>, mut response: Response) ->
 }
 
 /// The gRPC server's layers: the access log around the panic catcher around the
-/// deadline.
+/// deadline around authentication.
 pub type GrpcLayers = tower::layer::util::Stack<
-    DeadlineLayer,
+    AuthLayer,
     tower::layer::util::Stack<
-        CatchPanicLayer,
-        tower::layer::util::Stack<AccessLogLayer, tower::layer::util::Identity>,
+        DeadlineLayer,
+        tower::layer::util::Stack<
+            CatchPanicLayer,
+            tower::layer::util::Stack<AccessLogLayer, tower::layer::util::Identity>,
+        >,
     >,
 >;
 
@@ -193,6 +221,7 @@ pub fn grpc_server(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let limits = state.settings.server_limits;
+    let reflect = state.settings.grpc_reflection;
     Ok(tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
@@ -205,9 +234,10 @@ pub fn grpc_server(
         .layer(AccessLogLayer(Protocol::Grpc))
         .layer(CatchPanicLayer(Protocol::Grpc))
         .layer(DeadlineLayer(limits.grpc_request_timeout))
+        .layer(AuthLayer(Some(state.auth.clone())))
         .add_service(health)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?)
+        .add_optional_service(reflect.then(|| reflection().build_v1()).transpose()?)
+        .add_optional_service(reflect.then(|| reflection().build_v1alpha()).transpose()?)
         .add_service(proto::space_t_service_server::SpaceTServiceServer::new(
             grpc::booking::BookingApi {
                 state: state.clone(),

@@ -378,6 +378,14 @@ pub struct NewBooking {
     pub launch_day: NaiveDate,
     pub destination: Destination,
     pub idempotency_key: Option<String>,
+    /// The passenger who will own the ticket (none when authentication is off and
+    /// no passenger was named): their active tickets are capped.
+    pub owner: Option<String>,
+    /// Who made the request (the token's subject, `""` when authentication is
+    /// off): the scope of the idempotency key.
+    pub booked_by: String,
+    /// The UTC day the booking is made: tickets from it on are active.
+    pub today: NaiveDate,
 }
 
 const EARLIEST_BIRTHDAY: NaiveDate = NaiveDate::from_ymd_opt(1900, 1, 1).unwrap();
@@ -549,6 +557,9 @@ impl NewBooking {
                 launch_day,
                 destination,
                 idempotency_key,
+                owner: None,
+                booked_by: String::new(),
+                today: today_utc,
             }),
             _ => Err(violations),
         }

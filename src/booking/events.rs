@@ -119,6 +119,7 @@ impl From<&Ticket> for proto::Ticket {
                 as i32,
             created_at: Some(timestamp(t.created_at)),
             updated_at: Some(timestamp(t.updated_at)),
+            owner: t.owner.clone().unwrap_or_default(),
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct ListQuery {
     pub statuses: Option<Vec<TicketStatus>>,
     pub launch_from: Option<NaiveDate>,
     pub launch_to: Option<NaiveDate>,
+    /// Only this owner's tickets (a passenger's own list, or an agent's filter).
+    pub owner: Option<String>,
 }
 
 /// The destinations whose name contains `text`, any case, with `_` or a space
@@ -269,6 +271,9 @@ fn push_filters(
             .push(", ")
             .push_bind(after.id)
             .push(")");
+    }
+    if let Some(owner) = &query.owner {
+        sql.push(" AND owner = ").push_bind(owner.clone());
     }
     if let Some(text) = &query.first_name {
         sql.push(" AND lower(first_name) LIKE lower(")

@@ -58,6 +58,8 @@ pub enum BookingError {
     },
     #[error("idempotency key {0:?} was already used for a different booking")]
     IdempotencyKeyReused(String),
+    #[error("the passenger already holds {limit} active tickets, the most one passenger may; cancel one or wait until one has flown")]
+    ActiveTicketLimit { limit: i64 },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -77,10 +79,13 @@ pub struct Ticket {
     pub cancellation_reason: Option<CancellationReason>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The passenger the ticket belongs to (none for tickets booked before
+    /// authentication, or with it off and no passenger named).
+    pub owner: Option<String>,
 }
 
 /// Columns of [`Ticket`], for the SQL [`list`] assembles at run time.
-pub const TICKET_COLUMNS: &str = "id, first_name, last_name, gender, birthday, launchpad_id, launch_day, destination, status, cancellation_reason, created_at, updated_at";
+pub const TICKET_COLUMNS: &str = "id, first_name, last_name, gender, birthday, launchpad_id, launch_day, destination, status, cancellation_reason, created_at, updated_at, owner";
 
 /// `sqlx::query_as!(Ticket, ...)` with the columns of [`Ticket`] between `$head`
 /// and `$tail`, so that every static ticket query is checked at build time
@@ -92,7 +97,7 @@ macro_rules! query_ticket {
             $head
                 + r#" id, first_name, last_name, gender AS "gender: Gender", birthday, launchpad_id, launch_day,
                       destination AS "destination: Destination", status AS "status: TicketStatus",
-                      cancellation_reason AS "cancellation_reason: CancellationReason", created_at, updated_at "#
+                      cancellation_reason AS "cancellation_reason: CancellationReason", created_at, updated_at, owner "#
                 + $tail
             $(, $arg)*
         )
@@ -126,33 +131,41 @@ pub struct Booked {
     pub replayed: bool,
 }
 
+/// What a booking is held to besides the launchpad rules.
+#[derive(Debug, Clone, Copy)]
+pub struct BookingLimits {
+    pub seats_per_flight: i32,
+    /// Active (confirmed, launch day from today on) tickets one owner may hold.
+    pub max_active_tickets_per_owner: i64,
+}
+
 /// Books one seat, in one transaction with its outbox event.
 #[tracing::instrument(skip_all, fields(pad = %booking.launchpad_id, day = %booking.launch_day, destination = %booking.destination))]
 pub async fn book(
     pool: &PgPool,
     booking: &NewBooking,
-    seats_per_flight: i32,
+    limits: BookingLimits,
 ) -> Result<Booked, BookingError> {
     if let Some(key) = &booking.idempotency_key {
         if let Some(existing) = replay(pool, key, booking).await? {
             return Ok(existing);
         }
     }
-    let result = match book_once(pool, booking, seats_per_flight).await {
+    let result = match book_once(pool, booking, limits).await {
         // A deadlock or serialization failure rolled the whole transaction back:
         // run it once more. A second one reaches the client as UNAVAILABLE.
         Err(BookingError::Database(error))
             if crate::db::classify(&error) == crate::db::Failure::Conflict =>
         {
             tracing::warn!(%error, "booking rolled back by a concurrent transaction; retrying once");
-            book_once(pool, booking, seats_per_flight).await
+            book_once(pool, booking, limits).await
         }
         other => other,
     };
     match result {
         // A concurrent retry with the same key won the race: return its ticket.
         Err(BookingError::Database(sqlx::Error::Database(e)))
-            if e.constraint() == Some("tickets_idempotency_key_key") =>
+            if e.constraint() == Some("tickets_idempotency_scope") =>
         {
             let key = booking.idempotency_key.as_deref().unwrap_or_default();
             replay(pool, key, booking)
@@ -171,7 +184,8 @@ async fn replay(
     // Every keyed ticket has a hash (book_once writes both); a NULL one fails to
     // decode, as a corrupted row should.
     let hash = sqlx::query_scalar!(
-        r#"SELECT request_hash AS "request_hash!" FROM tickets WHERE idempotency_key = $1"#,
+        r#"SELECT request_hash AS "request_hash!" FROM tickets WHERE booked_by = $1 AND idempotency_key = $2"#,
+        booking.booked_by,
         key
     )
     .fetch_optional(pool)
@@ -179,9 +193,14 @@ async fn replay(
     match hash {
         None => Ok(None),
         Some(hash) if hash == booking.fingerprint() => {
-            let ticket = query_ticket!("SELECT", "FROM tickets WHERE idempotency_key = $1", key)
-                .fetch_one(pool)
-                .await?;
+            let ticket = query_ticket!(
+                "SELECT",
+                "FROM tickets WHERE booked_by = $1 AND idempotency_key = $2",
+                booking.booked_by,
+                key
+            )
+            .fetch_one(pool)
+            .await?;
             Ok(Some(Booked {
                 ticket,
                 replayed: true,
@@ -194,11 +213,37 @@ async fn replay(
 async fn book_once(
     pool: &PgPool,
     booking: &NewBooking,
-    seats_per_flight: i32,
+    limits: BookingLimits,
 ) -> Result<Booked, BookingError> {
     let mut tx = pool.begin().await?;
     let pad = booking.launchpad_id.as_str();
     let day = booking.launch_day;
+
+    if let Some(owner) = &booking.owner {
+        // One owner's bookings run one at a time from here to the commit (a lock
+        // on the owner, in a key space of its own), so the count below cannot be
+        // raced past the cap by concurrent bookings.
+        sqlx::query!(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            OWNER_LOCK_SPACE,
+            owner
+        )
+        .execute(&mut *tx)
+        .await?;
+        let active = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "count!" FROM tickets
+               WHERE owner = $1 AND status = 'CONFIRMED' AND launch_day >= $2"#,
+            owner,
+            booking.today
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if active >= limits.max_active_tickets_per_owner {
+            return Err(BookingError::ActiveTicketLimit {
+                limit: limits.max_active_tickets_per_owner,
+            });
+        }
+    }
 
     // KEY SHARE on the pad serialises us with the SpaceX sync (which takes FOR
     // UPDATE on the pads it changes) without serialising bookings among themselves:
@@ -230,10 +275,10 @@ async fn book_once(
         });
     }
 
-    let flight_id = take_seat(&mut tx, booking, seats_per_flight).await?;
+    let flight_id = take_seat(&mut tx, booking, limits.seats_per_flight).await?;
     let ticket = query_ticket!(
-        "INSERT INTO tickets (id, flight_id, first_name, last_name, gender, birthday, launchpad_id, launch_day, destination, idempotency_key, request_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        "INSERT INTO tickets (id, flight_id, first_name, last_name, gender, birthday, launchpad_id, launch_day, destination, idempotency_key, request_hash, owner, booked_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          RETURNING",
         "",
         Uuid::now_v7(),
@@ -247,6 +292,8 @@ async fn book_once(
         booking.destination.as_str(),
         booking.idempotency_key.as_deref(),
         booking.fingerprint(),
+        booking.owner.as_deref(),
+        booking.booked_by,
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -342,24 +389,44 @@ async fn take_seat(
     )))
 }
 
-/// Returns one ticket.
-pub async fn get(pool: &PgPool, id: TicketId) -> Result<Ticket, BookingError> {
-    query_ticket!("SELECT", "FROM tickets WHERE id = $1", id.0)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(BookingError::TicketNotFound(id))
+/// The first key of the two-key advisory locks that serialise one owner's
+/// bookings (the second is a hash of the owner).
+const OWNER_LOCK_SPACE: i32 = 0x5350_0001;
+
+/// Returns one ticket; with `owner`, only a ticket of that owner (another's is
+/// not found, so its existence does not leak).
+pub async fn get(pool: &PgPool, id: TicketId, owner: Option<&str>) -> Result<Ticket, BookingError> {
+    query_ticket!(
+        "SELECT",
+        "FROM tickets WHERE id = $1 AND ($2::text IS NULL OR owner = $2)",
+        id.0,
+        owner
+    )
+    .fetch_optional(pool)
+    .await?
+    .ok_or(BookingError::TicketNotFound(id))
 }
 
 /// Cancels a ticket at its holder's request. Cancelling a cancelled ticket changes
 /// nothing. The last confirmed ticket of a flight cancels the flight, freeing its
-/// day and destination.
+/// day and destination. With `owner`, only a ticket of that owner (another's is
+/// not found).
 #[tracing::instrument(skip_all, fields(ticket = %id))]
-pub async fn cancel(pool: &PgPool, id: TicketId) -> Result<Ticket, BookingError> {
+pub async fn cancel(
+    pool: &PgPool,
+    id: TicketId,
+    owner: Option<&str>,
+) -> Result<Ticket, BookingError> {
     let mut tx = pool.begin().await?;
-    let ticket = query_ticket!("SELECT", "FROM tickets WHERE id = $1 FOR UPDATE", id.0)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(BookingError::TicketNotFound(id))?;
+    let ticket = query_ticket!(
+        "SELECT",
+        "FROM tickets WHERE id = $1 AND ($2::text IS NULL OR owner = $2) FOR UPDATE",
+        id.0,
+        owner
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(BookingError::TicketNotFound(id))?;
     if ticket.status == TicketStatus::Cancelled {
         return Ok(ticket);
     }

@@ -52,6 +52,7 @@ async fn every_invalid_field_is_named_at_once() {
         launch_date: None,
         destination_id: 99,
         request_id: String::new(),
+        owner: String::new(),
     };
     let status = app.book(request).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);

@@ -102,6 +102,9 @@ pub fn test_settings(db: &PgConnectOptions, overrides: &[(&str, &str)]) -> Setti
         ("PG_CONNECT_TIMEOUT", "30s"),
         ("SHUTDOWN_GRACE_PERIOD", "5s"),
         ("NOTIFICATIONS_INTERVAL", "200ms"),
+        // The suite's tests of everything but authentication run as the Go
+        // service's clients do, without tokens (tests/api/auth.rs covers tokens).
+        ("AUTH_MODE", "none"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -155,10 +158,7 @@ impl TestApp {
 
     /// Starts an app without waiting for readiness.
     pub async fn start(settings: Settings, clock: Clock) -> TestApp {
-        spacet::telemetry::init(
-            &std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            spacet::config::LogFormat::Pretty,
-        );
+        init_test_logs();
         let db = match &settings.database {
             Database::External(o) => (**o).clone(),
             Database::Embedded(_) => panic!("tests use an external database"),
@@ -280,6 +280,31 @@ impl Drop for TestApp {
     }
 }
 
+/// The test process's logs: with `SPACET_TEST_LOG_DIR` set (the test script sets
+/// it), JSON lines at `TEST_LOG` (default `info,spacet=debug`) into a file per
+/// process there, which the script greps for personal data after the run;
+/// otherwise `TEST_LOG` (default `warn`) on stdout.
+pub fn init_test_logs() {
+    match std::env::var("SPACET_TEST_LOG_DIR") {
+        Ok(dir) if !dir.trim().is_empty() => {
+            let path = std::path::Path::new(&dir).join(format!("{}.jsonl", std::process::id()));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("test log {}: {e}", path.display()));
+            spacet::telemetry::init_json_file(
+                &std::env::var("TEST_LOG").unwrap_or_else(|_| "info,spacet=debug".into()),
+                file,
+            );
+        }
+        _ => spacet::telemetry::init(
+            &std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            spacet::config::LogFormat::Pretty,
+        ),
+    }
+}
+
 /// Sends a request: the status and the JSON body (`null` for an empty body).
 pub async fn send_json(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
     let response = request.send().await.expect("the app answers");
@@ -387,6 +412,7 @@ pub fn booking_request(pad: &str, day: &str, destination: Destination) -> Bookin
         launch_date: Some(spacet::api::convert::day_timestamp(date)),
         destination_id: destination as i32,
         request_id: String::new(),
+        owner: String::new(),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod auth;
 mod booking;
 mod challenge;
 mod dashboard;

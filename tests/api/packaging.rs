@@ -1,7 +1,9 @@
-//! Shipping: Kubernetes manifests, the compose file, the examples, `/metrics`.
+//! Shipping: the Kustomize base and overlays, the Dockerfile, the compose file, the
+//! examples, `/metrics`, `spacet healthcheck`.
 
-use std::{collections::HashMap, path::PathBuf};
+use std::{collections::HashMap, path::PathBuf, time::Duration};
 
+use serde::Deserialize;
 use serde_yaml::Value;
 use spacet::config::SETTINGS;
 
@@ -29,8 +31,8 @@ fn routed(path: &str) -> bool {
 }
 
 #[test]
-fn kubernetes_manifests_parse_and_probe_real_routes_and_ports() {
-    let deployment = yaml("deploy/kubernetes/deployment.yaml");
+fn the_kustomize_base_parses_and_probes_real_routes_and_ports() {
+    let deployment = yaml("deploy/kubernetes/base/deployment.yaml");
     assert_eq!(deployment["kind"], "Deployment");
     assert_eq!(deployment["spec"]["replicas"], 2);
     let pod = &deployment["spec"]["template"]["spec"];
@@ -46,7 +48,7 @@ fn kubernetes_manifests_parse_and_probe_real_routes_and_ports() {
             )
         })
         .collect();
-    let config = yaml("deploy/kubernetes/configmap.yaml");
+    let config = yaml("deploy/kubernetes/base/configmap.yaml");
     let data = config["data"].as_mapping().unwrap();
     let setting = |name: &str| data.get(name).and_then(|v| v.as_str()).unwrap().to_string();
     assert_eq!(ports["http"].to_string(), setting("HTTP_PORT"));
@@ -94,9 +96,9 @@ fn kubernetes_manifests_parse_and_probe_real_routes_and_ports() {
         .collect();
     spacet::config::Settings::load(None, |k| env.get(k).cloned()).unwrap();
 
-    let secret = yaml("deploy/kubernetes/secret.example.yaml");
+    let secret = yaml("deploy/kubernetes/base/secret.example.yaml");
     spacet::config::parse_dsn(secret["stringData"]["PG_DSN"].as_str().unwrap()).unwrap();
-    let service = yaml("deploy/kubernetes/service.yaml");
+    let service = yaml("deploy/kubernetes/base/service.yaml");
     let service_ports: Vec<&str> = service["spec"]["ports"]
         .as_sequence()
         .unwrap()
@@ -111,10 +113,16 @@ fn the_compose_file_wires_postgres_the_emulator_the_service_and_the_subscriber()
     let compose = yaml("docker-compose.yml");
     let services = &compose["services"];
     assert!(services["postgres"]["healthcheck"]["test"].is_sequence());
+    // The same emulator release as the development overlay's, by a version tag.
+    let emulator = kustomize("development");
     assert_eq!(
         services["pubsub"]["image"],
-        "gcr.io/google.com/cloudsdktool/google-cloud-cli:emulators"
+        pod_spec(find(&emulator, "Deployment", "pubsub-emulator"))["containers"][0]["image"]
     );
+    assert!(services["pubsub"]["image"]
+        .as_str()
+        .unwrap()
+        .ends_with(":528.0.0-emulators"));
     let command: Vec<&str> = services["pubsub"]["command"]
         .as_sequence()
         .unwrap()
@@ -140,6 +148,19 @@ fn the_compose_file_wires_postgres_the_emulator_the_service_and_the_subscriber()
         );
     }
     assert_eq!(env.get("PUBSUB_EMULATOR_HOST").unwrap(), "pubsub:8085");
+    // The image has no curl: the binary checks itself.
+    assert_eq!(
+        spacet["healthcheck"]["test"],
+        serde_yaml::from_str::<Value>(r#"["CMD", "/usr/local/bin/spacet", "healthcheck"]"#)
+            .unwrap()
+    );
+    // The subscriber comes from the Dockerfile's tools stage, not the production image.
+    assert_eq!(services["subscriber"]["build"]["target"], "tools");
+    for (name, service) in services.as_mapping().unwrap() {
+        if let Some(image) = service["image"].as_str() {
+            assert!(pinned_image(image), "{name:?}: {image} is not pinned");
+        }
+    }
     spacet::config::parse_dsn(env.get("PG_DSN").unwrap().as_str().unwrap()).unwrap();
     assert!(services["subscriber"]["entrypoint"][0]
         .as_str()
@@ -158,15 +179,12 @@ fn the_compose_file_wires_postgres_the_emulator_the_service_and_the_subscriber()
             "the subscriber example does not read {key}"
         );
     }
-    let dockerfile = std::fs::read_to_string(repo("Dockerfile")).unwrap();
-    for needed in [
-        "STOPSIGNAL SIGTERM",
-        "USER 10001",
-        "cargo chef cook",
-        "--example subscriber",
-    ] {
-        assert!(dockerfile.contains(needed), "Dockerfile lacks {needed}");
-    }
+    let dockerfile = Dockerfile::read();
+    assert!(dockerfile.stage("tools").is_some());
+    let tools = dockerfile.chain("tools");
+    assert!(tools
+        .iter()
+        .any(|(op, args)| op == "ENTRYPOINT" && args.contains("spacet-subscriber")));
 }
 
 /// Path of a compiled example (built by `cargo test --all-targets`).
@@ -409,4 +427,536 @@ async fn the_subscriber_example_prints_each_event_the_service_publishes() {
         .expect("the subscriber stops within 10 s of SIGINT")
         .unwrap();
     assert!(status.success(), "{status}");
+}
+
+// --- The Kustomize overlays, rendered by kustomize itself ----------------------
+
+/// `kubectl` to render with: `$KUBECTL` (scripts/test sets it when it had to
+/// install one), else the one on PATH.
+fn kubectl() -> PathBuf {
+    let kubectl = std::env::var_os("KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "kubectl".into());
+    let works = std::process::Command::new(&kubectl)
+        .args(["kustomize", "--help"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        works,
+        "{} cannot run `kubectl kustomize`: run scripts/test (it installs kubectl \
+         when missing) or set KUBECTL",
+        kubectl.display()
+    );
+    kubectl
+}
+
+/// Every object `kubectl kustomize deploy/kubernetes/overlays/{overlay}` prints.
+fn kustomize(overlay: &str) -> Vec<Value> {
+    let dir = repo(&format!("deploy/kubernetes/overlays/{overlay}"));
+    let output = std::process::Command::new(kubectl())
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    // A bare `latest` anywhere (an image, an annotation) fails, not only in images.
+    assert!(!text.contains(":latest"), "{overlay} renders `latest`");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|document| Value::deserialize(document).unwrap())
+        .collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn pod_spec(workload: &Value) -> &Value {
+    &workload["spec"]["template"]["spec"]
+}
+
+fn pod_labels(workload: &Value) -> &Value {
+    &workload["spec"]["template"]["metadata"]["labels"]
+}
+
+/// Whether a label selector (`matchLabels` only, as ours are) selects these labels.
+fn selects(match_labels: &Value, labels: &Value) -> bool {
+    let wanted = match_labels.as_mapping().expect("a non-empty selector");
+    !wanted.is_empty() && wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// An image reference that names fixed bytes or a fixed release: a digest, or an
+/// explicit tag other than `latest`.
+fn pinned_image(image: &str) -> bool {
+    if let Some((_, digest)) = image.split_once("@sha256:") {
+        return digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit());
+    }
+    // The tag follows the last ':' after the last '/' (a registry may have a port).
+    let last = image.rsplit('/').next().unwrap();
+    matches!(last.split_once(':'), Some((_, tag)) if !tag.is_empty() && tag != "latest")
+}
+
+/// The checks every overlay's service must pass; returns its Deployment.
+fn check_spacet<'a>(overlay: &str, objects: &'a [Value]) -> &'a Value {
+    let deployment = find(objects, "Deployment", "spacet");
+    let labels = pod_labels(deployment);
+    assert!(selects(
+        &deployment["spec"]["selector"]["matchLabels"],
+        labels
+    ));
+    let pod = pod_spec(deployment);
+    let container = &pod["containers"][0];
+    let ports: HashMap<&str, u64> = container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["containerPort"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        let get = &container[probe]["httpGet"];
+        let path = get["path"].as_str().unwrap();
+        assert!(routed(path), "{overlay}: {probe} asks {path}, not a route");
+        assert!(
+            ports.contains_key(get["port"].as_str().unwrap()),
+            "{overlay}: {probe} port"
+        );
+    }
+    // Prometheus scrapes /metrics on the HTTP port.
+    let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true", "{overlay}");
+    let metrics = annotations["prometheus.io/path"].as_str().unwrap();
+    assert!(metrics == "/metrics" && routed(metrics), "{overlay}");
+    assert_eq!(
+        annotations["prometheus.io/port"].as_str().unwrap(),
+        ports["http"].to_string(),
+        "{overlay}"
+    );
+    // Hardened: not root, the runtime's seccomp filter, nothing writable or escalating.
+    let pod_security = &pod["securityContext"];
+    assert_eq!(
+        pod_security["seccompProfile"]["type"], "RuntimeDefault",
+        "{overlay}"
+    );
+    assert_eq!(pod_security["runAsNonRoot"], true, "{overlay}");
+    assert!(pod_security["runAsUser"].as_u64().unwrap() > 0, "{overlay}");
+    let security = &container["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"], true, "{overlay}");
+    assert_eq!(security["allowPrivilegeEscalation"], false, "{overlay}");
+    assert_eq!(
+        security["capabilities"]["drop"],
+        serde_yaml::from_str::<Value>("[ALL]").unwrap(),
+        "{overlay}"
+    );
+    // The Service reaches these pods on their named ports.
+    let service = find(objects, "Service", "spacet");
+    assert!(selects(&service["spec"]["selector"], labels), "{overlay}");
+    for port in service["spec"]["ports"].as_sequence().unwrap() {
+        assert!(ports.contains_key(port["targetPort"].as_str().unwrap()));
+    }
+    // The ConfigMap the pods read is known settings that load.
+    let config = find(objects, "ConfigMap", "spacet");
+    let env: HashMap<String, String> = config["data"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str().unwrap().into(), v.as_str().unwrap().into()))
+        .collect();
+    for key in env.keys() {
+        assert!(known_setting(key), "{overlay}: unknown setting {key}");
+    }
+    spacet::config::Settings::load(None, |k| env.get(k).cloned())
+        .unwrap_or_else(|e| panic!("{overlay}: {e}"));
+    // Every image of every workload is pinned.
+    for object in objects {
+        for container in pod_spec(object)["containers"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            let image = container["image"].as_str().unwrap();
+            assert!(pinned_image(image), "{overlay}: {image} is not pinned");
+        }
+    }
+    deployment
+}
+
+#[test]
+fn the_development_overlay_runs_one_replica_publishing_to_an_in_cluster_emulator() {
+    let objects = kustomize("development");
+    let deployment = check_spacet("development", &objects);
+    assert_eq!(deployment["spec"]["replicas"], 1);
+
+    let emulator = find(&objects, "Deployment", "pubsub-emulator");
+    let service = find(&objects, "Service", "pubsub-emulator");
+    assert!(selects(&service["spec"]["selector"], pod_labels(emulator)));
+    // Neither Service picks the other's pods.
+    assert!(!selects(
+        &service["spec"]["selector"],
+        pod_labels(deployment)
+    ));
+    assert!(!selects(
+        &find(&objects, "Service", "spacet")["spec"]["selector"],
+        pod_labels(emulator)
+    ));
+    // PUBSUB_EMULATOR_HOST names the Service's port, whose target is the port the
+    // emulator is started on.
+    let config = find(&objects, "ConfigMap", "spacet");
+    let service_port = &service["spec"]["ports"][0];
+    assert_eq!(
+        config["data"]["PUBSUB_EMULATOR_HOST"].as_str().unwrap(),
+        format!(
+            "{}:{}",
+            service["metadata"]["name"].as_str().unwrap(),
+            service_port["port"].as_u64().unwrap()
+        )
+    );
+    let container = &pod_spec(emulator)["containers"][0];
+    let target = container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == service_port["targetPort"])
+        .expect("the Service's targetPort is a named port of the emulator");
+    let host_port = format!(
+        "--host-port=0.0.0.0:{}",
+        target["containerPort"].as_u64().unwrap()
+    );
+    assert!(
+        container["command"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str() == Some(host_port.as_str())),
+        "the emulator is not started with {host_port}"
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["port"],
+        target["name"]
+    );
+}
+
+#[test]
+fn the_production_overlay_spreads_replicas_under_a_disruption_budget_with_workload_identity() {
+    let objects = kustomize("production");
+    let deployment = check_spacet("production", &objects);
+    let replicas = deployment["spec"]["replicas"].as_u64().unwrap();
+    assert!(replicas >= 2, "{replicas} replicas");
+    let labels = pod_labels(deployment);
+
+    // The budget selects exactly these pods and leaves room to drain a node.
+    let budget = find(&objects, "PodDisruptionBudget", "spacet");
+    assert!(selects(&budget["spec"]["selector"]["matchLabels"], labels));
+    let can_evict = match (
+        budget["spec"]["maxUnavailable"].as_u64(),
+        budget["spec"]["minAvailable"].as_u64(),
+    ) {
+        (Some(max_unavailable), None) => max_unavailable >= 1 && max_unavailable < replicas,
+        (None, Some(min_available)) => min_available >= 1 && min_available < replicas,
+        other => panic!("the budget needs one integer bound: {other:?}"),
+    };
+    assert!(can_evict, "{budget:?}");
+
+    // Spread over zones and nodes, counting these pods.
+    let pod = pod_spec(deployment);
+    let spread = pod["topologySpreadConstraints"].as_sequence().unwrap();
+    let keys: Vec<&str> = spread
+        .iter()
+        .map(|c| c["topologyKey"].as_str().unwrap())
+        .collect();
+    assert!(keys.contains(&"topology.kubernetes.io/zone"), "{keys:?}");
+    assert!(keys.contains(&"kubernetes.io/hostname"), "{keys:?}");
+    for constraint in spread {
+        assert!(selects(&constraint["labelSelector"]["matchLabels"], labels));
+        assert_eq!(constraint["maxSkew"], 1);
+    }
+
+    // Pub/Sub credentials through Workload Identity: the pod runs as a service
+    // account that names a Google service account; no key file is mounted.
+    let account = pod["serviceAccountName"]
+        .as_str()
+        .expect("serviceAccountName");
+    let google = find(&objects, "ServiceAccount", account)["metadata"]["annotations"]
+        ["iam.gke.io/gcp-service-account"]
+        .as_str()
+        .unwrap();
+    assert!(google.ends_with(".iam.gserviceaccount.com"), "{google}");
+    let config = find(&objects, "ConfigMap", "spacet");
+    assert!(config["data"].get("PUBSUB_EMULATOR_HOST").is_none());
+    assert!(config["data"]
+        .get("GOOGLE_APPLICATION_CREDENTIALS")
+        .is_none());
+
+    // The image is the release this tree builds, by its version tag.
+    let image = pod["containers"][0]["image"].as_str().unwrap();
+    assert!(
+        image.ends_with(&format!("/spacet:{}", env!("CARGO_PKG_VERSION"))),
+        "{image}"
+    );
+}
+
+// --- The Dockerfile, checked statically (no Docker engine runs here) -----------
+
+/// The Dockerfile's instructions, continuation lines joined, with the comment
+/// block above each `FROM`.
+struct Dockerfile {
+    /// `(instruction, arguments, comment above)`
+    instructions: Vec<(String, String, String)>,
+}
+
+impl Dockerfile {
+    fn read() -> Dockerfile {
+        let text = std::fs::read_to_string(repo("Dockerfile")).unwrap();
+        let (mut instructions, mut comment, mut pending) = (Vec::new(), String::new(), None);
+        for line in text.lines() {
+            let trimmed = line.trim();
+            if pending.is_none() {
+                if let Some(c) = trimmed.strip_prefix('#') {
+                    comment.push_str(c);
+                    comment.push('\n');
+                    continue;
+                }
+                if trimmed.is_empty() {
+                    comment.clear();
+                    continue;
+                }
+            }
+            let joined: String = pending.take().unwrap_or_default();
+            let joined = format!("{joined} {}", trimmed.trim_end_matches('\\'));
+            if trimmed.ends_with('\\') {
+                pending = Some(joined);
+                continue;
+            }
+            let joined = joined.trim();
+            let (op, args) = joined.split_once(' ').unwrap_or((joined, ""));
+            instructions.push((
+                op.to_uppercase(),
+                args.trim().to_string(),
+                std::mem::take(&mut comment),
+            ));
+        }
+        Dockerfile { instructions }
+    }
+
+    /// The `FROM` stages in order.
+    fn stages(&self) -> Vec<Stage> {
+        let mut stages: Vec<Stage> = Vec::new();
+        for (op, args, _) in &self.instructions {
+            if op == "FROM" {
+                let words: Vec<&str> = args
+                    .split_whitespace()
+                    .filter(|w| !w.starts_with("--"))
+                    .collect();
+                let name = match words.as_slice() {
+                    [_, as_, name] if as_.eq_ignore_ascii_case("as") => name.to_string(),
+                    _ => stages.len().to_string(),
+                };
+                stages.push(Stage {
+                    base: words[0].to_string(),
+                    name,
+                    instructions: Vec::new(),
+                });
+            } else if let Some(stage) = stages.last_mut() {
+                stage.instructions.push((op.clone(), args.clone()));
+            }
+        }
+        stages
+    }
+
+    fn stage(&self, name: &str) -> Option<Stage> {
+        self.stages().into_iter().find(|s| s.name == name)
+    }
+
+    /// A stage's instructions and those of the stages it is built `FROM`.
+    fn chain(&self, name: &str) -> Vec<(String, String)> {
+        let mut all = Vec::new();
+        let mut next = self.stage(name);
+        while let Some(stage) = next {
+            all.extend(stage.instructions);
+            next = self.stage(&stage.base);
+        }
+        all
+    }
+}
+
+/// One `FROM` stage: what it is built on, its name (`AS`), its instructions.
+struct Stage {
+    base: String,
+    name: String,
+    /// `(instruction, arguments)`
+    instructions: Vec<(String, String)>,
+}
+
+#[test]
+fn the_dockerfile_pins_its_bases_and_ships_only_the_service_as_non_root_without_curl() {
+    let dockerfile = Dockerfile::read();
+    let stages = dockerfile.stages();
+    let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+    // Every base that is not an earlier stage is pinned by digest, and the comment
+    // above names the version that digest is.
+    for (op, args, comment) in &dockerfile.instructions {
+        if op != "FROM" {
+            continue;
+        }
+        let image = args
+            .split_whitespace()
+            .find(|w| !w.starts_with("--"))
+            .unwrap();
+        if names.contains(&image) {
+            continue;
+        }
+        let (reference, digest) = image
+            .split_once("@sha256:")
+            .unwrap_or_else(|| panic!("{image} is not pinned by digest"));
+        assert!(
+            digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit()),
+            "{image}"
+        );
+        let tag = reference.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+        assert!(!tag.is_empty() && tag != "latest", "{image}");
+        let version = tag.split('-').next().unwrap();
+        assert!(
+            comment.contains(version),
+            "the comment above FROM {image} does not name its version {version}"
+        );
+    }
+
+    // rust-toolchain.toml, the builder's image and its RUSTUP_TOOLCHAIN agree.
+    let toolchain = std::fs::read_to_string(repo("rust-toolchain.toml")).unwrap();
+    let channel = toolchain
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("channel = "))
+        .expect("a channel")
+        .trim_matches('"');
+    let rust_image = dockerfile.stage("chef").unwrap().base;
+    let rust_tag = rust_image.split(['@', ':']).nth(1).unwrap();
+    assert!(
+        channel.starts_with(rust_tag.split('-').next().unwrap()),
+        "{rust_image} against the toolchain {channel}"
+    );
+    assert!(dockerfile
+        .chain("builder")
+        .contains(&("ENV".into(), format!("RUSTUP_TOOLCHAIN={channel}"))));
+
+    // The last stage is the production image.
+    let final_name = &stages.last().unwrap().name;
+    let runtime = dockerfile.chain(final_name);
+    let user = runtime
+        .iter()
+        .rev()
+        .find(|(op, _)| op == "USER")
+        .map(|(_, args)| args.split(':').next().unwrap().to_string())
+        .expect("the production image sets USER");
+    assert!(user != "0" && user != "root", "runs as {user}");
+    for (op, args) in &runtime {
+        assert!(
+            !args.contains("curl") && !args.contains("wget"),
+            "{op} {args}: no HTTP client in the production image"
+        );
+        assert!(!args.contains("examples"), "{op} {args}: an example");
+    }
+    let healthcheck = runtime
+        .iter()
+        .find(|(op, _)| op == "HEALTHCHECK")
+        .map(|(_, args)| args.clone())
+        .expect("a HEALTHCHECK");
+    assert!(
+        healthcheck.ends_with(r#"CMD ["/usr/local/bin/spacet", "healthcheck"]"#),
+        "{healthcheck}"
+    );
+    assert!(runtime.contains(&("ENTRYPOINT".into(), r#"["/usr/local/bin/spacet"]"#.into())));
+    // What it copies from the build is the service alone: the build step makes only it.
+    let copied_from: Vec<&str> = runtime
+        .iter()
+        .filter(|(op, _)| op == "COPY")
+        .filter_map(|(_, args)| args.strip_prefix("--from="))
+        .map(|args| args.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(copied_from, ["builder"]);
+    let builds: Vec<String> = dockerfile
+        .chain("builder")
+        .into_iter()
+        .filter(|(op, args)| op == "RUN" && args.contains("cargo build"))
+        .map(|(_, args)| args)
+        .collect();
+    assert_eq!(builds.len(), 1, "{builds:?}");
+    assert!(
+        builds[0].contains("--bin spacet") && !builds[0].contains("--example"),
+        "{}",
+        builds[0]
+    );
+    for (op, args) in dockerfile.stage(final_name).unwrap().instructions {
+        if op == "COPY" && args.starts_with("--from=builder") {
+            assert!(args.contains("/app/target/release/spacet "), "{args}");
+        }
+    }
+}
+
+// --- `spacet healthcheck` ------------------------------------------------------
+
+/// Runs `spacet healthcheck` against HTTP_PORT=`port` and returns its exit code.
+async fn healthcheck(port: u16) -> i32 {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_spacet"))
+        .arg("healthcheck")
+        .current_dir(repo(""))
+        .env("HTTP_PORT", port.to_string())
+        .env("BIND_ADDRESS", "0.0.0.0")
+        .env("LOG_FORMAT", "json")
+        .output()
+        .await
+        .unwrap();
+    output.status.code().expect("an exit code")
+}
+
+fn port_of(http: &str) -> u16 {
+    http.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn spacet_healthcheck_exits_0_when_the_service_is_ready_and_1_otherwise() {
+    let app = TestApp::spawn().await;
+    assert_eq!(healthcheck(port_of(&app.http)).await, 0);
+
+    // Nothing listening.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    assert_eq!(healthcheck(closed).await, 1);
+
+    // A server that answers, but not ready.
+    let not_ready = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path("/readiness"))
+        .respond_with(wiremock::ResponseTemplate::new(503))
+        .expect(1)
+        .mount(&not_ready)
+        .await;
+    assert_eq!(healthcheck(not_ready.address().port()).await, 1);
+
+    // A server that never answers: the check gives up on its own (2 s), well
+    // within a container runtime's HEALTHCHECK timeout.
+    let hanging = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path("/readiness"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_delay(Duration::from_secs(60)))
+        .mount(&hanging)
+        .await;
+    let code = tokio::time::timeout(
+        Duration::from_secs(10),
+        healthcheck(hanging.address().port()),
+    )
+    .await
+    .expect("the healthcheck gives up before 10 s");
+    assert_eq!(code, 1);
 }

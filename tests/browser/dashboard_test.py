@@ -83,10 +83,14 @@ def post(channel, number, kind, message):
         },
         "message": message,
     }
+    headers = {"Content-Type": "application/json"}
+    # A telemetry token (run.sh mints one): POST /messages on the HTTP port needs it.
+    if os.environ.get("SPACET_TOKEN"):
+        headers["Authorization"] = "Bearer " + os.environ["SPACET_TOKEN"]
     request = urllib.request.Request(
         f"{BASE}/messages",
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers=headers,
         method="POST",
     )
     try:

@@ -33,6 +33,12 @@ grpc_port=$(free_port)
 log="$artifacts/service.log"
 # Two stream slots: the test takes both to see the page cope with a refused stream.
 watchers=2
+# Authentication on (development tokens): the page reads rocket state without a
+# token (ROCKETS_PUBLIC_READ: EventSource cannot send one); the test posts
+# messages with a telemetry token.
+export AUTH_MODE=dev AUTH_DEV_KEY_FILE="$artifacts/auth-dev.key" ROCKETS_PUBLIC_READ=true
+SPACET_TOKEN=$("$binary" token --role telemetry --subject browser-test)
+export SPACET_TOKEN
 PG_DSN="$dsn" HTTP_PORT=$http_port GRPC_PORT=$grpc_port BIND_ADDRESS=127.0.0.1 ROCKETS_PORT=0 \
   ROCKETS_MAX_WATCHERS=$watchers SPACEX_SYNC_ENABLED=false LOG_LEVEL=warn "$binary" >"$log" 2>&1 &
 service_pid=$!

@@ -6,7 +6,13 @@ use chrono::{Days, NaiveDate};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    api::{convert, error::ApiError, ApiState},
+    api::{
+        auth::{Caller, TicketScope},
+        convert,
+        error::ApiError,
+        ApiState,
+    },
+    auth::Role,
     booking::{
         self,
         list::{self, ListQuery},
@@ -27,6 +33,30 @@ pub struct BookingApi {
 }
 
 type RpcResult<T> = Result<Response<T>, Status>;
+
+/// A passenger named by an agent (`owner` of a booking or a list filter).
+fn owner_field(field: &str, raw: &str) -> Result<Option<String>, ApiError> {
+    let owner = raw.trim();
+    if owner.is_empty() {
+        Ok(None)
+    } else if owner.chars().count() > 255 || owner.chars().any(char::is_control) {
+        Err(ApiError::field(
+            field,
+            "must be a token subject: at most 255 characters, no control characters",
+        ))
+    } else {
+        Ok(Some(owner.to_string()))
+    }
+}
+
+/// The owner a query is limited to: a passenger's own tickets, everyone's for
+/// the others.
+fn scope_owner(scope: &TicketScope) -> Option<&str> {
+    match scope {
+        TicketScope::All => None,
+        TicketScope::Owner(owner) => Some(owner),
+    }
+}
 
 fn ticket_id(raw: &str) -> Result<TicketId, ApiError> {
     TicketId::parse("id", raw).map_err(|v| ApiError::InvalidArgument(vec![v]))
@@ -52,6 +82,25 @@ impl BookingApi {
         &self,
         request: Request<proto::BookingRequest>,
     ) -> Result<proto::Ticket, ApiError> {
+        let caller = Caller::of(&request);
+        let principal = caller.require(&[Role::Passenger, Role::Agent, Role::Admin])?;
+        let named = owner_field("owner", &request.get_ref().owner)?;
+        // A passenger books for itself; agents, admins and trusted callers may name
+        // the passenger (or no one: the ticket is then visible to agents only).
+        let owner = match principal {
+            Some(p) if !(p.has(Role::Agent) || p.has(Role::Admin)) => {
+                if named.as_ref().is_some_and(|n| *n != p.subject) {
+                    return Err(ApiError::PermissionDenied {
+                        message: "a passenger books for itself; naming another passenger needs the role agent or admin".into(),
+                        roles: "agent,admin".into(),
+                    });
+                }
+                Some(p.subject.clone())
+            }
+            _ => named,
+        };
+        let booked_by = principal.map(|p| p.subject.clone()).unwrap_or_default();
+        self.state.limits.booking(principal)?;
         let header_key = request
             .metadata()
             .get(IDEMPOTENCY_KEY)
@@ -71,15 +120,20 @@ impl BookingApi {
             idempotency_key_header: header_key,
         };
         let outcome = NewBooking::parse(fields, pad.as_ref(), self.state.clock.now())
+            .map(|parsed| NewBooking {
+                owner,
+                booked_by,
+                ..parsed
+            })
             .map_err(ApiError::InvalidArgument);
+        let limits = booking::BookingLimits {
+            seats_per_flight: self.state.settings.seats_per_flight,
+            max_active_tickets_per_owner: self.state.settings.auth.max_active_tickets_per_passenger,
+        };
         let result = match outcome {
-            Ok(new_booking) => booking::book(
-                &self.state.pool,
-                &new_booking,
-                self.state.settings.seats_per_flight,
-            )
-            .await
-            .map_err(ApiError::from),
+            Ok(new_booking) => booking::book(&self.state.pool, &new_booking, limits)
+                .await
+                .map_err(ApiError::from),
             Err(e) => Err(e),
         };
         let label = match &result {
@@ -100,8 +154,13 @@ impl BookingApi {
 
     async fn list_bookings_inner(
         &self,
+        scope: TicketScope,
         req: proto::ListTicketsRequest,
     ) -> Result<proto::ListTicketsResponse, ApiError> {
+        let owner = match &scope {
+            TicketScope::Owner(owner) => Some(owner.clone()),
+            TicketScope::All => owner_field("owner", req.owner.as_deref().unwrap_or(""))?,
+        };
         let mut violations = Vec::new();
         let (limit, after) = ListQuery::page(req.limit, req.cursor.as_deref().unwrap_or(""))
             .unwrap_or_else(|v| {
@@ -188,6 +247,7 @@ impl BookingApi {
             ),
             launch_from,
             launch_to,
+            owner,
         };
         let (tickets, next) = booking::list::list(&self.state.pool, &query).await?;
         Ok(proto::ListTicketsResponse {
@@ -306,8 +366,9 @@ impl SpaceTService for BookingApi {
         &self,
         request: Request<proto::TicketId>,
     ) -> RpcResult<proto::TicketId> {
+        let scope = Caller::of(&request).tickets()?;
         let id = ticket_id(&request.get_ref().id)?;
-        booking::cancel(&self.state.pool, id)
+        booking::cancel(&self.state.pool, id, scope_owner(&scope))
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(proto::TicketId { id: id.to_string() }))
@@ -317,14 +378,17 @@ impl SpaceTService for BookingApi {
         &self,
         request: Request<proto::ListTicketsRequest>,
     ) -> RpcResult<proto::ListTicketsResponse> {
+        let scope = Caller::of(&request).tickets()?;
         Ok(Response::new(
-            self.list_bookings_inner(request.into_inner()).await?,
+            self.list_bookings_inner(scope, request.into_inner())
+                .await?,
         ))
     }
 
     async fn get_booking(&self, request: Request<proto::TicketId>) -> RpcResult<proto::Ticket> {
+        let scope = Caller::of(&request).tickets()?;
         let id = ticket_id(&request.get_ref().id)?;
-        let ticket = booking::get(&self.state.pool, id)
+        let ticket = booking::get(&self.state.pool, id, scope_owner(&scope))
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(proto::Ticket::from(&ticket)))
@@ -332,8 +396,9 @@ impl SpaceTService for BookingApi {
 
     async fn list_launchpads(
         &self,
-        _request: Request<proto::ListLaunchpadsRequest>,
+        request: Request<proto::ListLaunchpadsRequest>,
     ) -> RpcResult<proto::ListLaunchpadsResponse> {
+        Caller::of(&request).authenticated()?;
         let pads = schedule::launchpads(&self.state.pool)
             .await
             .map_err(ApiError::from)?;
@@ -346,6 +411,7 @@ impl SpaceTService for BookingApi {
         &self,
         request: Request<proto::GetLaunchpadScheduleRequest>,
     ) -> RpcResult<proto::LaunchpadSchedule> {
+        Caller::of(&request).authenticated()?;
         Ok(Response::new(
             self.schedule_inner(request.into_inner()).await?,
         ))
@@ -355,6 +421,9 @@ impl SpaceTService for BookingApi {
         &self,
         request: Request<proto::TriggerSyncRequest>,
     ) -> RpcResult<proto::SyncReport> {
+        let caller = Caller::of(&request);
+        let principal = caller.require(&[Role::Admin])?;
+        self.state.limits.sync(principal)?;
         let report = if request.into_inner().confirm {
             spacex::sync_confirmed(&self.state.sync).await
         } else {

@@ -186,6 +186,7 @@ impl proto::rocket_service_server::RocketService for RocketApi {
         &self,
         request: Request<proto::ListRocketsRequest>,
     ) -> Result<Response<proto::ListRocketsResponse>, Status> {
+        crate::api::auth::read_rockets(&crate::api::auth::Caller::of(&request), &self.state)?;
         let (rockets, next) = self.list(request.get_ref()).await?;
         Ok(Response::new(proto::ListRocketsResponse {
             rockets: rockets.iter().map(proto::Rocket::from).collect(),
@@ -197,6 +198,7 @@ impl proto::rocket_service_server::RocketService for RocketApi {
         &self,
         request: Request<proto::GetRocketRequest>,
     ) -> Result<Response<proto::Rocket>, Status> {
+        crate::api::auth::read_rockets(&crate::api::auth::Caller::of(&request), &self.state)?;
         let (rocket, ranges) = self.get_with_gaps(&request.get_ref().channel).await?;
         Ok(Response::new(proto::Rocket {
             missing_ranges: ranges.iter().map(proto::MessageRange::from).collect(),
@@ -208,6 +210,7 @@ impl proto::rocket_service_server::RocketService for RocketApi {
         &self,
         request: Request<proto::ListRocketMessagesRequest>,
     ) -> Result<Response<proto::ListRocketMessagesResponse>, Status> {
+        crate::api::auth::read_rockets(&crate::api::auth::Caller::of(&request), &self.state)?;
         let (messages, next) = self.history(request.get_ref()).await?;
         Ok(Response::new(proto::ListRocketMessagesResponse {
             messages: messages
@@ -225,6 +228,7 @@ impl proto::rocket_service_server::RocketService for RocketApi {
         &self,
         request: Request<proto::WatchRocketsRequest>,
     ) -> Result<Response<WatchStream>, Status> {
+        crate::api::auth::read_rockets(&crate::api::auth::Caller::of(&request), &self.state)?;
         let req = request.into_inner();
         let only = match req.channel.trim() {
             "" => None,

@@ -25,6 +25,7 @@ use tonic::Code;
 
 use crate::{
     api::{
+        auth::Caller,
         error::{ApiError, GatewayError},
         grpc::booking::{BookingApi, IDEMPOTENCY_KEY},
         ApiState,
@@ -85,14 +86,21 @@ pub fn json_response<T: Serialize>(message: &T) -> Response {
     }
 }
 
-/// Calls an RPC in-process with the request's metadata and renders its answer.
-pub async fn call<Req, Resp, F, Fut>(headers: &HeaderMap, message: Req, rpc: F) -> GatewayResult
+/// Calls an RPC in-process with the request's caller (which the RPC authorises,
+/// as it does over gRPC) and metadata, and renders its answer.
+pub async fn call<Req, Resp, F, Fut>(
+    caller: Caller,
+    headers: &HeaderMap,
+    message: Req,
+    rpc: F,
+) -> GatewayResult
 where
     Resp: Serialize,
     F: FnOnce(tonic::Request<Req>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
 {
     let mut request = tonic::Request::new(message);
+    request.extensions_mut().insert(caller);
     for (http_name, grpc_name) in [
         ("idempotency-key", IDEMPOTENCY_KEY),
         ("x-request-id", "x-request-id"),
@@ -283,76 +291,73 @@ fn api(state: &ApiState) -> BookingApi {
 
 async fn launch_booking(
     State(state): State<ApiState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> GatewayResult {
     let message: proto::BookingRequest = decode_message("spacet.v1.BookingRequest", body, &[])?;
     let api = api(&state);
-    call(
-        &headers,
-        message,
-        |r| async move { api.launch_booking(r).await },
-    )
+    call(caller, &headers, message, |r| async move {
+        api.launch_booking(r).await
+    })
     .await
 }
 
 async fn cancel_booking(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> GatewayResult {
     let message: proto::TicketId = decode_message("spacet.v1.TicketID", body, &[("id", &id)])?;
     let api = api(&state);
-    call(
-        &headers,
-        message,
-        |r| async move { api.cancel_booking(r).await },
-    )
+    call(caller, &headers, message, |r| async move {
+        api.cancel_booking(r).await
+    })
     .await
 }
 
 async fn list_bookings(
     State(state): State<ApiState>,
+    caller: Caller,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> GatewayResult {
     let message: proto::ListTicketsRequest =
         decode_query("spacet.v1.ListTicketsRequest", &query, &[])?;
     let api = api(&state);
-    call(
-        &headers,
-        message,
-        |r| async move { api.list_bookings(r).await },
-    )
+    call(caller, &headers, message, |r| async move {
+        api.list_bookings(r).await
+    })
     .await
 }
 
 async fn get_booking(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> GatewayResult {
     let message: proto::TicketId = decode_query("spacet.v1.TicketID", &query, &[("id", &id)])?;
     let api = api(&state);
-    call(
-        &headers,
-        message,
-        |r| async move { api.get_booking(r).await },
-    )
+    call(caller, &headers, message, |r| async move {
+        api.get_booking(r).await
+    })
     .await
 }
 
 async fn list_launchpads(
     State(state): State<ApiState>,
+    caller: Caller,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> GatewayResult {
     let message: proto::ListLaunchpadsRequest =
         decode_query("spacet.v1.ListLaunchpadsRequest", &query, &[])?;
     let api = api(&state);
-    call(&headers, message, |r| async move {
+    call(caller, &headers, message, |r| async move {
         api.list_launchpads(r).await
     })
     .await
@@ -360,6 +365,7 @@ async fn list_launchpads(
 
 async fn get_launchpad_schedule(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
@@ -370,7 +376,7 @@ async fn get_launchpad_schedule(
         &[("id", &id)],
     )?;
     let api = api(&state);
-    call(&headers, message, |r| async move {
+    call(caller, &headers, message, |r| async move {
         api.get_launchpad_schedule(r).await
     })
     .await
@@ -378,17 +384,16 @@ async fn get_launchpad_schedule(
 
 async fn trigger_sync(
     State(state): State<ApiState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> GatewayResult {
     let message: proto::TriggerSyncRequest =
         decode_message("spacet.v1.TriggerSyncRequest", body, &[])?;
     let api = api(&state);
-    call(
-        &headers,
-        message,
-        |r| async move { api.trigger_sync(r).await },
-    )
+    call(caller, &headers, message, |r| async move {
+        api.trigger_sync(r).await
+    })
     .await
 }
 

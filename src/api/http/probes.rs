@@ -8,7 +8,10 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::{api::ApiState, health::CheckStatus};
+use crate::{
+    api::{auth::Caller, ApiState},
+    health::CheckStatus,
+};
 
 /// Probe and document routes: (method, path), for the OpenAPI test.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -22,15 +25,24 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// The OpenAPI 3.1 document of the HTTP surface (kept in `openapi/spacet.json`).
 pub const OPENAPI: &str = include_str!("../../../openapi/spacet.json");
 
-/// The probe routes.
-pub fn router() -> axum::Router<ApiState> {
+/// The probe routes, with `/metrics` unless it has a listener of its own.
+pub fn router(with_metrics: bool) -> axum::Router<ApiState> {
     use axum::routing::get;
-    axum::Router::new()
+    let router = axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/readiness", get(readiness))
         .route("/liveness", get(liveness))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
+        .route("/openapi.json", get(openapi));
+    if with_metrics {
+        router.merge(metrics_router())
+    } else {
+        router
+    }
+}
+
+/// `GET /metrics`.
+pub fn metrics_router() -> axum::Router<ApiState> {
+    axum::Router::new().route("/metrics", axum::routing::get(metrics))
 }
 
 /// 200 while the process is up.
@@ -67,20 +79,36 @@ async fn readiness(State(state): State<ApiState>) -> Response {
     }
 }
 
-/// 200 healthy (degraded checks included) or 500 unhealthy, one entry per dependency.
-async fn liveness(State(state): State<ApiState>) -> Response {
-    let (overall, checks) = crate::health::run_all(state.health.checks()).await;
+/// 200 healthy (degraded checks included) or 500 unhealthy, one entry per
+/// dependency. Everyone sees the statuses; the details (error text, topic names,
+/// counts) only admins (and everyone when authentication is off, which the
+/// answer then says).
+async fn liveness(State(state): State<ApiState>, caller: Caller) -> Response {
+    let (overall, mut checks) = crate::health::run_all(state.health.checks()).await;
+    if !caller.is_admin() {
+        if let serde_json::Value::Object(checks) = &mut checks {
+            for entry in checks.values_mut() {
+                if let serde_json::Value::Object(entry) = entry {
+                    entry.retain(|key, _| key == "status");
+                }
+            }
+        }
+    }
+    let mut body = json!({"checks": checks});
+    if state.auth.is_disabled() {
+        body["warning"] = json!(
+            "authentication is off (AUTH_MODE=none): every caller may read and cancel every ticket"
+        );
+    }
     match overall {
-        CheckStatus::Unhealthy => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"status": "unhealthy", "checks": checks})),
-        )
-            .into_response(),
-        _ => (
-            StatusCode::OK,
-            Json(json!({"status": "healthy", "checks": checks})),
-        )
-            .into_response(),
+        CheckStatus::Unhealthy => {
+            body["status"] = json!("unhealthy");
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
+        }
+        _ => {
+            body["status"] = json!("healthy");
+            (StatusCode::OK, Json(body)).into_response()
+        }
     }
 }
 

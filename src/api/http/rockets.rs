@@ -31,10 +31,12 @@ use uuid::Uuid;
 use super::gateway::{call, decode_body, decode_query, GatewayResult};
 use crate::{
     api::{
+        auth::{self, Caller},
         error::{ApiError, GatewayError},
         grpc::rockets::RocketApi,
         ApiState,
     },
+    auth::Role,
     metrics::ROCKET_MESSAGES,
     proto::{self, rocket_service_server::RocketService},
     rockets::{
@@ -76,8 +78,10 @@ pub fn router() -> axum::Router<ApiState> {
 
 async fn post_message(
     State(state): State<ApiState>,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> GatewayResult {
+    caller.require(&[Role::Telemetry])?;
     let message = decode_body::<Value>(body)
         .and_then(|body| Message::parse(&body).map_err(|v| ApiError::InvalidArgument(v).into()))
         .inspect_err(|_| ROCKET_MESSAGES.with_label_values(&["invalid"]).inc())?;
@@ -192,8 +196,10 @@ impl<'a> From<&'a Rocket> for RocketJson<'a> {
 
 async fn list_rockets(
     State(state): State<ApiState>,
+    caller: Caller,
     Query(query): Query<Vec<(String, String)>>,
 ) -> GatewayResult {
+    auth::read_rockets(&caller, &state)?;
     let req: proto::ListRocketsRequest = decode_query("spacet.v1.ListRocketsRequest", &query, &[])?;
     let (rockets, next) = RocketApi::new(state).list(&req).await?;
     let rockets: Vec<RocketJson> = rockets.iter().map(RocketJson::from).collect();
@@ -202,9 +208,11 @@ async fn list_rockets(
 
 async fn get_rocket(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(channel): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> GatewayResult {
+    auth::read_rockets(&caller, &state)?;
     let req: proto::GetRocketRequest = decode_query(
         "spacet.v1.GetRocketRequest",
         &query,
@@ -223,9 +231,11 @@ async fn get_rocket(
 
 async fn list_messages(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(channel): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> GatewayResult {
+    auth::read_rockets(&caller, &state)?;
     let req: proto::ListRocketMessagesRequest = decode_query(
         "spacet.v1.ListRocketMessagesRequest",
         &query,
@@ -241,6 +251,7 @@ async fn list_messages(
 
 async fn list_messages_v1(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(channel): Path<String>,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
@@ -251,7 +262,7 @@ async fn list_messages_v1(
         &[("channel", &channel)],
     )?;
     let api = RocketApi::new(state);
-    call(&headers, message, |r| async move {
+    call(caller, &headers, message, |r| async move {
         api.list_rocket_messages(r).await
     })
     .await
@@ -259,22 +270,22 @@ async fn list_messages_v1(
 
 async fn list_rockets_v1(
     State(state): State<ApiState>,
+    caller: Caller,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> GatewayResult {
     let message: proto::ListRocketsRequest =
         decode_query("spacet.v1.ListRocketsRequest", &query, &[])?;
     let api = RocketApi::new(state);
-    call(
-        &headers,
-        message,
-        |r| async move { api.list_rockets(r).await },
-    )
+    call(caller, &headers, message, |r| async move {
+        api.list_rockets(r).await
+    })
     .await
 }
 
 async fn get_rocket_v1(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(channel): Path<String>,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
@@ -285,11 +296,9 @@ async fn get_rocket_v1(
         &[("channel", &channel)],
     )?;
     let api = RocketApi::new(state);
-    call(
-        &headers,
-        message,
-        |r| async move { api.get_rocket(r).await },
-    )
+    call(caller, &headers, message, |r| async move {
+        api.get_rocket(r).await
+    })
     .await
 }
 
@@ -321,8 +330,13 @@ const REPLAY_PAGE: i64 = 500;
 /// its stream ended; reconnecting (`EventSource` does it by itself) replays what
 /// it missed. Only `Accept: text/event-stream` is served (400 otherwise), so a
 /// plain HTTP client does not wait forever on a body that never ends.
-async fn rocket_events(State(state): State<ApiState>, headers: HeaderMap) -> GatewayResult {
+async fn rocket_events(
+    State(state): State<ApiState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> GatewayResult {
     use axum::http::header::ACCEPT;
+    auth::read_rockets(&caller, &state)?;
     let wants_events = headers
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())
