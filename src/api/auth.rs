@@ -216,8 +216,9 @@ fn refusal_label(error: &TokenError) -> &'static str {
 }
 
 /// Per-principal rate limits (`BOOKING_RATE_LIMIT`, `SYNC_RATE_LIMIT`): a GCRA
-/// bucket per token subject, refilled over a minute. Trusted callers share one
-/// bucket for the sync (a forced sync fans out to SpaceX) and none for bookings.
+/// bucket per token subject, refilled over a minute. Trusted callers (no
+/// principal: `AUTH_MODE=none`) are not limited; concurrent forced syncs still
+/// share one fetch (see `spacex::sync_now`).
 pub struct RateLimits {
     booking: Option<Keyed>,
     sync: Option<Keyed>,
@@ -250,10 +251,12 @@ impl RateLimits {
         }
     }
 
-    /// One forced sync by `principal` (trusted callers share one bucket).
+    /// One forced sync by `principal` (none for a trusted caller: not limited).
     pub fn sync(&self, principal: Option<&Principal>) -> Result<(), ApiError> {
-        let key = principal.map_or("", |p| p.subject.as_str());
-        self.check(self.sync.as_ref(), key, "forced syncs")
+        match principal {
+            Some(p) => self.check(self.sync.as_ref(), &p.subject, "forced syncs"),
+            None => Ok(()),
+        }
     }
 
     fn check(&self, limiter: Option<&Keyed>, key: &str, what: &str) -> Result<(), ApiError> {

@@ -67,6 +67,8 @@ async fn the_go_services_file_starts_the_binary_with_its_settings_under_the_envi
         .env("BIND_ADDRESS", "127.0.0.1")
         .env("ROCKETS_PORT", "0")
         .env("SPACEX_SYNC_ENABLED", "false")
+        // Clients without tokens, as the Go service's (tests/api/auth.rs covers tokens).
+        .env("AUTH_MODE", "none")
         .env_remove("PG_DSN")
         .env_remove("PUBSUB_ENABLED")
         .env_remove("LOG_LEVEL")

@@ -31,6 +31,8 @@ impl Service {
             .env("BIND_ADDRESS", "127.0.0.1")
             .env("PG_DSN", dsn_of(&db))
             .env("SPACEX_SYNC_ENABLED", "false")
+            // Clients without tokens, as the Go service's (tests/api/auth.rs covers tokens).
+            .env("AUTH_MODE", "none")
             .env("ROCKETS_PORT", "0")
             .env("PUBSUB_ENABLED", "false")
             .env("LOG_LEVEL", "warn")
