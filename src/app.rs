@@ -3,7 +3,12 @@
 //! feature exactly what it uses.
 
 use std::{
-    future::Future, net::SocketAddr, panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Duration,
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    panic::AssertUnwindSafe,
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
 };
 
 use anyhow::Context;
@@ -57,31 +62,32 @@ pub struct App {
     extra_tasks: Vec<(&'static str, Task)>,
 }
 
+/// Binds `port` on `address`; an error names the setting.
+async fn bind(
+    address: IpAddr,
+    port: u16,
+    what: &str,
+    setting: &str,
+) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(SocketAddr::new(address, port))
+        .await
+        .with_context(|| format!("binding {what} {port} ({setting})"))
+}
+
 impl App {
     /// Binds the listeners (port 0 picks a free port) and starts the embedded
     /// PostgreSQL when no `PG_DSN` is set. The database is connected lazily: the
     /// HTTP server answers probes while it comes up.
     pub async fn build(settings: Settings, clock: Clock) -> anyhow::Result<App> {
-        let http = TcpListener::bind(SocketAddr::new(settings.bind_address, settings.http_port))
-            .await
-            .with_context(|| format!("binding the HTTP port {} (HTTP_PORT)", settings.http_port))?;
-        let grpc = TcpListener::bind(SocketAddr::new(settings.bind_address, settings.grpc_port))
-            .await
-            .with_context(|| format!("binding the gRPC port {} (GRPC_PORT)", settings.grpc_port))?;
+        let address = settings.bind_address;
+        let http = bind(address, settings.http_port, "the HTTP port", "HTTP_PORT").await?;
+        let grpc = bind(address, settings.grpc_port, "the gRPC port", "GRPC_PORT").await?;
         let rockets_http = match settings.rockets_port {
-            Some(port) => Some(
-                TcpListener::bind(SocketAddr::new(settings.bind_address, port))
-                    .await
-                    .with_context(|| format!("binding the rockets port {port} (ROCKETS_PORT)"))?,
-            ),
+            Some(port) => Some(bind(address, port, "the rockets port", "ROCKETS_PORT").await?),
             None => None,
         };
         let metrics_http = match settings.metrics_port {
-            Some(port) => Some(
-                TcpListener::bind(SocketAddr::new(settings.bind_address, port))
-                    .await
-                    .with_context(|| format!("binding the metrics port {port} (METRICS_PORT)"))?,
-            ),
+            Some(port) => Some(bind(address, port, "the metrics port", "METRICS_PORT").await?),
             None => None,
         };
         let auth = crate::auth::Authenticator::start(&settings.auth)
@@ -252,34 +258,18 @@ impl App {
         health_reporter
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
-        {
-            let router = api::http_router(state.clone());
+        let http_servers = [
+            Some(("http server", http, api::http_router(state.clone()))),
+            metrics_http.map(|l| ("metrics http server", l, api::metrics_router(state.clone()))),
+            rockets_http.map(|l| ("rockets http server", l, api::rockets_router(state.clone()))),
+        ];
+        for (name, listener, router) in http_servers.into_iter().flatten() {
             let stop = servers_stop.clone();
             let limits = settings.server_limits;
-            tasks.spawn("http server", async move {
-                api::serve::serve_http(http, router, limits, stop)
-                    .await
-                    .context("the HTTP server failed")
-            });
-        }
-        if let Some(listener) = metrics_http {
-            let router = api::metrics_router(state.clone());
-            let stop = servers_stop.clone();
-            let limits = settings.server_limits;
-            tasks.spawn("metrics http server", async move {
+            tasks.spawn(name, async move {
                 api::serve::serve_http(listener, router, limits, stop)
                     .await
-                    .context("the metrics HTTP server failed")
-            });
-        }
-        if let Some(listener) = rockets_http {
-            let router = api::rockets_router(state.clone());
-            let stop = servers_stop.clone();
-            let limits = settings.server_limits;
-            tasks.spawn("rockets http server", async move {
-                api::serve::serve_http(listener, router, limits, stop)
-                    .await
-                    .context("the rockets HTTP server failed")
+                    .with_context(|| format!("the {name} failed"))
             });
         }
         {

@@ -55,8 +55,12 @@ impl Caller {
     /// The caller [`AuthLayer`] attached to a request; none attached (a request
     /// that did not come through the layer) is anonymous, so it fails closed.
     pub fn of<T>(request: &tonic::Request<T>) -> Caller {
-        request
-            .extensions()
+        Caller::attached(request.extensions())
+    }
+
+    /// The caller in `extensions`, or anonymous.
+    fn attached(extensions: &http::Extensions) -> Caller {
+        extensions
             .get::<Caller>()
             .cloned()
             .unwrap_or(Caller::Anonymous)
@@ -127,11 +131,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, Self::Rejection> {
-        Ok(parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .unwrap_or(Caller::Anonymous))
+        Ok(Caller::attached(&parts.extensions))
     }
 }
 

@@ -89,6 +89,21 @@ fn request_for(day: &str, first: &str) -> BookingRequest {
     }
 }
 
+/// The HTTP booking body of `first` Quillfeather, born on `birthday`, to the Moon
+/// from KSC 39A on 2049-01-05.
+fn booking_json(first: &str, birthday: &str) -> Value {
+    json!({"firstName": first, "lastName": "Quillfeather", "gender": "FEMALE",
+        "birthday": format!("{birthday}T00:00:00Z"), "launchpadId": pads::KSC_39A,
+        "launchDate": "2049-01-05T00:00:00Z", "destinationId": "MOON"})
+}
+
+/// The first message (a launch) of a new rocket.
+fn launch_message() -> Value {
+    json!({"metadata": {"channel": uuid::Uuid::new_v4(), "messageNumber": 1,
+        "messageTime": "2049-01-01T00:00:00Z", "messageType": "RocketLaunched"},
+        "message": {"type": "Falcon-9", "launchSpeed": 500, "mission": "ARTEMIS"}})
+}
+
 async fn grpc(app: &TestApp) -> SpaceTServiceClient<Channel> {
     app.grpc().await
 }
@@ -107,12 +122,8 @@ fn body_reason(body: &Value) -> Option<String> {
 async fn anonymous_callers_are_refused_on_every_api_route_and_the_probes_stay_open() {
     let (app, _) = dev_app(&[]).await;
     let id = uuid::Uuid::now_v7().to_string();
-    let booking = json!({"firstName": "Anon", "lastName": "Ymous", "gender": "FEMALE",
-        "birthday": "1990-01-01T00:00:00Z", "launchpadId": pads::KSC_39A,
-        "launchDate": "2049-01-05T00:00:00Z", "destinationId": "MOON"});
-    let message = json!({"metadata": {"channel": uuid::Uuid::new_v4(), "messageNumber": 1,
-        "messageTime": "2049-01-01T00:00:00Z", "messageType": "RocketLaunched"},
-        "message": {"type": "Falcon-9", "launchSpeed": 500, "mission": "ARTEMIS"}});
+    let booking = booking_json("Anon", "1991-02-03");
+    let message = launch_message();
     for (verb, route, body) in [
         ("GET", "/v1/bookings?limit=100".to_string(), None),
         ("GET", format!("/v1/bookings/{id}"), None),
@@ -190,11 +201,7 @@ async fn passengers_see_and_cancel_only_their_own_tickets_and_agents_see_and_can
         app.client
             .post(app.url("/v1/bookings"))
             .bearer_auth(&alice)
-            .json(
-                &json!({"firstName": "Amaranth", "lastName": "Quillfeather", "gender": "FEMALE",
-                "birthday": "1991-02-03T00:00:00Z", "launchpadId": pads::KSC_39A,
-                "launchDate": "2049-01-05T00:00:00Z", "destinationId": "MOON"}),
-            ),
+            .json(&booking_json("Amaranth", "1991-02-03")),
     )
     .await;
     assert_eq!(status, 200, "{alice_ticket}");
@@ -373,11 +380,7 @@ async fn idempotency_keys_are_scoped_to_the_caller() {
             .post(app.url("/v1/bookings"))
             .bearer_auth(token)
             .header("Idempotency-Key", "same-key-1")
-            .json(
-                &json!({"firstName": first, "lastName": "Quillfeather", "gender": "MALE",
-                "birthday": "1980-04-05T00:00:00Z", "launchpadId": pads::KSC_39A,
-                "launchDate": "2049-01-05T00:00:00Z", "destinationId": "MOON"}),
-            )
+            .json(&booking_json(first, "1980-04-05"))
     };
     let (status, first) = send_json(book(&alice, "Amaranth")).await;
     assert_eq!(status, 200, "{first}");
@@ -422,11 +425,7 @@ async fn the_booking_rate_limit_answers_resource_exhausted_with_retry_after() {
         .client
         .post(app.url("/v1/bookings"))
         .bearer_auth(&alice)
-        .json(
-            &json!({"firstName": "Amaranth", "lastName": "Quillfeather", "gender": "FEMALE",
-            "birthday": "1991-02-03T00:00:00Z", "launchpadId": pads::KSC_39A,
-            "launchDate": "2049-01-05T00:00:00Z", "destinationId": "MOON"}),
-        )
+        .json(&booking_json("Amaranth", "1991-02-03"))
         .send()
         .await
         .unwrap();
@@ -493,10 +492,7 @@ async fn rockets_take_messages_from_telemetry_and_are_read_with_any_token_or_pub
     let (app, key) = dev_app(&[]).await;
     let telemetry = cli_token(&key, "telemetry", "rocket-relay");
     let passenger = cli_token(&key, "passenger", "alice");
-    let channel = uuid::Uuid::new_v4();
-    let message = json!({"metadata": {"channel": channel, "messageNumber": 1,
-        "messageTime": "2049-01-01T00:00:00Z", "messageType": "RocketLaunched"},
-        "message": {"type": "Falcon-9", "launchSpeed": 500, "mission": "ARTEMIS"}});
+    let message = launch_message();
     let post = |token: &str| {
         app.client
             .post(app.url("/messages"))

@@ -14,7 +14,12 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    api::{convert, error::ApiError, ApiState},
+    api::{
+        auth::{read_rockets, Caller},
+        convert,
+        error::ApiError,
+        ApiState,
+    },
     proto,
     rockets::{
         list::ListQuery,
@@ -186,7 +191,7 @@ impl proto::rocket_service_server::RocketService for RocketApi {
         &self,
         request: Request<proto::ListRocketsRequest>,
     ) -> Result<Response<proto::ListRocketsResponse>, Status> {
-        crate::api::auth::read_rockets(&crate::api::auth::Caller::of(&request), &self.state)?;
+        read_rockets(&Caller::of(&request), &self.state)?;
         let (rockets, next) = self.list(request.get_ref()).await?;
         Ok(Response::new(proto::ListRocketsResponse {
             rockets: rockets.iter().map(proto::Rocket::from).collect(),
@@ -198,7 +203,7 @@ impl proto::rocket_service_server::RocketService for RocketApi {
         &self,
         request: Request<proto::GetRocketRequest>,
     ) -> Result<Response<proto::Rocket>, Status> {
-        crate::api::auth::read_rockets(&crate::api::auth::Caller::of(&request), &self.state)?;
+        read_rockets(&Caller::of(&request), &self.state)?;
         let (rocket, ranges) = self.get_with_gaps(&request.get_ref().channel).await?;
         Ok(Response::new(proto::Rocket {
             missing_ranges: ranges.iter().map(proto::MessageRange::from).collect(),
@@ -210,7 +215,7 @@ impl proto::rocket_service_server::RocketService for RocketApi {
         &self,
         request: Request<proto::ListRocketMessagesRequest>,
     ) -> Result<Response<proto::ListRocketMessagesResponse>, Status> {
-        crate::api::auth::read_rockets(&crate::api::auth::Caller::of(&request), &self.state)?;
+        read_rockets(&Caller::of(&request), &self.state)?;
         let (messages, next) = self.history(request.get_ref()).await?;
         Ok(Response::new(proto::ListRocketMessagesResponse {
             messages: messages
@@ -228,7 +233,7 @@ impl proto::rocket_service_server::RocketService for RocketApi {
         &self,
         request: Request<proto::WatchRocketsRequest>,
     ) -> Result<Response<WatchStream>, Status> {
-        crate::api::auth::read_rockets(&crate::api::auth::Caller::of(&request), &self.state)?;
+        read_rockets(&Caller::of(&request), &self.state)?;
         let req = request.into_inner();
         let only = match req.channel.trim() {
             "" => None,
