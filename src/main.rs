@@ -39,6 +39,9 @@ enum Command {
     /// Ask the running service's /readiness on HTTP_PORT (exit code 0 when it
     /// answers 200 within 2 s, 1 otherwise): the container image's health check.
     Healthcheck,
+    /// Print the OpenAPI document (generated from the protos and merged with
+    /// openapi/overlay.json): `spacet openapi > openapi/spacet.json`.
+    Openapi,
     /// Print a development token (AUTH_MODE dev, the default without AUTH_ISSUER),
     /// signed with the key in AUTH_DEV_KEY_FILE (created if missing).
     Token {
@@ -102,6 +105,10 @@ fn main() -> ExitCode {
         }
     });
     let cli = Cli::parse_from(args);
+    if let Some(Command::Openapi) = cli.command {
+        print!("{}", spacet::api::http::openapi::document_text());
+        return ExitCode::SUCCESS;
+    }
     let settings = match Settings::from_env(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(error) => {
@@ -138,7 +145,9 @@ fn main() -> ExitCode {
             Command::Migrate => spacet::app::migrate_only(settings).await,
             Command::Sync { confirm } => spacet::app::sync_once(settings, confirm).await,
             Command::Healthcheck => Ok(spacet::healthcheck::run(&settings).await?),
-            Command::Token { .. } => unreachable!("handled before the runtime starts"),
+            Command::Token { .. } | Command::Openapi => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     });
     match result {

@@ -73,9 +73,10 @@ fn declare_series(protocol: Protocol) {
     static GRPC: Once = Once::new();
     crate::metrics::declare();
     match protocol {
-        Protocol::Http => {
-            HTTP.call_once(|| crate::metrics::declare_http_routes(super::http_routes()))
-        }
+        Protocol::Http => HTTP.call_once(|| {
+            let routes = super::http_routes();
+            crate::metrics::declare_http_routes(routes.iter().map(|(m, p)| (*m, p.as_str())))
+        }),
         Protocol::Grpc => GRPC.call_once(|| {
             crate::metrics::declare_grpc_methods(GRPC_METHODS.iter().map(String::as_str))
         }),

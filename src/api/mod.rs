@@ -66,8 +66,12 @@ pub struct ApiState {
 }
 
 /// Every HTTP route: (method, path template). The OpenAPI document must list exactly these.
-pub fn http_routes() -> Vec<(&'static str, &'static str)> {
-    [probes::ROUTES, gateway::ROUTES, http::rockets::ROUTES].concat()
+pub fn http_routes() -> Vec<(&'static str, String)> {
+    let hand_written = [probes::ROUTES, http::rockets::ROUTES].concat();
+    gateway::routes()
+        .into_iter()
+        .chain(hand_written.into_iter().map(|(m, p)| (m, p.to_string())))
+        .collect()
 }
 
 /// The HTTP server: gateway, rocket telemetry, the dashboard, probes, metrics.

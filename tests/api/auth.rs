@@ -33,7 +33,7 @@ fn dev_key_file() -> PathBuf {
 }
 
 /// A token printed by `spacet token` with the key in `key_file`.
-fn cli_token(key_file: &Path, roles: &str, subject: &str) -> String {
+pub(crate) fn cli_token(key_file: &Path, roles: &str, subject: &str) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_spacet"))
         .args([
             "token",
@@ -59,7 +59,7 @@ fn cli_token(key_file: &Path, roles: &str, subject: &str) -> String {
 }
 
 /// An app in development mode with its own key.
-async fn dev_app(extra: &[(&str, &str)]) -> (TestApp, PathBuf) {
+pub(crate) async fn dev_app(extra: &[(&str, &str)]) -> (TestApp, PathBuf) {
     let key = dev_key_file();
     let key_text = key.display().to_string();
     let mut settings = vec![

@@ -17,6 +17,7 @@ mod list_plans;
 mod metrics;
 mod outbox;
 mod packaging;
+mod proto_surface;
 mod pubsub_emulator;
 mod rocket_history;
 mod rocket_limits;

@@ -4,5 +4,7 @@
 
 pub mod dashboard;
 pub mod gateway;
+pub mod openapi;
 pub mod probes;
 pub mod rockets;
+pub mod rules;

@@ -6,9 +6,9 @@
 //! - `GET /rockets`, `GET /rockets/{channel}`: plain JSON (numbers as numbers).
 //! - `GET /rockets/{channel}/messages`: the rocket's history, paged by number
 //!   (`after`, `pageSize`), plain JSON.
-//! - `GET /v1/rockets`, `GET /v1/rockets/{channel}`,
-//!   `GET /v1/rockets/{channel}/messages`: the RPCs through the gateway (proto3
-//!   JSON, as grpc-gateway would serve them).
+//! - (`GET /v1/rockets`, `GET /v1/rockets/{channel}` and
+//!   `GET /v1/rockets/{channel}/messages` are the RPCs' own routes, served by the
+//!   gateway from their `google.api.http` rules.)
 //!
 //! - `GET /rockets/events` and `GET /v1/rockets:watch`: the change feed of
 //!   `WatchRockets` as server-sent events (see [`rocket_events`]).
@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::gateway::{call, decode_body, decode_query, GatewayResult};
+use super::gateway::{decode_body, decode_query, GatewayResult};
 use crate::{
     api::{
         auth::{self, Caller},
@@ -38,7 +38,7 @@ use crate::{
     },
     auth::Role,
     metrics::ROCKET_MESSAGES,
-    proto::{self, rocket_service_server::RocketService},
+    proto,
     rockets::{
         list::{ListQuery, Sort, SortKey},
         message::Message,
@@ -55,10 +55,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/rockets/{channel}"),
     ("get", "/rockets/{channel}/messages"),
     ("get", "/rockets/events"),
-    ("get", "/v1/rockets"),
     ("get", "/v1/rockets:watch"),
-    ("get", "/v1/rockets/{channel}"),
-    ("get", "/v1/rockets/{channel}/messages"),
 ];
 
 /// The rocket routes.
@@ -71,9 +68,6 @@ pub fn router() -> axum::Router<ApiState> {
         .route("/rockets/{channel}/messages", get(list_messages))
         .route("/rockets/events", get(rocket_events))
         .route("/v1/rockets:watch", get(rocket_events))
-        .route("/v1/rockets", get(list_rockets_v1))
-        .route("/v1/rockets/{channel}", get(get_rocket_v1))
-        .route("/v1/rockets/{channel}/messages", get(list_messages_v1))
 }
 
 async fn post_message(
@@ -247,59 +241,6 @@ async fn list_messages(
         .map_err(GatewayError::from)?;
     let messages: Vec<MessageJson> = messages.iter().map(MessageJson::from).collect();
     Ok(Json(json!({"messages": messages, "nextAfter": next})).into_response())
-}
-
-async fn list_messages_v1(
-    State(state): State<ApiState>,
-    caller: Caller,
-    Path(channel): Path<String>,
-    headers: HeaderMap,
-    Query(query): Query<Vec<(String, String)>>,
-) -> GatewayResult {
-    let message: proto::ListRocketMessagesRequest = decode_query(
-        "spacet.v1.ListRocketMessagesRequest",
-        &query,
-        &[("channel", &channel)],
-    )?;
-    let api = RocketApi::new(state);
-    call(caller, &headers, message, |r| async move {
-        api.list_rocket_messages(r).await
-    })
-    .await
-}
-
-async fn list_rockets_v1(
-    State(state): State<ApiState>,
-    caller: Caller,
-    headers: HeaderMap,
-    Query(query): Query<Vec<(String, String)>>,
-) -> GatewayResult {
-    let message: proto::ListRocketsRequest =
-        decode_query("spacet.v1.ListRocketsRequest", &query, &[])?;
-    let api = RocketApi::new(state);
-    call(caller, &headers, message, |r| async move {
-        api.list_rockets(r).await
-    })
-    .await
-}
-
-async fn get_rocket_v1(
-    State(state): State<ApiState>,
-    caller: Caller,
-    Path(channel): Path<String>,
-    headers: HeaderMap,
-    Query(query): Query<Vec<(String, String)>>,
-) -> GatewayResult {
-    let message: proto::GetRocketRequest = decode_query(
-        "spacet.v1.GetRocketRequest",
-        &query,
-        &[("channel", &channel)],
-    )?;
-    let api = RocketApi::new(state);
-    call(caller, &headers, message, |r| async move {
-        api.get_rocket(r).await
-    })
-    .await
 }
 
 /// Keep-alive comment interval of an event stream: below the usual idle timeouts
