@@ -56,6 +56,11 @@ SELECT gen_random_uuid(), t.id,
        TIMESTAMPTZ '2026-01-01 00:00:00Z' + t.i * interval '1 millisecond',
        TIMESTAMPTZ '2026-01-01 00:00:00Z' + t.i * interval '1 millisecond'
 FROM t;
+
+-- What bookings keep: each flight's first booking time.
+UPDATE flights f SET first_booked_at = t.first
+FROM (SELECT flight_id, min(created_at) AS first FROM tickets GROUP BY flight_id) t
+WHERE t.flight_id = f.id;
 "#;
 
 /// A pad (KSC LC 39A), a day with 300 tickets and no cancelled one, in the middle

@@ -68,6 +68,11 @@ pub struct ListQuery {
     pub launch_to: Option<NaiveDate>,
     /// Only this owner's tickets (a passenger's own list, or an agent's filter).
     pub owner: Option<String>,
+    /// The lowered first names `first_name` can match, when [`resolve`] found
+    /// few (a substring too short for a trigram).
+    pub first_names: Option<Vec<String>>,
+    /// The same for `last_name`.
+    pub last_names: Option<Vec<String>>,
 }
 
 /// The destinations whose name contains `text`, any case, with `_` or a space
@@ -146,7 +151,9 @@ pub async fn list(
     pool: &PgPool,
     query: &ListQuery,
 ) -> Result<(Vec<Ticket>, Option<Cursor>), sqlx::Error> {
-    let (query, pads) = resolve(pool, query).await?;
+    let Some((query, pads)) = resolve(pool, query).await? else {
+        return Ok((Vec::new(), None));
+    };
     let Some(mut sql) = list_sql("", &query, pads) else {
         return Ok((Vec::new(), None));
     };
@@ -164,13 +171,15 @@ pub async fn list(
 }
 
 /// What [`list_sql`] needs beyond the request: the launchpad ids `query.launchpad`
-/// names, and a one-sided launch day range closed at the tickets' first or last
+/// names; a one-sided launch day range closed at the tickets' first or last
 /// launch day when that makes it short enough to merge day by day (a query
-/// `launch_day >= from` reads the same rows as `from..=last`).
+/// `launch_day >= from` reads the same rows as `from..=last`); a range too long
+/// for that started at its flights' first booking time; and the names a
+/// substring too short for a trigram can match. `None` when nothing can match.
 pub async fn resolve(
     pool: &PgPool,
     query: &ListQuery,
-) -> Result<(ListQuery, Option<Vec<String>>), sqlx::Error> {
+) -> Result<Option<(ListQuery, Option<Vec<String>>)>, sqlx::Error> {
     // A pad id substring names a few of the (few) launchpads: resolved first, the
     // ticket query filters on whole ids and can use their indexes.
     let pads = match &query.launchpad {
@@ -185,6 +194,14 @@ pub async fn resolve(
         None => None,
     };
     let mut query = query.clone();
+    query.first_names = names_matching(pool, "first", query.first_name.as_deref()).await?;
+    query.last_names = names_matching(pool, "last", query.last_name.as_deref()).await?;
+    if [&query.first_names, &query.last_names]
+        .iter()
+        .any(|names| names.as_ref().is_some_and(Vec::is_empty))
+    {
+        return Ok(None);
+    }
     if query.launch_from.is_some() != query.launch_to.is_some() {
         // Two descents of tickets_day_keyset.
         let days = sqlx::query!(
@@ -202,7 +219,115 @@ pub async fn resolve(
             }
         }
     }
-    Ok((query, pads))
+    let merged = matches!((query.launch_from, query.launch_to),
+        (Some(from), Some(to)) if from == to || (from < to && (to - from).num_days() < MERGED_DAYS));
+    if (query.launch_from.is_some() || query.launch_to.is_some()) && !merged {
+        match first_booking_bound(pool, &query, pads.as_deref()).await? {
+            Bound::NoFlight => return Ok(None),
+            Bound::From(first) => {
+                // `(created_at, id) > (first - 1 µs, max)` is `created_at >= first`
+                // (timestamps are microseconds).
+                let bound = Cursor {
+                    created_at: first - chrono::Duration::microseconds(1),
+                    id: Uuid::max(),
+                };
+                if query
+                    .after
+                    .is_none_or(|after| (after.created_at, after.id) < (bound.created_at, bound.id))
+                {
+                    query.after = Some(bound);
+                }
+            }
+            Bound::Unknown => {}
+        }
+    }
+    Ok(Some((query, pads)))
+}
+
+/// Name substrings of fewer characters than this have no trigram to search by.
+const TRIGRAM: usize = 3;
+/// Up to this many matching names become an equality filter; more, and the
+/// keyset walk meets matches soon enough on its own.
+const NAME_EQUALITIES: usize = 1_000;
+
+/// The lowered names of `field` (`first` or `last`) that contain `text`, when
+/// `text` is too short for a trigram and they are few; `None` otherwise.
+async fn names_matching(
+    pool: &PgPool,
+    field: &str,
+    text: Option<&str>,
+) -> Result<Option<Vec<String>>, sqlx::Error> {
+    let Some(text) = text.map(|t| t.trim().to_lowercase()) else {
+        return Ok(None);
+    };
+    if text.chars().count() >= TRIGRAM {
+        return Ok(None);
+    }
+    let names = sqlx::query_scalar!(
+        "SELECT name FROM ticket_names WHERE field = $1 AND strpos(name, lower($2)) > 0 LIMIT $3",
+        field,
+        text,
+        NAME_EQUALITIES as i64 + 1
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok((names.len() <= NAME_EQUALITIES).then_some(names))
+}
+
+/// Where the tickets of a launch day range start in the keyset order.
+enum Bound {
+    /// No flight in the range (of the pads): no ticket can match.
+    NoFlight,
+    /// No ticket of the range was created before this.
+    From(DateTime<Utc>),
+    /// A flight of the range has no recorded bound.
+    Unknown,
+}
+
+/// The least `first_booked_at` of the flights in `query`'s day range (on
+/// `pads`, when given): one range scan of a flights index, whose rows are the
+/// range's flights (a few per day), not its tickets. A long range whose tickets
+/// were all booked late then starts its keyset walk at them instead of walking
+/// every ticket booked before.
+async fn first_booking_bound(
+    pool: &PgPool,
+    query: &ListQuery,
+    pads: Option<&[String]>,
+) -> Result<Bound, sqlx::Error> {
+    let (from, to) = (query.launch_from, query.launch_to);
+    let row = match pads {
+        Some(pads) => {
+            sqlx::query!(
+                r#"SELECT count(*) AS "flights!", count(first_booked_at) AS "known!", min(first_booked_at) AS first
+                   FROM flights
+                   WHERE launchpad_id = ANY($1)
+                     AND launch_day BETWEEN coalesce($2, '-infinity'::date) AND coalesce($3, 'infinity'::date)"#,
+                pads,
+                from,
+                to
+            )
+            .fetch_one(pool)
+            .await
+            .map(|r| (r.flights, r.known, r.first))?
+        }
+        None => {
+            sqlx::query!(
+                r#"SELECT count(*) AS "flights!", count(first_booked_at) AS "known!", min(first_booked_at) AS first
+                   FROM flights
+                   WHERE launch_day BETWEEN coalesce($1, '-infinity'::date) AND coalesce($2, 'infinity'::date)"#,
+                from,
+                to
+            )
+            .fetch_one(pool)
+            .await
+            .map(|r| (r.flights, r.known, r.first))?
+        }
+    };
+    Ok(match row {
+        (0, _, _) => Bound::NoFlight,
+        (flights, known, Some(first)) if known == flights => Bound::From(first),
+        _ => Bound::Unknown,
+    })
 }
 
 /// The SQL of one page, after `head` (empty, or `EXPLAIN ...`) (`limit + 1` rows, to tell whether another follows), with
@@ -284,6 +409,14 @@ fn push_filters(
         sql.push(" AND lower(last_name) LIKE lower(")
             .push_bind(like_substring(text))
             .push(")");
+    }
+    for (column, names) in [
+        ("lower(first_name)", &query.first_names),
+        ("lower(last_name)", &query.last_names),
+    ] {
+        if let Some(names) = names {
+            push_any(sql, column, names.clone());
+        }
     }
     if let Some(pads) = pads {
         push_any(sql, "launchpad_id", pads);

@@ -342,7 +342,10 @@ async fn take_seat(
                 });
             }
             sqlx::query!(
-                "UPDATE flights SET seats_booked = seats_booked + 1, updated_at = now() WHERE id = $1",
+                "UPDATE flights SET seats_booked = seats_booked + 1, updated_at = now(),
+                        first_booked_at = CASE WHEN first_booked_at IS NOT NULL
+                                          THEN least(first_booked_at, clock_timestamp()) END
+                 WHERE id = $1",
                 id
             )
             .execute(&mut *conn)
@@ -350,8 +353,8 @@ async fn take_seat(
             return Ok(id);
         }
         let inserted = sqlx::query_scalar!(
-            "INSERT INTO flights (id, launchpad_id, launch_day, destination, seats, seats_booked)
-             VALUES ($1, $2, $3, $4, $5, 1)
+            "INSERT INTO flights (id, launchpad_id, launch_day, destination, seats, seats_booked, first_booked_at)
+             VALUES ($1, $2, $3, $4, $5, 1, clock_timestamp())
              ON CONFLICT DO NOTHING RETURNING id",
             Uuid::now_v7(),
             pad,

@@ -48,6 +48,11 @@ SELECT gen_random_uuid(), t.id,
        TIMESTAMPTZ '2026-01-01 00:00:00Z' + t.i * interval '1 millisecond',
        TIMESTAMPTZ '2026-01-01 00:00:00Z' + t.i * interval '1 millisecond'
 FROM t;
+
+-- What bookings keep: each flight's first booking time.
+UPDATE flights f SET first_booked_at = t.first
+FROM (SELECT flight_id, min(created_at) AS first FROM tickets GROUP BY flight_id) t
+WHERE t.flight_id = f.id;
 "#;
 
 const KSC: &str = "5e9e4502f509094188566f88";
@@ -188,6 +193,20 @@ async fn every_list_filter_reads_its_page_not_the_table() {
             }),
         ),
         (
+            "launchpad + launch_from, half-way (200 days)",
+            q(&|x| {
+                x.launchpad = Some(KSC.into());
+                x.launch_from = Some(day("2050-07-22"));
+            }),
+        ),
+        (
+            "launch_from + launch_to, 100 days late in the table",
+            q(&|x| {
+                x.launch_from = Some(day("2050-11-01"));
+                x.launch_to = Some(day("2051-02-08"));
+            }),
+        ),
+        (
             "status CANCELLED (1 %)",
             q(&|x| x.statuses = Some(vec![TicketStatus::Cancelled])),
         ),
@@ -235,10 +254,24 @@ async fn every_list_filter_reads_its_page_not_the_table() {
             "last_name, 2 letters, common",
             q(&|x| x.last_name = Some("ka".into())),
         ),
+        (
+            "last_name, 2 letters, rare (the Zyxwvut)",
+            q(&|x| x.last_name = Some("yx".into())),
+        ),
+        (
+            "first_name, 1 letter, common, + last_name 2 letters",
+            q(&|x| {
+                x.first_name = Some("a".into());
+                x.last_name = Some("ve".into());
+            }),
+        ),
     ];
     let mut failures = Vec::new();
     for (label, query) in &cases {
-        let (query, pads) = list::resolve(&app.pool, query).await.unwrap();
+        let (query, pads) = list::resolve(&app.pool, query)
+            .await
+            .unwrap()
+            .expect("the case can match");
         let mut sql = list::list_sql("EXPLAIN (ANALYZE, FORMAT JSON) ", &query, pads)
             .expect("the case matches something");
         let (plan,): (Value,) = sql.build_query_as().fetch_one(&mut db).await.unwrap();
@@ -261,5 +294,78 @@ async fn every_list_filter_reads_its_page_not_the_table() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+
+    // The long ranges start their walk at the flights' first booking time: the
+    // pages are still exactly those of the plain query, page after page, and a
+    // range with no flight is empty without a walk.
+    for (pad, from, to) in [
+        (Some(KSC), "2050-07-22", None),
+        (None, "2050-11-01", Some("2051-02-08")),
+        (Some(KSC), "2049-01-01", Some("2050-03-01")),
+    ] {
+        let mut query = ListQuery {
+            limit: 100,
+            launchpad: pad.map(str::to_string),
+            launch_from: Some(day(from)),
+            launch_to: to.map(day),
+            ..ListQuery::default()
+        };
+        let expected: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT id FROM tickets WHERE ($1::text IS NULL OR launchpad_id = $1)
+               AND launch_day >= $2 AND ($3::date IS NULL OR launch_day <= $3)
+             ORDER BY created_at, id LIMIT 300",
+        )
+        .bind(pad)
+        .bind(day(from))
+        .bind(to.map(day))
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+        let mut listed = Vec::new();
+        while listed.len() < 300 {
+            let (page, next) = list::list(&app.pool, &query).await.unwrap();
+            listed.extend(page.iter().map(|t| t.id));
+            match next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(listed, expected, "{pad:?} {from}..{to:?}");
+    }
+    let before_any_flight = ListQuery {
+        limit: 20,
+        launch_from: Some(day("2030-01-01")),
+        launch_to: Some(day("2049-12-31")),
+        ..ListQuery::default()
+    };
+    assert!(
+        list::resolve(&app.pool, &before_any_flight)
+            .await
+            .unwrap()
+            .is_none(),
+        "no flight in the range: nothing to walk"
+    );
+    // Names too short for a trigram: none matching is nothing, without a walk;
+    // a rare one lists exactly the tickets that contain it.
+    let no_name = ListQuery {
+        limit: 20,
+        last_name: Some("qq".into()),
+        ..ListQuery::default()
+    };
+    assert!(list::resolve(&app.pool, &no_name).await.unwrap().is_none());
+    let rare = ListQuery {
+        limit: 100,
+        last_name: Some("YX".into()),
+        ..ListQuery::default()
+    };
+    let (page, _) = list::list(&app.pool, &rare).await.unwrap();
+    let expected: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT id FROM tickets WHERE lower(last_name) LIKE '%yx%' ORDER BY created_at, id",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(expected.len(), 3, "the seed's Zyxwvuts");
+    assert_eq!(page.iter().map(|t| t.id).collect::<Vec<_>>(), expected);
     println!("done in {:.1} s", started.elapsed().as_secs_f64());
 }

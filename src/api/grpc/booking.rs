@@ -248,6 +248,7 @@ impl BookingApi {
             launch_from,
             launch_to,
             owner,
+            ..ListQuery::default()
         };
         let (tickets, next) = booking::list::list(&self.state.pool, &query).await?;
         Ok(proto::ListTicketsResponse {
