@@ -17,7 +17,7 @@ use crate::{
     api::{
         auth::{read_rockets, Caller},
         convert,
-        error::ApiError,
+        error::{self, ApiError, Reason},
         ApiState,
     },
     proto,
@@ -242,9 +242,10 @@ impl proto::rocket_service_server::RocketService for RocketApi {
         let Some(slot) = self.state.rockets.watch_slot() else {
             let max = self.state.settings.rockets.max_watchers;
             tracing::warn!(max, "WatchRockets refused: every slot is taken");
-            return Err(Status::resource_exhausted(format!(
-                "{max} WatchRockets streams are open, the most this server serves (ROCKETS_MAX_WATCHERS); try again later"
-            )));
+            return Err(error::status(
+                Reason::TooManyStreams,
+                format!("{max} WatchRockets streams are open, the most this server serves (ROCKETS_MAX_WATCHERS); try again later"),
+            ));
         };
         // Subscribe before reading the snapshot, so no change falls in between.
         let changes = self.state.rockets.subscribe();
@@ -377,9 +378,10 @@ impl Watch {
             Ok(rocket) => rocket,
             Err(RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "watch subscriber lagged; closing its stream");
-                self.fail(Status::aborted(format!(
-                    "this stream fell {missed} changes behind; call WatchRockets again with include_current to resynchronise"
-                )))
+                self.fail(error::status(
+                    Reason::StreamLagged,
+                    format!("this stream fell {missed} changes behind; call WatchRockets again with include_current to resynchronise"),
+                ))
                 .await;
                 return Err(End::Stop);
             }

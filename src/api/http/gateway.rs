@@ -21,12 +21,11 @@ use axum::{
 use prost_reflect::{DescriptorPool, Kind, MessageDescriptor};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
-use tonic::Code;
 
 use crate::{
     api::{
         auth::Caller,
-        error::{ApiError, GatewayError},
+        error::{ApiError, GatewayError, Reason},
         grpc::booking::{BookingApi, IDEMPOTENCY_KEY},
         ApiState,
     },
@@ -151,13 +150,9 @@ pub fn decode_body<T: DeserializeOwned>(
 fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, GatewayError> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            GatewayError::with_http(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Code::ResourceExhausted,
-                "request body too large",
-            )
+            GatewayError::new(Reason::BodyTooLarge, "request body too large")
         } else {
-            GatewayError::new(Code::InvalidArgument, "could not read the request body")
+            GatewayError::new(Reason::MalformedBody, "could not read the request body")
         }
     })?;
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -166,11 +161,11 @@ fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(object)) => Ok(object),
         Ok(_) => Err(GatewayError::new(
-            Code::InvalidArgument,
+            Reason::MalformedBody,
             "the request body must be a JSON object",
         )),
         Err(error) => Err(GatewayError::new(
-            Code::InvalidArgument,
+            Reason::MalformedBody,
             format!(
                 "the request body is not JSON: malformed at line {} column {}",
                 error.line(),
@@ -399,15 +394,10 @@ async fn trigger_sync(
 
 /// 404 for an unknown route, with a grpc-gateway body.
 pub async fn not_found() -> Response {
-    GatewayError::new(Code::NotFound, "Not Found").into_response()
+    GatewayError::new(Reason::RouteNotFound, "Not Found").into_response()
 }
 
 /// 405 for a known route with another method.
 pub async fn method_not_allowed() -> Response {
-    GatewayError::with_http(
-        StatusCode::METHOD_NOT_ALLOWED,
-        Code::Unimplemented,
-        "Method Not Allowed",
-    )
-    .into_response()
+    GatewayError::new(Reason::MethodNotAllowed, "Method Not Allowed").into_response()
 }

@@ -32,7 +32,7 @@ use super::gateway::{call, decode_body, decode_query, GatewayResult};
 use crate::{
     api::{
         auth::{self, Caller},
-        error::{ApiError, GatewayError},
+        error::{ApiError, GatewayError, Reason},
         grpc::rockets::RocketApi,
         ApiState,
     },
@@ -363,9 +363,10 @@ async fn rocket_events(
     let Some(slot) = state.rockets.watch_slot() else {
         let max = state.settings.rockets.max_watchers;
         tracing::warn!(max, "rocket event stream refused: every slot is taken");
-        return Err(GatewayError::from_status(tonic::Status::resource_exhausted(format!(
-            "{max} rocket streams are open, the most this server serves (ROCKETS_MAX_WATCHERS); try again later"
-        ))));
+        return Err(GatewayError::new(
+            Reason::TooManyStreams,
+            format!("{max} rocket streams are open, the most this server serves (ROCKETS_MAX_WATCHERS); try again later"),
+        ));
     };
     // Subscribed before the replay is read, so no change falls in between.
     let changes = state.rockets.subscribe();
