@@ -11,7 +11,7 @@ use axum::{
 };
 use serde_json::{json, Map, Value};
 use tonic::Code;
-use tonic_types::{ErrorDetail, ErrorDetails, FieldViolation, StatusExt};
+use tonic_types::{BadRequest, ErrorDetail, ErrorInfo, FieldViolation, RetryInfo, StatusExt};
 
 /// The `domain` of our `google.rpc.ErrorInfo` details: the name the service is
 /// published under. It is the one every `FAILED_PRECONDITION` has carried since
@@ -271,13 +271,17 @@ pub fn status(reason: Reason, message: impl Into<String>) -> tonic::Status {
 }
 
 impl From<ApiError> for tonic::Status {
+    /// The details in a fixed order that keeps the index of the ones clients
+    /// read before every error had an `ErrorInfo`: `BadRequest`, then
+    /// `RetryInfo`, then `ErrorInfo` (first of a `FAILED_PRECONDITION`).
     fn from(error: ApiError) -> tonic::Status {
         let reason = error.reason();
-        let mut details = ErrorDetails::new();
+        let mut details: Vec<ErrorDetail> = Vec::new();
+        let mut retry = reason.retry_after();
         let (message, metadata) = match error {
             ApiError::InvalidArgument(violations) => {
                 let message = format!("invalid request: {}", describe(&violations));
-                details.set_bad_request(violations);
+                details.push(BadRequest::new(violations).into());
                 (message, HashMap::new())
             }
             ApiError::Refused {
@@ -292,7 +296,7 @@ impl From<ApiError> for tonic::Status {
                 message,
                 retry_after,
             } => {
-                details.set_retry_info(Some(retry_after));
+                retry = Some(retry_after);
                 (message, HashMap::new())
             }
             ApiError::Internal(cause) => {
@@ -300,13 +304,11 @@ impl From<ApiError> for tonic::Status {
                 ("internal error".to_string(), HashMap::new())
             }
         };
-        details.set_error_info(reason.as_str(), ERROR_DOMAIN, metadata);
-        if details.retry_info().is_none() {
-            if let Some(delay) = reason.retry_after() {
-                details.set_retry_info(Some(delay));
-            }
+        if let Some(delay) = retry {
+            details.push(RetryInfo::new(Some(delay)).into());
         }
-        tonic::Status::with_error_details(reason.code(), message, details)
+        details.push(ErrorInfo::new(reason.as_str(), ERROR_DOMAIN, metadata).into());
+        tonic::Status::with_error_details_vec(reason.code(), message, details)
     }
 }
 
@@ -685,6 +687,8 @@ impl From<crate::rockets::RocketError> for ApiError {
 mod tests {
     use std::collections::HashSet;
 
+    use tonic_types::ErrorDetails;
+
     use super::*;
 
     /// One error of each variant and each reason.
@@ -754,7 +758,9 @@ mod tests {
             }
             let body = error_body(&status);
             assert_eq!(body["code"], reason.code() as i32);
-            assert_eq!(body["details"][0]["@type"].as_str().is_some(), true);
+            let last = body["details"].as_array().unwrap().last().cloned().unwrap();
+            assert_eq!(last["@type"], "type.googleapis.com/google.rpc.ErrorInfo");
+            assert_eq!(last["reason"], reason.as_str());
         }
     }
 

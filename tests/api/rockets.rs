@@ -11,7 +11,10 @@ use serde_json::{json, Value};
 use spacet::{clock::Clock, proto, proto::rocket_service_client::RocketServiceClient};
 use uuid::Uuid;
 
-use crate::helpers::{error_fields, poll, test_now, TestApp, ROCKET_SORTS};
+use crate::helpers::{
+    assert_body_reason, assert_reason, error_fields, poll, test_now, StatusDetails, TestApp,
+    ROCKET_SORTS,
+};
 
 // ---------------------------------------------------------------- helpers
 
@@ -202,6 +205,10 @@ async fn a_conflicting_duplicate_gets_409_and_the_first_message_is_kept() {
         let (status, body) = post(&app, &conflicting).await;
         assert_eq!(status, 409, "{body}");
         assert_eq!(body["code"], 6, "ALREADY_EXISTS");
+        assert_body_reason(&body, "ROCKET_MESSAGE_CONFLICT");
+        let metadata = &body["details"][0]["metadata"];
+        assert_eq!(metadata["channel"], c.to_string(), "{body}");
+        assert_eq!(metadata["message_number"], "2", "{body}");
         let message = body["message"].as_str().unwrap();
         assert!(
             message.contains(&c.to_string()) && message.contains("message 2 "),
@@ -597,7 +604,9 @@ async fn every_validation_error_is_named_and_nothing_is_stored() {
         }
     }
     assert_eq!(stored_messages(&app).await, 0);
-    assert_eq!(app.get_json(&format!("/rockets/{c}")).await.0, 404);
+    let (status, body) = app.get_json(&format!("/rockets/{c}")).await;
+    assert_eq!(status, 404);
+    assert_body_reason(&body, "ROCKET_NOT_FOUND");
 }
 
 #[tokio::test]
@@ -620,9 +629,11 @@ async fn a_body_that_is_not_a_json_message_is_refused() {
         body["message"].as_str().unwrap().contains("not JSON"),
         "{body}"
     );
+    assert_body_reason(&body, "MALFORMED_BODY");
 
     let response = raw("[1, 2]".into(), "application/json").await.unwrap();
     assert_eq!(response.status(), 400);
+    assert_body_reason(&response.json().await.unwrap(), "MALFORMED_BODY");
 
     // Any content type is read as JSON, as grpc-gateway reads it: `{}` is then
     // refused for what it lacks, not for its label.
@@ -634,8 +645,11 @@ async fn a_body_that_is_not_a_json_message_is_refused() {
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(100_000));
     let response = raw(big, "application/json").await.unwrap();
     assert_eq!(response.status(), 413);
+    assert_body_reason(&response.json().await.unwrap(), "BODY_TOO_LARGE");
 
-    assert_eq!(app.get_json("/messages").await.0, 405);
+    let (status, body) = app.get_json("/messages").await;
+    assert_eq!(status, 405);
+    assert_body_reason(&body, "METHOD_NOT_ALLOWED");
     assert_eq!(stored_messages(&app).await, 0);
 }
 
@@ -656,7 +670,9 @@ async fn the_state_survives_a_restart() {
     assert_eq!(rocket(&app, c).await, before);
     // Duplicates and conflicts are still recognised, and new messages still merge.
     assert_eq!(send(&app, &faster(c, 2, 300)).await, 200);
-    assert_eq!(post(&app, &faster(c, 2, 301)).await.0, 409);
+    let (status, body) = post(&app, &faster(c, 2, 301)).await;
+    assert_eq!(status, 409);
+    assert_body_reason(&body, "ROCKET_MESSAGE_CONFLICT");
     send(&app, &slower(c, 3, 100)).await;
     let r = rocket(&app, c).await;
     assert_eq!(r["speed"], 700);
@@ -938,6 +954,7 @@ async fn a_cursor_with_a_tampered_sort_or_key_is_400_naming_cursor() {
     for query in ["type=Falcon%009", "mission=%00"] {
         let (status, body) = app.get_json(&format!("/v1/rockets?{query}")).await;
         assert_eq!(status, 400, "{query}: {body}");
+        assert_body_reason(&body, "FIELD_VIOLATIONS");
     }
     // Keys in canonical and other valid spellings still continue their sort.
     for (sort, key) in [
@@ -966,6 +983,7 @@ async fn one_rocket_is_found_by_channel_or_named_missing() {
         let (status, body) = app.get_json(&format!("{prefix}/{}", Uuid::new_v4())).await;
         assert_eq!(status, 404, "{body}");
         assert_eq!(body["code"], 5, "NOT_FOUND");
+        assert_body_reason(&body, "ROCKET_NOT_FOUND");
         let (status, body) = app.get_json(&format!("{prefix}/not-a-uuid")).await;
         assert_eq!(status, 400, "{body}");
         assert_eq!(error_fields(&body), ["channel"]);
@@ -1022,6 +1040,7 @@ async fn grpc_gets_and_lists_rockets() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
+    assert_reason(&missing, "ROCKET_NOT_FOUND");
     let bad = client
         .get_rocket(proto::GetRocketRequest {
             channel: "nope".into(),
@@ -1029,6 +1048,7 @@ async fn grpc_gets_and_lists_rockets() {
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert_eq!(bad.violated_fields(), ["channel"]);
 
     let page = client
         .list_rockets(proto::ListRocketsRequest {
@@ -1066,6 +1086,7 @@ async fn grpc_gets_and_lists_rockets() {
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert_eq!(bad.violated_fields(), ["sort"]);
 }
 
 #[tokio::test]
