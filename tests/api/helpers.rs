@@ -398,6 +398,19 @@ pub const ROCKET_SORTS: [&str; 7] = [
     "updatedAt",
 ];
 
+/// The `RocketSort` name of a sort's plain name (`launchedAt` →
+/// `ROCKET_SORT_LAUNCHED_AT`), for the `/v1/rockets` routes.
+pub fn rocket_sort(plain: &str) -> String {
+    let mut name = String::from("ROCKET_SORT_");
+    for c in plain.chars() {
+        if c.is_ascii_uppercase() {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
 /// A valid booking request for `pad`, `day` (YYYY-MM-DD) and a destination.
 pub fn booking_request(pad: &str, day: &str, destination: Destination) -> BookingRequest {
     let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap();

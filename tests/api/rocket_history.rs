@@ -177,13 +177,16 @@ async fn history_pages_through_the_gateway_and_grpc_and_the_ranges_are_capped() 
     assert_eq!(page["nextAfter"], "3", "{page}");
     let first = &page["messages"][0];
     assert_eq!(first["number"], "1", "{page}");
-    assert_eq!(first["type"], "RocketLaunched", "{page}");
+    assert_eq!(first["type"], "ROCKET_MESSAGE_TYPE_LAUNCHED", "{page}");
     assert_eq!(first["rocketType"], "Falcon-9", "{page}");
     assert_eq!(first["launchSpeed"], "500", "{page}");
     assert_eq!(first["mission"], "ARTEMIS", "{page}");
     assert_eq!(first["time"], "2022-02-02T18:00:01Z", "{page}");
     assert_eq!(page["messages"][1]["by"], "3", "{page}");
-    assert_eq!(page["messages"][1]["type"], "RocketSpeedDecreased");
+    assert_eq!(
+        page["messages"][1]["type"],
+        "ROCKET_MESSAGE_TYPE_SPEED_DECREASED"
+    );
 
     let mut grpc = RocketServiceClient::new(app.channel().await);
     let last = grpc
@@ -198,6 +201,10 @@ async fn history_pages_through_the_gateway_and_grpc_and_the_ranges_are_capped() 
     assert_eq!(last.next_after, 0, "the last page");
     assert_eq!(last.messages.len(), 1);
     assert_eq!((last.messages[0].number, last.messages[0].by), (6, 6));
+    assert_eq!(
+        last.messages[0].r#type(),
+        proto::RocketMessageType::SpeedDecreased
+    );
 
     // The plain form keeps the payload as received.
     let (_, plain) = app.get_json(&format!("/rockets/{channel}/messages")).await;

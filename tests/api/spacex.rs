@@ -417,7 +417,11 @@ async fn a_coarse_date_blocks_nothing_and_shows_as_tentative() {
         .find(|l| l.name == "Viasat-3 & Arcturus")
         .expect("the tentative launch is shown");
     assert!(viasat.tentative);
-    assert_eq!(viasat.date_precision, "month");
+    assert_eq!(viasat.precision(), spacet::proto::DatePrecision::Month);
+    // The deprecated string stays filled for the clients that read it.
+    #[allow(deprecated)]
+    let old = &viasat.date_precision;
+    assert_eq!(old, "month");
     assert!(first.flight.is_some(), "our flight still flies that day");
 }
 

@@ -327,13 +327,18 @@ impl BookingApi {
                     spacex_launches: d
                         .spacex
                         .into_iter()
-                        .map(|l| proto::SpaceXLaunch {
-                            tentative: l.blocked_day.is_none(),
-                            id: l.id,
-                            name: l.name,
-                            date_utc: Some(convert::timestamp(l.date_utc)),
-                            date_precision: l.date_precision.as_str().to_string(),
-                        })
+                        // `date_precision` stays filled for the clients that read it.
+                        .map(
+                            #[allow(deprecated)]
+                            |l| proto::SpaceXLaunch {
+                                tentative: l.blocked_day.is_none(),
+                                id: l.id,
+                                name: l.name,
+                                date_utc: Some(convert::timestamp(l.date_utc)),
+                                date_precision: l.date_precision.as_str().to_string(),
+                                precision: convert::date_precision(l.date_precision) as i32,
+                            },
+                        )
                         .collect(),
                     free_destinations: d
                         .free_destinations

@@ -234,10 +234,23 @@ fn insert_query_param(
         (_, Some(_)) => Err("is not a message field".into()),
         (kind, None) => {
             let scalar = match kind {
-                Kind::Enum(_) => value
-                    .parse::<i64>()
-                    .map(Value::from)
-                    .unwrap_or_else(|_| Value::String(value.to_string())),
+                // A name must be one of the enum's (as grpc-gateway checks), so
+                // that a wrong one is a violation naming the parameter.
+                Kind::Enum(e) => match value.parse::<i64>() {
+                    Ok(number) => Value::from(number),
+                    Err(_) if e.get_value_by_name(value).is_some() => {
+                        Value::String(value.to_string())
+                    }
+                    Err(_) => {
+                        return Err(format!(
+                            "{value:?} is not one of {}",
+                            e.values()
+                                .map(|v| v.name().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    }
+                },
                 Kind::Bool => match value {
                     "true" | "1" => Value::Bool(true),
                     "false" | "0" => Value::Bool(false),
