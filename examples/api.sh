@@ -41,7 +41,8 @@ call POST /messages "{\"metadata\":{\"channel\":\"$CHANNEL\",\"messageNumber\":1
 call GET "/rockets/$CHANNEL"
 call GET "/rockets?sort=speed&order=desc"
 call GET "/v1/rockets/$CHANNEL"
-call GET "/v1/rockets?sort=speed&order=desc"
+# The gateway takes the proto enums by name (or number), as grpc-gateway does.
+call GET "/v1/rockets?sort=ROCKET_SORT_SPEED&order=SORT_ORDER_DESC"
 call GET "/rockets/$CHANNEL/messages?after=0&pageSize=10"
 call GET "/v1/rockets/$CHANNEL/messages?pageSize=10"
 # The change feed as server-sent events (`curl -N` follows it; here 1 s of it).

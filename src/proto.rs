@@ -8,6 +8,8 @@ pub mod google_api {
     include!(concat!(env!("OUT_DIR"), "/google.api.rs"));
 }
 
+// The generated code reads and writes deprecated fields too.
+#[allow(deprecated)]
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/spacet.v1.rs"));
     include!(concat!(env!("OUT_DIR"), "/spacet.v1.serde.rs"));

@@ -23,7 +23,7 @@ use http::{header::AUTHORIZATION, Request};
 use tower::{Layer, Service};
 
 use crate::{
-    api::error::ApiError,
+    api::error::{ApiError, Reason},
     auth::{Authenticator, Principal, Role, TokenError},
     config::AuthSettings,
 };
@@ -72,14 +72,13 @@ impl Caller {
         match self {
             Caller::Trusted => Ok(None),
             Caller::Principal(principal) => Ok(Some(principal)),
-            Caller::Anonymous => Err(ApiError::Unauthenticated {
-                reason: "TOKEN_MISSING",
-                message: TokenError::Missing.to_string(),
-            }),
-            Caller::Refused(error) => Err(ApiError::Unauthenticated {
-                reason: "TOKEN_INVALID",
-                message: error.to_string(),
-            }),
+            Caller::Anonymous => Err(ApiError::refused(
+                Reason::TokenMissing,
+                TokenError::Missing.to_string(),
+            )),
+            Caller::Refused(error) => {
+                Err(ApiError::refused(Reason::TokenInvalid, error.to_string()))
+            }
         }
     }
 
@@ -90,10 +89,11 @@ impl Caller {
         match principal {
             Some(p) if !roles.iter().any(|r| p.has(*r)) => {
                 let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-                Err(ApiError::PermissionDenied {
-                    message: format!("this call needs the role {}", names.join(" or ")),
-                    roles: names.join(","),
-                })
+                Err(ApiError::refused(
+                    Reason::RoleRequired,
+                    format!("this call needs the role {}", names.join(" or ")),
+                )
+                .with("roles", names.join(",")))
             }
             _ => Ok(principal),
         }

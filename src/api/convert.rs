@@ -69,3 +69,16 @@ impl From<&spacex::SyncReport> for proto::SyncReport {
         }
     }
 }
+
+/// A SpaceX date precision as the proto enum.
+pub fn date_precision(precision: booking::DatePrecision) -> proto::DatePrecision {
+    use booking::DatePrecision as D;
+    match precision {
+        D::Half => proto::DatePrecision::Half,
+        D::Quarter => proto::DatePrecision::Quarter,
+        D::Year => proto::DatePrecision::Year,
+        D::Month => proto::DatePrecision::Month,
+        D::Day => proto::DatePrecision::Day,
+        D::Hour => proto::DatePrecision::Hour,
+    }
+}

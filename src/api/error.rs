@@ -1,5 +1,6 @@
-//! The one error table: every domain error becomes a gRPC status here, and the
-//! gateway turns a status into grpc-gateway's HTTP status and JSON body.
+//! The one error table: every domain error becomes a gRPC status with a
+//! `google.rpc.ErrorInfo` (AIP-193) here, and the gateway turns a status into
+//! grpc-gateway's HTTP status and JSON body.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -8,54 +9,171 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tonic::Code;
-use tonic_types::{ErrorDetail, ErrorDetails, FieldViolation, StatusExt};
+use tonic_types::{BadRequest, ErrorDetail, ErrorInfo, FieldViolation, RetryInfo, StatusExt};
 
-/// The `domain` of our `google.rpc.ErrorInfo` details.
+/// The `domain` of our `google.rpc.ErrorInfo` details: the name the service is
+/// published under. It is the one every `FAILED_PRECONDITION` has carried since
+/// the first release, and a (reason, domain) pair must not change once clients
+/// compare it, so it stays `spacet.v1` even should a `v2` package appear.
 pub const ERROR_DOMAIN: &str = "spacet.v1";
 
 /// How long a client should wait before retrying an UNAVAILABLE request: the
 /// `google.rpc.RetryInfo` detail over gRPC, `Retry-After` over HTTP.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// An error an RPC returns: what the client did wrong, or that we failed.
+/// Declares [`Reason`] once: its name, gRPC code, HTTP status (grpc-gateway's for
+/// the code unless given) and when it happens (the README's error table).
+macro_rules! reasons {
+    ($( $variant:ident = $name:literal, $code:ident $(, $http:literal)? => $when:literal; )*) => {
+        /// The `ErrorInfo.reason` of every error the service sends: stable
+        /// UPPER_SNAKE names clients may branch on.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $( #[doc = $when] $variant, )*
+        }
+
+        impl Reason {
+            /// Every reason, in the README's order.
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant),*];
+
+            /// The `ErrorInfo.reason` string.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Reason::$variant => $name,)* }
+            }
+
+            /// The gRPC code of errors with this reason.
+            pub fn code(self) -> Code {
+                match self { $(Reason::$variant => Code::$code,)* }
+            }
+
+            /// The HTTP status: grpc-gateway's for the code, unless the
+            /// transport problem has one of its own (413, 405).
+            pub fn http_status(self) -> StatusCode {
+                match self {
+                    $(Reason::$variant => reasons!(@http $code $($http)?),)*
+                }
+            }
+
+            /// When it happens, in one sentence.
+            pub fn when(self) -> &'static str {
+                match self { $(Reason::$variant => $when,)* }
+            }
+        }
+    };
+    (@http $code:ident) => { http_status(Code::$code) };
+    (@http $code:ident $http:literal) => {
+        StatusCode::from_u16($http).expect("a valid HTTP status")
+    };
+}
+
+reasons! {
+    FieldViolations = "FIELD_VIOLATIONS", InvalidArgument =>
+        "A field, query parameter or header is invalid; a `BadRequest` detail names every one (an invalid `cursor` included).";
+    MalformedBody = "MALFORMED_BODY", InvalidArgument =>
+        "HTTP: the body cannot be read, is not JSON or is not a JSON object.";
+    TicketNotFound = "TICKET_NOT_FOUND", NotFound =>
+        "No ticket has this id, or the passenger calling does not own it.";
+    LaunchpadNotFound = "LAUNCHPAD_NOT_FOUND", NotFound =>
+        "No launchpad has this id.";
+    RocketNotFound = "ROCKET_NOT_FOUND", NotFound =>
+        "No message was ever received from this channel.";
+    RouteNotFound = "ROUTE_NOT_FOUND", NotFound =>
+        "HTTP: no route has this path.";
+    LaunchpadDayTaken = "LAUNCHPAD_DAY_TAKEN", FailedPrecondition =>
+        "The launchpad flies to another destination that day.";
+    DestinationUsedThisWeek = "DESTINATION_USED_THIS_WEEK", FailedPrecondition =>
+        "The destination is already flown from this launchpad in the same week.";
+    FlightFull = "FLIGHT_FULL", FailedPrecondition =>
+        "Every seat of the flight is taken (`SEATS_PER_FLIGHT`).";
+    SpacexConflict = "SPACEX_CONFLICT", FailedPrecondition =>
+        "SpaceX launches from this launchpad that day.";
+    LaunchpadInactive = "LAUNCHPAD_INACTIVE", FailedPrecondition =>
+        "The launchpad is not active (retired, under construction...).";
+    ActiveTicketLimit = "ACTIVE_TICKET_LIMIT", FailedPrecondition =>
+        "The passenger already holds the most active tickets allowed (`MAX_ACTIVE_TICKETS_PER_PASSENGER`).";
+    IdempotencyKeyReused = "IDEMPOTENCY_KEY_REUSED", AlreadyExists =>
+        "The idempotency key was already used by this caller for a different booking.";
+    RocketMessageConflict = "ROCKET_MESSAGE_CONFLICT", AlreadyExists =>
+        "`POST /messages`: this channel's message number was already received with another content; the first is kept.";
+    TokenMissing = "TOKEN_MISSING", Unauthenticated =>
+        "No bearer token was sent and the call needs one.";
+    TokenInvalid = "TOKEN_INVALID", Unauthenticated =>
+        "The bearer token is malformed, expired, not yet valid, or not signed by a trusted key.";
+    RoleRequired = "ROLE_REQUIRED", PermissionDenied =>
+        "The token lacks a role the call needs (metadata `roles` names them).";
+    RateLimited = "RATE_LIMITED", ResourceExhausted =>
+        "This principal booked or forced syncs too often; `RetryInfo` says when to try again.";
+    TooManyStreams = "TOO_MANY_STREAMS", ResourceExhausted =>
+        "`ROCKETS_MAX_WATCHERS` rocket streams (`WatchRockets`, event streams) are already open.";
+    BodyTooLarge = "BODY_TOO_LARGE", ResourceExhausted, 413 =>
+        "HTTP: the body is larger than `HTTP_BODY_LIMIT` (no `RetryInfo`: the same body never fits).";
+    MethodNotAllowed = "METHOD_NOT_ALLOWED", Unimplemented, 405 =>
+        "HTTP: the route exists but not with this method.";
+    StreamLagged = "STREAM_LAGGED", Aborted =>
+        "`WatchRockets`: the stream fell too far behind the changes; call again with `include_current`.";
+    DeadlineExceeded = "DEADLINE_EXCEEDED", DeadlineExceeded =>
+        "Not answered within `HTTP_REQUEST_TIMEOUT` / `GRPC_REQUEST_TIMEOUT` or the client's shorter `grpc-timeout`; the outcome is unknown.";
+    DatabaseUnavailable = "DATABASE_UNAVAILABLE", Unavailable =>
+        "The database cannot be reached (connection refused or lost, server shutting down).";
+    DatabaseOverloaded = "DATABASE_OVERLOADED", Unavailable =>
+        "No pooled connection was free in time, or the database is out of a resource (SQLSTATE class 53).";
+    DatabaseTimeout = "DATABASE_TIMEOUT", Unavailable =>
+        "A statement outlived `PG_STATEMENT_TIMEOUT` or a lock `PG_LOCK_TIMEOUT`; it was rolled back.";
+    TransactionConflict = "TRANSACTION_CONFLICT", Unavailable =>
+        "A deadlock or serialization failure rolled the transaction back (a booking retried it once already).";
+    SpacexUnavailable = "SPACEX_UNAVAILABLE", Unavailable =>
+        "`TriggerSync`: the SpaceX API failed, was too slow or answered nonsense; nothing was applied.";
+    MessageNotStored = "MESSAGE_NOT_STORED", Unavailable =>
+        "`POST /messages`: the message was not stored in time (`ROCKETS_WRITE_TIMEOUT`), or the writer is starting, restarting or shutting down; send it again.";
+    ShuttingDown = "SHUTTING_DOWN", Unavailable =>
+        "The service is shutting down and stopped the work; another replica may take it.";
+    Overloaded = "OVERLOADED", Unavailable =>
+        "HTTP: `HTTP_MAX_CONNECTIONS` connections are open; the new one is answered and closed.";
+    Internal = "INTERNAL", Internal =>
+        "Anything else, a panic included: the cause is logged, never sent.";
+}
+
+impl Reason {
+    /// The reason named `name`, if it is one of ours.
+    pub fn parse(name: &str) -> Option<Reason> {
+        Reason::ALL.iter().copied().find(|r| r.as_str() == name)
+    }
+
+    /// The retry advice (`RetryInfo`, `Retry-After`) of errors with this reason:
+    /// every UNAVAILABLE and RESOURCE_EXHAUSTED, except a body too large, which no
+    /// retry makes fit. (A rate limit gives the limiter's own delay.)
+    pub fn retry_after(self) -> Option<Duration> {
+        match self.code() {
+            Code::ResourceExhausted if self == Reason::BodyTooLarge => None,
+            Code::Unavailable | Code::ResourceExhausted => Some(RETRY_AFTER),
+            _ => None,
+        }
+    }
+}
+
+/// An error an RPC returns: what the client did wrong, or that we failed. Every
+/// one has a [`Reason`], which decides its code.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// One or more fields are invalid; all of them are named.
+    /// One or more fields are invalid; all of them are named (`FIELD_VIOLATIONS`).
     #[error("invalid request: {}", describe(.0))]
     InvalidArgument(Vec<FieldViolation>),
-    #[error("{0}")]
-    NotFound(String),
-    /// A business rule refuses the request: `reason` is machine-readable.
+    /// A refusal with its reason, message and `ErrorInfo` metadata.
     #[error("{message}")]
-    FailedPrecondition {
-        reason: &'static str,
+    Refused {
+        reason: Reason,
         message: String,
         metadata: HashMap<String, String>,
     },
-    #[error("{0}")]
-    AlreadyExists(String),
-    /// No valid token: `reason` is `TOKEN_MISSING` or `TOKEN_INVALID`.
-    #[error("{message}")]
-    Unauthenticated {
-        reason: &'static str,
-        message: String,
-    },
-    /// A valid token without a role the call needs (`roles` names them).
-    #[error("{message}")]
-    PermissionDenied { message: String, roles: String },
-    /// One principal called too often: retry after `retry_after`.
+    /// One principal called too often: retry after `retry_after` (`RATE_LIMITED`).
     #[error("{message}")]
     RateLimited {
         message: String,
         retry_after: Duration,
     },
-    /// The database (or another dependency) cannot be reached, is overloaded or
-    /// timed out: nothing was done, the client may retry after [`RETRY_AFTER`].
-    #[error("service unavailable: {0}")]
-    Unavailable(String),
-    /// Anything else: the cause is logged, never sent.
+    /// Anything else: the cause is logged, never sent (`INTERNAL`).
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -74,102 +192,123 @@ impl ApiError {
         ApiError::InvalidArgument(vec![FieldViolation::new(field, description)])
     }
 
+    /// A refusal with `reason` and no metadata.
+    pub fn refused(reason: Reason, message: impl Into<String>) -> ApiError {
+        ApiError::Refused {
+            reason,
+            message: message.into(),
+            metadata: HashMap::new(),
+        }
+    }
+
+    /// Adds an `ErrorInfo.metadata` entry (snake_case keys, as the first reasons shipped them).
+    pub fn with(mut self, key: &str, value: impl ToString) -> ApiError {
+        if let ApiError::Refused { metadata, .. } = &mut self {
+            metadata.insert(key.to_string(), value.to_string());
+        }
+        self
+    }
+
     /// Wraps a database error: unreachable, out of resources (SQLSTATE class 53),
     /// timed out (57014 at `statement_timeout`, 55P03 at `lock_timeout`) or rolled
     /// back by a deadlock or serialization failure (40P01, 40001) → UNAVAILABLE with
     /// retry advice; anything else → INTERNAL.
     pub fn database(error: sqlx::Error) -> ApiError {
         use crate::db::Failure;
-        let what = match crate::db::classify(&error) {
+        let (reason, what) = match crate::db::classify(&error) {
             // Every connection busy (the pool's acquire timeout), not a dead server.
-            Failure::Unreachable if matches!(error, sqlx::Error::PoolTimedOut) => {
-                "the database is busy: no connection was free in time"
-            }
-            Failure::Unreachable => "the database is not reachable",
-            Failure::OutOfResources => "the database is out of resources",
-            Failure::TimedOut => "the database did not answer in time",
-            Failure::Conflict => "the request conflicted with concurrent ones",
+            Failure::Unreachable if matches!(error, sqlx::Error::PoolTimedOut) => (
+                Reason::DatabaseOverloaded,
+                "the database is busy: no connection was free in time",
+            ),
+            Failure::Unreachable => (Reason::DatabaseUnavailable, "the database is not reachable"),
+            Failure::OutOfResources => (
+                Reason::DatabaseOverloaded,
+                "the database is out of resources",
+            ),
+            Failure::TimedOut => (
+                Reason::DatabaseTimeout,
+                "the database did not answer in time",
+            ),
+            Failure::Conflict => (
+                Reason::TransactionConflict,
+                "the request conflicted with concurrent ones",
+            ),
             Failure::Other => return ApiError::Internal(error.into()),
         };
         // The cause (its SQLSTATE) is for the logs; the client gets the kind.
         tracing::warn!(%error, what, "database failure answered UNAVAILABLE");
-        ApiError::Unavailable(what.into())
+        ApiError::unavailable(reason, what)
+    }
+
+    /// UNAVAILABLE (or another code of `reason`) with the message "service
+    /// unavailable: {what}".
+    pub fn unavailable(reason: Reason, what: impl std::fmt::Display) -> ApiError {
+        ApiError::refused(reason, format!("service unavailable: {what}"))
+    }
+
+    /// The reason, which decides the code.
+    pub fn reason(&self) -> Reason {
+        match self {
+            ApiError::InvalidArgument(_) => Reason::FieldViolations,
+            ApiError::Refused { reason, .. } => *reason,
+            ApiError::RateLimited { .. } => Reason::RateLimited,
+            ApiError::Internal(_) => Reason::Internal,
+        }
     }
 
     /// The gRPC code, the one mapping from domain errors.
     pub fn code(&self) -> Code {
-        match self {
-            ApiError::InvalidArgument(_) => Code::InvalidArgument,
-            ApiError::NotFound(_) => Code::NotFound,
-            ApiError::FailedPrecondition { .. } => Code::FailedPrecondition,
-            ApiError::AlreadyExists(_) => Code::AlreadyExists,
-            ApiError::Unauthenticated { .. } => Code::Unauthenticated,
-            ApiError::PermissionDenied { .. } => Code::PermissionDenied,
-            ApiError::RateLimited { .. } => Code::ResourceExhausted,
-            ApiError::Unavailable(_) => Code::Unavailable,
-            ApiError::Internal(_) => Code::Internal,
-        }
+        self.reason().code()
     }
 }
 
+/// A status with `reason`'s code, `message`, an `ErrorInfo` and the reason's
+/// retry advice, for errors that do not come from an [`ApiError`] (the server
+/// limits and fallbacks).
+pub fn status(reason: Reason, message: impl Into<String>) -> tonic::Status {
+    ApiError::refused(reason, message).into()
+}
+
 impl From<ApiError> for tonic::Status {
+    /// The details in a fixed order that keeps the index of the ones clients
+    /// read before every error had an `ErrorInfo`: `BadRequest`, then
+    /// `RetryInfo`, then `ErrorInfo` (first of a `FAILED_PRECONDITION`).
     fn from(error: ApiError) -> tonic::Status {
-        let code = error.code();
-        match error {
+        let reason = error.reason();
+        let mut details: Vec<ErrorDetail> = Vec::new();
+        let mut retry = reason.retry_after();
+        let (message, metadata) = match error {
             ApiError::InvalidArgument(violations) => {
                 let message = format!("invalid request: {}", describe(&violations));
-                tonic::Status::with_error_details(
-                    code,
-                    message,
-                    ErrorDetails::with_bad_request(violations),
-                )
+                details.push(BadRequest::new(violations).into());
+                (message, HashMap::new())
             }
-            ApiError::FailedPrecondition {
-                reason,
-                message,
-                metadata,
-            } => tonic::Status::with_error_details(
-                code,
-                message,
-                ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
-            ),
-            ApiError::Unauthenticated { reason, message } => tonic::Status::with_error_details(
-                code,
-                message,
-                ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()),
-            ),
-            ApiError::PermissionDenied { message, roles } => tonic::Status::with_error_details(
-                code,
-                message,
-                ErrorDetails::with_error_info(
-                    "ROLE_REQUIRED",
-                    ERROR_DOMAIN,
-                    HashMap::from([("roles".to_string(), roles)]),
-                ),
-            ),
+            ApiError::Refused {
+                message, metadata, ..
+            } => {
+                if reason.code() == Code::Unavailable {
+                    tracing::warn!(reason = reason.as_str(), %message, "dependency unavailable");
+                }
+                (message, metadata)
+            }
             ApiError::RateLimited {
                 message,
                 retry_after,
             } => {
-                let mut details =
-                    ErrorDetails::with_error_info("RATE_LIMITED", ERROR_DOMAIN, HashMap::new());
-                details.set_retry_info(Some(retry_after));
-                tonic::Status::with_error_details(code, message, details)
+                retry = Some(retry_after);
+                (message, HashMap::new())
             }
             ApiError::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error");
-                tonic::Status::new(code, "internal error")
+                ("internal error".to_string(), HashMap::new())
             }
-            ApiError::Unavailable(ref what) => {
-                tracing::warn!(%what, "dependency unavailable");
-                tonic::Status::with_error_details(
-                    code,
-                    error.to_string(),
-                    ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
-                )
-            }
-            other => tonic::Status::new(code, other.to_string()),
+        };
+        if let Some(delay) = retry {
+            details.push(RetryInfo::new(Some(delay)).into());
         }
+        details.push(ErrorInfo::new(reason.as_str(), ERROR_DOMAIN, metadata).into());
+        tonic::Status::with_error_details_vec(reason.code(), message, details)
     }
 }
 
@@ -199,34 +338,150 @@ pub fn http_status(code: Code) -> StatusCode {
     }
 }
 
-/// grpc-gateway's error body: `{"code", "message", "details": [{"@type", ...}]}`.
+/// A `google.protobuf.Duration` in proto3 JSON: seconds with 0, 3, 6 or 9
+/// fractional digits and an `s`.
+fn duration_json(d: Duration) -> String {
+    let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
+    match nanos {
+        0 => format!("{secs}s"),
+        n if n % 1_000_000 == 0 => format!("{secs}.{:03}s", n / 1_000_000),
+        n if n % 1_000 == 0 => format!("{secs}.{:06}s", n / 1_000),
+        n => format!("{secs}.{n:09}s"),
+    }
+}
+
+/// A `google.rpc.LocalizedMessage` in proto3 JSON (without its `@type`).
+fn localized_json(m: &tonic_types::LocalizedMessage) -> Value {
+    json!({"locale": m.locale, "message": m.message})
+}
+
+/// Inserts `value` under `key` unless it is proto3's default (empty).
+fn put(object: &mut Map<String, Value>, key: &str, value: Value) {
+    let empty = match &value {
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Null => true,
+        Value::Number(n) => n.as_i64() == Some(0),
+        Value::Bool(b) => !b,
+    };
+    if !empty {
+        object.insert(key.to_string(), value);
+    }
+}
+
+/// One detail in proto3 JSON with its `@type`, as grpc-gateway renders an `Any`;
+/// `None` for a `DebugInfo` (stack entries are for our logs, never for clients).
+pub fn detail_json(detail: &ErrorDetail) -> Option<Value> {
+    let mut o = Map::new();
+    let type_name = match detail {
+        ErrorDetail::ErrorInfo(info) => {
+            o.insert("reason".into(), json!(info.reason));
+            o.insert("domain".into(), json!(info.domain));
+            o.insert("metadata".into(), json!(info.metadata));
+            "ErrorInfo"
+        }
+        ErrorDetail::BadRequest(bad) => {
+            let violations = bad.field_violations.iter().map(|v| {
+                let mut f = Map::new();
+                f.insert("field".into(), json!(v.field));
+                f.insert("description".into(), json!(v.description));
+                put(&mut f, "reason", json!(v.reason));
+                if let Some(m) = &v.localized_message {
+                    f.insert("localizedMessage".into(), localized_json(m));
+                }
+                Value::Object(f)
+            });
+            o.insert("fieldViolations".into(), violations.collect());
+            "BadRequest"
+        }
+        ErrorDetail::RetryInfo(retry) => {
+            if let Some(delay) = retry.retry_delay {
+                o.insert("retryDelay".into(), json!(duration_json(delay)));
+            }
+            "RetryInfo"
+        }
+        ErrorDetail::QuotaFailure(quota) => {
+            let violations = quota.violations.iter().map(|v| {
+                let mut q = Map::new();
+                put(&mut q, "subject", json!(v.subject));
+                put(&mut q, "description", json!(v.description));
+                put(&mut q, "apiService", json!(v.api_service));
+                put(&mut q, "quotaMetric", json!(v.quota_metric));
+                put(&mut q, "quotaId", json!(v.quota_id));
+                put(&mut q, "quotaDimensions", json!(v.quota_dimensions));
+                // int64 is a string in proto3 JSON.
+                if v.quota_value != 0 {
+                    q.insert("quotaValue".into(), json!(v.quota_value.to_string()));
+                }
+                if let Some(future) = v.futura_quota_value {
+                    q.insert("futureQuotaValue".into(), json!(future.to_string()));
+                }
+                Value::Object(q)
+            });
+            o.insert("violations".into(), violations.collect());
+            "QuotaFailure"
+        }
+        ErrorDetail::PreconditionFailure(failure) => {
+            let violations = failure.violations.iter().map(|v| {
+                let mut p = Map::new();
+                put(&mut p, "type", json!(v.r#type));
+                put(&mut p, "subject", json!(v.subject));
+                put(&mut p, "description", json!(v.description));
+                Value::Object(p)
+            });
+            o.insert("violations".into(), violations.collect());
+            "PreconditionFailure"
+        }
+        ErrorDetail::ResourceInfo(info) => {
+            put(&mut o, "resourceType", json!(info.resource_type));
+            put(&mut o, "resourceName", json!(info.resource_name));
+            put(&mut o, "owner", json!(info.owner));
+            put(&mut o, "description", json!(info.description));
+            "ResourceInfo"
+        }
+        ErrorDetail::RequestInfo(info) => {
+            put(&mut o, "requestId", json!(info.request_id));
+            put(&mut o, "servingData", json!(info.serving_data));
+            "RequestInfo"
+        }
+        ErrorDetail::Help(help) => {
+            let links = help
+                .links
+                .iter()
+                .map(|l| json!({"description": l.description, "url": l.url}));
+            o.insert("links".into(), links.collect());
+            "Help"
+        }
+        ErrorDetail::LocalizedMessage(m) => {
+            let Value::Object(m) = localized_json(m) else {
+                unreachable!("an object")
+            };
+            o.extend(m);
+            "LocalizedMessage"
+        }
+        ErrorDetail::DebugInfo(_) => return None,
+        other => {
+            tracing::debug!(detail = ?other, "error detail of an unknown type not rendered");
+            return None;
+        }
+    };
+    let mut object = Map::new();
+    object.insert(
+        "@type".into(),
+        json!(format!("type.googleapis.com/google.rpc.{type_name}")),
+    );
+    object.extend(o);
+    Some(Value::Object(object))
+}
+
+/// grpc-gateway's error body: `{"code", "message", "details": [{"@type", ...}]}`,
+/// every detail in proto3 JSON.
 pub fn error_body(status: &tonic::Status) -> Value {
     let details: Vec<Value> = status
         .get_error_details_vec()
-        .into_iter()
-        .filter_map(|detail| match detail {
-            ErrorDetail::BadRequest(bad) => Some(json!({
-                "@type": "type.googleapis.com/google.rpc.BadRequest",
-                "fieldViolations": bad.field_violations.iter().map(|v| json!({
-                    "field": v.field,
-                    "description": v.description,
-                })).collect::<Vec<_>>(),
-            })),
-            ErrorDetail::ErrorInfo(info) => Some(json!({
-                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                "reason": info.reason,
-                "domain": info.domain,
-                "metadata": info.metadata,
-            })),
-            // proto3 JSON writes a Duration as seconds with an `s`.
-            ErrorDetail::RetryInfo(retry) => Some(json!({
-                "@type": "type.googleapis.com/google.rpc.RetryInfo",
-                "retryDelay": retry
-                    .retry_delay
-                    .map(|d| format!("{}s", d.as_secs_f64())),
-            })),
-            _ => None,
-        })
+        .iter()
+        .filter_map(detail_json)
         .collect();
     json!({
         "code": status.code() as i32,
@@ -239,13 +494,19 @@ pub fn error_body(status: &tonic::Status) -> Value {
 #[derive(Debug)]
 pub struct GatewayError {
     pub status: tonic::Status,
-    /// Overrides the HTTP status grpc-gateway derives from the code.
-    pub http: Option<StatusCode>,
 }
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
-        let http = self.http.unwrap_or_else(|| http_status(self.status.code()));
+        let reason = self.status.get_details_error_info();
+        // A transport problem with an HTTP status of its own (413, 405) says so by
+        // its reason; every other status gets grpc-gateway's for its code.
+        let http = reason
+            .as_ref()
+            .and_then(|info| Reason::parse(&info.reason))
+            .map(Reason::http_status)
+            .filter(|_| reason.as_ref().is_some_and(|i| i.domain == ERROR_DOMAIN))
+            .unwrap_or_else(|| http_status(self.status.code()));
         let mut response = (http, Json(error_body(&self.status))).into_response();
         // A RetryInfo detail is `Retry-After` in HTTP: whole seconds, at least 1.
         if let Some(delay) = self
@@ -253,15 +514,15 @@ impl IntoResponse for GatewayError {
             .get_details_retry_info()
             .and_then(|retry| retry.retry_delay)
         {
-            let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_seconds(delay)),
+            );
         }
         // RFC 6750: a 401 names the scheme, and why a token that was sent failed.
         if self.status.code() == Code::Unauthenticated {
-            let challenge = match self.status.get_details_error_info() {
-                Some(info) if info.reason == "TOKEN_INVALID" => format!(
+            let challenge = match reason {
+                Some(info) if info.reason == Reason::TokenInvalid.as_str() => format!(
                     r#"Bearer realm="spacet", error="invalid_token", error_description="{}""#,
                     self.status.message().replace(['"', '\\'], "'")
                 ),
@@ -277,6 +538,11 @@ impl IntoResponse for GatewayError {
     }
 }
 
+/// `Retry-After` for a retry delay: whole seconds, rounded up, at least 1.
+pub fn retry_after_seconds(delay: Duration) -> u64 {
+    (delay.as_secs() + u64::from(delay.subsec_nanos() > 0)).max(1)
+}
+
 impl From<ApiError> for GatewayError {
     fn from(error: ApiError) -> GatewayError {
         GatewayError::from_status(error.into())
@@ -289,23 +555,14 @@ impl GatewayError {
         ApiError::field(field, description).into()
     }
 
-    /// A bare status with a code and a message.
-    pub fn new(code: Code, message: impl Into<String>) -> GatewayError {
-        GatewayError::from_status(tonic::Status::new(code, message))
-    }
-
-    /// A status with an HTTP status of its own (413, 415, 405), which grpc-gateway
-    /// writes for transport-level problems.
-    pub fn with_http(http: StatusCode, code: Code, message: impl Into<String>) -> GatewayError {
-        GatewayError {
-            status: tonic::Status::new(code, message),
-            http: Some(http),
-        }
+    /// An error with `reason` (its code, HTTP status and retry advice) and a message.
+    pub fn new(reason: Reason, message: impl Into<String>) -> GatewayError {
+        GatewayError::from_status(status(reason, message))
     }
 
     /// A status rendered with the HTTP status grpc-gateway gives its code.
     pub fn from_status(status: tonic::Status) -> GatewayError {
-        GatewayError { status, http: None }
+        GatewayError { status }
     }
 }
 
@@ -313,19 +570,20 @@ impl From<crate::booking::BookingError> for ApiError {
     fn from(error: crate::booking::BookingError) -> ApiError {
         use crate::booking::BookingError as E;
         let message = error.to_string();
-        let precondition =
-            |reason: &'static str, pairs: &[(&str, String)]| ApiError::FailedPrecondition {
-                reason,
-                message: message.clone(),
-                metadata: pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
-                    .collect(),
-            };
+        let refused = |reason: Reason, pairs: &[(&str, String)]| ApiError::Refused {
+            reason,
+            message: message.clone(),
+            metadata: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        };
         match &error {
-            E::TicketNotFound(_) => ApiError::NotFound(message),
-            E::LaunchpadDayTaken { pad, day, taken_by } => precondition(
-                "LAUNCHPAD_DAY_TAKEN",
+            E::TicketNotFound(id) => {
+                refused(Reason::TicketNotFound, &[("ticket_id", id.to_string())])
+            }
+            E::LaunchpadDayTaken { pad, day, taken_by } => refused(
+                Reason::LaunchpadDayTaken,
                 &[
                     ("launchpad_id", pad.clone()),
                     ("launch_date", day.to_string()),
@@ -337,8 +595,8 @@ impl From<crate::booking::BookingError> for ApiError {
                 day,
                 destination,
                 flown_on,
-            } => precondition(
-                "DESTINATION_USED_THIS_WEEK",
+            } => refused(
+                Reason::DestinationUsedThisWeek,
                 &[
                     ("launchpad_id", pad.clone()),
                     ("launch_date", day.to_string()),
@@ -351,8 +609,8 @@ impl From<crate::booking::BookingError> for ApiError {
                 day,
                 destination,
                 seats,
-            } => precondition(
-                "FLIGHT_FULL",
+            } => refused(
+                Reason::FlightFull,
                 &[
                     ("launchpad_id", pad.clone()),
                     ("launch_date", day.to_string()),
@@ -360,24 +618,27 @@ impl From<crate::booking::BookingError> for ApiError {
                     ("seats", seats.to_string()),
                 ],
             ),
-            E::SpacexConflict { pad, day, launch } => precondition(
-                "SPACEX_CONFLICT",
+            E::SpacexConflict { pad, day, launch } => refused(
+                Reason::SpacexConflict,
                 &[
                     ("launchpad_id", pad.clone()),
                     ("launch_date", day.to_string()),
                     ("spacex_launch", launch.clone()),
                 ],
             ),
-            E::LaunchpadInactive { pad, status } => precondition(
-                "LAUNCHPAD_INACTIVE",
+            E::LaunchpadInactive { pad, status } => refused(
+                Reason::LaunchpadInactive,
                 &[
                     ("launchpad_id", pad.clone()),
                     ("status", status.to_string()),
                 ],
             ),
-            E::IdempotencyKeyReused(_) => ApiError::AlreadyExists(message),
+            E::IdempotencyKeyReused(key) => refused(
+                Reason::IdempotencyKeyReused,
+                &[("idempotency_key", key.clone())],
+            ),
             E::ActiveTicketLimit { limit } => {
-                precondition("ACTIVE_TICKET_LIMIT", &[("limit", limit.to_string())])
+                refused(Reason::ActiveTicketLimit, &[("limit", limit.to_string())])
             }
             E::Database(_) => match error {
                 E::Database(e) => ApiError::database(e),
@@ -392,9 +653,14 @@ impl From<crate::spacex::SyncError> for ApiError {
         use crate::spacex::SyncError as E;
         match error {
             // SpaceX down, slow or answering nonsense: nothing was applied, try later.
-            E::SpaceX(e) => ApiError::Unavailable(format!("the SpaceX sync failed: {e}")),
+            E::SpaceX(e) => ApiError::unavailable(
+                Reason::SpacexUnavailable,
+                format!("the SpaceX sync failed: {e}"),
+            ),
             E::Database(e) => ApiError::database(e),
-            E::Interrupted => ApiError::Unavailable("the service is shutting down".into()),
+            E::Interrupted => {
+                ApiError::unavailable(Reason::ShuttingDown, "the service is shutting down")
+            }
         }
     }
 }
@@ -404,10 +670,221 @@ impl From<crate::rockets::RocketError> for ApiError {
         use crate::rockets::RocketError as E;
         match error {
             // ALREADY_EXISTS (HTTP 409): the number is taken by another message.
-            E::Conflict { .. } => ApiError::AlreadyExists(error.to_string()),
-            E::NotFound(_) => ApiError::NotFound(error.to_string()),
-            E::Unavailable(what) => ApiError::Unavailable(what),
+            E::Conflict { channel, number } => {
+                ApiError::refused(Reason::RocketMessageConflict, error.to_string())
+                    .with("channel", channel)
+                    .with("message_number", number)
+            }
+            E::NotFound(channel) => ApiError::refused(Reason::RocketNotFound, error.to_string())
+                .with("channel", channel),
+            E::Unavailable(what) => ApiError::unavailable(Reason::MessageNotStored, what),
             E::Internal(cause) => ApiError::Internal(anyhow::anyhow!(cause)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use tonic_types::ErrorDetails;
+
+    use super::*;
+
+    /// One error of each variant and each reason.
+    fn every_error() -> Vec<ApiError> {
+        let mut errors = vec![
+            ApiError::field("first_name", "must not be empty"),
+            ApiError::RateLimited {
+                message: "slow down".into(),
+                retry_after: Duration::from_millis(2500),
+            },
+            ApiError::Internal(anyhow::anyhow!("secret cause")),
+        ];
+        errors.extend(
+            Reason::ALL
+                .iter()
+                .map(|&reason| ApiError::refused(reason, "refused").with("key", "value")),
+        );
+        errors
+    }
+
+    #[test]
+    fn every_reason_is_one_upper_snake_name_with_one_meaning_and_a_code() {
+        let mut names = HashSet::new();
+        let mut meanings = HashSet::new();
+        for &reason in Reason::ALL {
+            let name = reason.as_str();
+            assert!(!name.is_empty(), "{reason:?}");
+            assert!(
+                name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+                    && !name.starts_with('_')
+                    && !name.ends_with('_'),
+                "{name} is not UPPER_SNAKE"
+            );
+            assert!(name.len() <= 63, "AIP-193 caps a reason at 63 characters");
+            assert!(names.insert(name), "{name} is used twice");
+            assert!(
+                meanings.insert(reason.when()),
+                "{name} means what another means"
+            );
+            assert_ne!(reason.code(), Code::Ok, "{name}");
+            assert_eq!(Reason::parse(name), Some(reason));
+        }
+    }
+
+    #[test]
+    fn every_api_error_carries_its_reason_and_retry_advice_on_unavailable_and_exhausted() {
+        for error in every_error() {
+            let reason = error.reason();
+            let internal = matches!(error, ApiError::Internal(_));
+            let status = tonic::Status::from(error);
+            assert_eq!(status.code(), reason.code(), "{reason:?}");
+            let info = status.get_details_error_info().expect("an ErrorInfo");
+            assert_eq!(info.reason, reason.as_str());
+            assert_eq!(info.domain, ERROR_DOMAIN);
+            let retry = status.get_details_retry_info().and_then(|r| r.retry_delay);
+            match status.code() {
+                Code::Unavailable => assert_eq!(retry, Some(RETRY_AFTER), "{reason:?}"),
+                Code::ResourceExhausted if reason == Reason::BodyTooLarge => {
+                    assert_eq!(retry, None)
+                }
+                Code::ResourceExhausted => assert!(retry.is_some(), "{reason:?}"),
+                _ => assert_eq!(retry, None, "{reason:?}"),
+            }
+            if internal {
+                assert_eq!(status.message(), "internal error");
+                assert!(info.metadata.is_empty());
+            }
+            let body = error_body(&status);
+            assert_eq!(body["code"], reason.code() as i32);
+            let last = body["details"].as_array().unwrap().last().cloned().unwrap();
+            assert_eq!(last["@type"], "type.googleapis.com/google.rpc.ErrorInfo");
+            assert_eq!(last["reason"], reason.as_str());
+        }
+    }
+
+    #[test]
+    fn the_readme_error_table_lists_every_reason_with_its_code_and_http_status() {
+        let readme = include_str!("../../README.md");
+        let mut listed = HashSet::new();
+        for line in readme.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let Some(reason) = Reason::parse(cells[1].trim_matches('`')) else {
+                continue;
+            };
+            let code = format!("{:?}", reason.code());
+            let upper: String = code
+                .chars()
+                .enumerate()
+                .flat_map(|(i, c)| {
+                    let sep = (i > 0 && c.is_ascii_uppercase()).then_some('_');
+                    sep.into_iter()
+                        .chain(std::iter::once(c.to_ascii_uppercase()))
+                })
+                .collect();
+            assert_eq!(cells[2], format!("`{upper}`"), "{line}");
+            assert_eq!(cells[3], reason.http_status().as_str(), "{line}");
+            listed.insert(reason);
+        }
+        let missing: Vec<_> = Reason::ALL.iter().filter(|r| !listed.contains(r)).collect();
+        assert!(
+            missing.is_empty(),
+            "not in the README's error table: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn the_http_body_renders_every_detail_type_with_its_at_type_in_proto3_json() {
+        use tonic_types::{HelpLink, PreconditionViolation, QuotaViolation};
+        let mut details = ErrorDetails::with_error_info(
+            "FLIGHT_FULL",
+            ERROR_DOMAIN,
+            HashMap::from([("seats".to_string(), "2".to_string())]),
+        );
+        details
+            .set_retry_info(Some(Duration::from_millis(1500)))
+            .set_bad_request(vec![FieldViolation::new("launchDate", "in the past")])
+            .set_debug_info(vec!["frame".to_string()], "secret")
+            .set_quota_failure(vec![QuotaViolation::new("user:ada", "daily bookings")])
+            .set_precondition_failure(vec![PreconditionViolation::new(
+                "TOS",
+                "spacet.v1/terms",
+                "not accepted",
+            )])
+            .set_request_info("req-1", "")
+            .set_resource_info("ticket", "tickets/42", "", "gone")
+            .set_help(vec![HelpLink::new(
+                "docs",
+                "https://example.invalid/errors",
+            )])
+            .set_localized_message("fr-FR", "vol complet");
+        let status = tonic::Status::with_error_details(Code::FailedPrecondition, "full", details);
+        let body = error_body(&status);
+        let by_type = |name: &str| {
+            body["details"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["@type"] == format!("type.googleapis.com/google.rpc.{name}"))
+                .cloned()
+                .unwrap_or_else(|| panic!("no {name} in {body}"))
+        };
+        assert_eq!(body["code"], 9);
+        assert_eq!(body["message"], "full");
+        assert_eq!(by_type("ErrorInfo")["reason"], "FLIGHT_FULL");
+        assert_eq!(by_type("ErrorInfo")["metadata"]["seats"], "2");
+        assert_eq!(by_type("RetryInfo")["retryDelay"], "1.500s");
+        assert_eq!(
+            by_type("BadRequest")["fieldViolations"],
+            json!([{"field": "launchDate", "description": "in the past"}])
+        );
+        assert_eq!(
+            by_type("QuotaFailure")["violations"],
+            json!([{"subject": "user:ada", "description": "daily bookings"}])
+        );
+        assert_eq!(
+            by_type("PreconditionFailure")["violations"],
+            json!([{"type": "TOS", "subject": "spacet.v1/terms", "description": "not accepted"}])
+        );
+        assert_eq!(
+            by_type("RequestInfo"),
+            json!({"@type": "type.googleapis.com/google.rpc.RequestInfo", "requestId": "req-1"})
+        );
+        assert_eq!(by_type("ResourceInfo")["resourceName"], "tickets/42");
+        assert_eq!(by_type("ResourceInfo")["description"], "gone");
+        assert_eq!(
+            by_type("Help")["links"],
+            json!([{"description": "docs", "url": "https://example.invalid/errors"}])
+        );
+        assert_eq!(by_type("LocalizedMessage")["locale"], "fr-FR");
+        assert_eq!(by_type("LocalizedMessage")["message"], "vol complet");
+        // Stack entries are for the logs: a DebugInfo is never rendered.
+        assert_eq!(body["details"].as_array().unwrap().len(), 9, "{body}");
+        assert!(!body.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn durations_are_written_as_proto3_json_and_retry_after_rounds_up() {
+        assert_eq!(duration_json(Duration::from_secs(3)), "3s");
+        assert_eq!(duration_json(Duration::from_millis(1500)), "1.500s");
+        assert_eq!(duration_json(Duration::from_micros(1_000_001)), "1.000001s");
+        assert_eq!(duration_json(Duration::from_nanos(5)), "0.000000005s");
+        assert_eq!(retry_after_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_seconds(Duration::from_millis(10)), 1);
+        assert_eq!(retry_after_seconds(Duration::from_secs(3)), 3);
+    }
+
+    #[tokio::test]
+    async fn transport_reasons_keep_their_own_http_status_and_retry_after() {
+        let response = GatewayError::new(Reason::BodyTooLarge, "too large").into_response();
+        assert_eq!(response.status(), 413);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+        let response = GatewayError::new(Reason::MethodNotAllowed, "no").into_response();
+        assert_eq!(response.status(), 405);
+        let response = GatewayError::from(ApiError::unavailable(Reason::DatabaseTimeout, "slow"))
+            .into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     }
 }

@@ -173,9 +173,10 @@ async fn answer_within(
 ) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => error::GatewayError::from_status(tonic::Status::deadline_exceeded(format!(
-            "the request was not answered within {limit:?}"
-        )))
+        Err(_) => error::GatewayError::new(
+            error::Reason::DeadlineExceeded,
+            format!("the request was not answered within {limit:?}"),
+        )
         .into_response(),
     }
 }
@@ -303,9 +304,10 @@ where
         Box::pin(async move {
             match tokio::time::timeout(limit, future).await {
                 Ok(result) => result.map(|response| response.map(Body::new)),
-                Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
-                    "the call was not answered within {limit:?}"
-                ))
+                Err(_) => Ok(error::status(
+                    error::Reason::DeadlineExceeded,
+                    format!("the call was not answered within {limit:?}"),
+                )
                 .into_http()),
             }
         })
@@ -403,7 +405,7 @@ where
 
 /// INTERNAL with a generic message, as each protocol writes it.
 fn panic_response(protocol: Protocol) -> Response {
-    let status = tonic::Status::internal("internal error");
+    let status = error::status(error::Reason::Internal, "internal error");
     match protocol {
         Protocol::Http => error::GatewayError::from_status(status).into_response(),
         Protocol::Grpc => status.into_http(),
@@ -498,7 +500,12 @@ pub(crate) mod tests {
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             body,
-            json!({"code": 13, "message": "internal error", "details": []})
+            json!({"code": 13, "message": "internal error", "details": [{
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "INTERNAL",
+                "domain": "spacet.v1",
+                "metadata": {},
+            }]})
         );
 
         // Over gRPC, a service panicking as it is called.

@@ -34,9 +34,31 @@ use tower::ServiceExt;
 
 use crate::config::ServerLimits;
 
-/// What a connection beyond `HTTP_MAX_CONNECTIONS` is told before it is closed.
-const SHED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
-Content-Length: 0\r\nConnection: close\r\n\r\n";
+/// What a connection beyond `HTTP_MAX_CONNECTIONS` is told before it is closed:
+/// 503 with `Retry-After` and grpc-gateway's body (`OVERLOADED`, with `RetryInfo`).
+fn shed_response() -> &'static [u8] {
+    static RESPONSE: OnceLock<Vec<u8>> = OnceLock::new();
+    RESPONSE.get_or_init(|| {
+        use crate::api::error::{self, Reason};
+        let status = error::status(
+            Reason::Overloaded,
+            "service unavailable: the server has as many connections as it serves (HTTP_MAX_CONNECTIONS)",
+        );
+        let body = error::error_body(&status).to_string();
+        let retry = Reason::Overloaded
+            .retry_after()
+            .map_or(1, error::retry_after_seconds);
+        let mut response = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {retry}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        response.extend_from_slice(body.as_bytes());
+        response
+    })
+}
 
 /// How long a shed connection may take to close its side after our answer. Until
 /// then we read and discard what it sent: closing a socket with unread data makes
@@ -186,10 +208,10 @@ fn set_tcp_keepalive(stream: &TcpStream, idle: Duration) {
     }
 }
 
-/// Answers `503` with `Retry-After: 1` and closes, without serving anything.
+/// Answers `503` with `Retry-After` and an `OVERLOADED` body and closes, without serving anything.
 async fn shed(mut stream: TcpStream) {
     // A fresh socket's send buffer is empty: the few bytes go out without waiting.
-    let _ = stream.try_write(SHED_RESPONSE);
+    let _ = stream.try_write(shed_response());
     let _ = tokio::time::timeout(SHED_LINGER, async {
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
         let mut discard = [0u8; 1024];

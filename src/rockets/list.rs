@@ -51,8 +51,14 @@ impl Sort {
         }
     }
 
-    fn parse(name: &str) -> Option<Sort> {
+    /// Parses a name written by [`Sort::as_str`].
+    pub fn parse(name: &str) -> Option<Sort> {
         Sort::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Every sort, in the order of `RocketSort`.
+    pub fn all() -> [Sort; 7] {
+        Sort::ALL
     }
 
     /// The SQL expression sorted on: never NULL (rockets without a launch sort
@@ -210,41 +216,36 @@ impl ListQuery {
         let mut bad = |field: &str, problem: String| {
             violations.push(FieldViolation::new(field, problem));
         };
-        let sort = match req.sort.trim() {
-            "" => Sort::Channel,
-            raw => Sort::parse(raw).unwrap_or_else(|| {
-                bad(
-                    "sort",
-                    format!(
-                        "{raw:?} is not one of {}",
-                        Sort::ALL.map(Sort::as_str).join(", ")
-                    ),
-                );
+        use proto::{RocketSort as S, RocketStatus as R, SortOrder as O};
+        let sort = match S::try_from(req.sort) {
+            Ok(S::Unspecified | S::Channel) => Sort::Channel,
+            Ok(S::Type) => Sort::Type,
+            Ok(S::Speed) => Sort::Speed,
+            Ok(S::Mission) => Sort::Mission,
+            Ok(S::Status) => Sort::Status,
+            Ok(S::LaunchedAt) => Sort::LaunchedAt,
+            Ok(S::UpdatedAt) => Sort::UpdatedAt,
+            Err(_) => {
+                bad("sort", format!("{} is not a RocketSort", req.sort));
                 Sort::Channel
-            }),
+            }
         };
-        let descending = match req.order.trim() {
-            "" | "asc" => false,
-            "desc" => true,
-            raw => {
-                bad("order", format!("{raw:?} is not asc or desc"));
+        let descending = match O::try_from(req.order) {
+            Ok(O::Unspecified | O::Asc) => false,
+            Ok(O::Desc) => true,
+            Err(_) => {
+                bad("order", format!("{} is not a SortOrder", req.order));
                 false
             }
         };
-        let status = match req.status.trim() {
-            "" => None,
-            raw => {
-                let status = Status::parse(raw);
-                if status.is_none() {
-                    bad(
-                        "status",
-                        format!(
-                            "{raw:?} is not one of {}",
-                            Status::ALL.map(Status::as_str).join(", ")
-                        ),
-                    );
-                }
-                status
+        let status = match R::try_from(req.status) {
+            Ok(R::Unspecified) => None,
+            Ok(R::Unknown) => Some(Status::Unknown),
+            Ok(R::Launched) => Some(Status::Launched),
+            Ok(R::Exploded) => Some(Status::Exploded),
+            Err(_) => {
+                bad("status", format!("{} is not a RocketStatus", req.status));
+                None
             }
         };
         let limit = match req.limit {
@@ -376,9 +377,10 @@ mod tests {
     #[test]
     fn bad_fields_are_all_named() {
         let req = proto::ListRocketsRequest {
-            sort: "height".into(),
-            order: "up".into(),
-            status: "flying".into(),
+            // Numbers no enum value has.
+            sort: 99,
+            order: 7,
+            status: -1,
             limit: -1,
             cursor: "nope".into(),
             r#type: "Falcon\09".into(),
@@ -405,12 +407,12 @@ mod tests {
             channel: Uuid::nil(),
         };
         let mut req = proto::ListRocketsRequest {
-            sort: "speed".into(),
+            sort: proto::RocketSort::Speed as i32,
             cursor: key.encode(),
             ..Default::default()
         };
         assert!(ListQuery::parse(&req).unwrap().after.is_some());
-        req.order = "desc".into();
+        req.order = proto::SortOrder::Desc as i32;
         assert!(ListQuery::parse(&req).is_err());
     }
 }

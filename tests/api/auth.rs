@@ -20,7 +20,10 @@ use wiremock::{
     Mock, MockServer, ResponseTemplate,
 };
 
-use crate::helpers::{booking_request, pads, poll, send_json, StatusDetails, TestApp};
+use crate::helpers::{
+    assert_body_reason, assert_reason, body_reason, booking_request, pads, poll, send_json,
+    StatusDetails, TestApp,
+};
 
 /// A development key file of this test's own.
 fn dev_key_file() -> PathBuf {
@@ -106,16 +109,6 @@ fn launch_message() -> Value {
 
 async fn grpc(app: &TestApp) -> SpaceTServiceClient<Channel> {
     app.grpc().await
-}
-
-/// The `reason` of the ErrorInfo in a grpc-gateway error body.
-fn body_reason(body: &Value) -> Option<String> {
-    body["details"]
-        .as_array()?
-        .iter()
-        .find(|d| d["@type"] == "type.googleapis.com/google.rpc.ErrorInfo")
-        .and_then(|d| d["reason"].as_str())
-        .map(str::to_string)
 }
 
 #[tokio::test]
@@ -251,6 +244,7 @@ async fn passengers_see_and_cancel_only_their_own_tickets_and_agents_see_and_can
     )
     .await;
     assert_eq!(status, 404, "{body}");
+    assert_body_reason(&body, "TICKET_NOT_FOUND");
     let status = client
         .cancel_booking(with_token(
             TicketId {
@@ -261,7 +255,8 @@ async fn passengers_see_and_cancel_only_their_own_tickets_and_agents_see_and_can
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    let (status, _) = send_json(
+    assert_reason(&status, "TICKET_NOT_FOUND");
+    let (status, body) = send_json(
         app.client
             .patch(app.url(&format!("/v1/bookings/{}/cancel", bob_ticket.id)))
             .bearer_auth(&alice)
@@ -269,6 +264,7 @@ async fn passengers_see_and_cancel_only_their_own_tickets_and_agents_see_and_can
     )
     .await;
     assert_eq!(status, 404);
+    assert_body_reason(&body, "TICKET_NOT_FOUND");
     assert_eq!(
         app.count("SELECT count(*) FROM tickets WHERE status = 'CONFIRMED'")
             .await,
@@ -501,6 +497,8 @@ async fn rockets_take_messages_from_telemetry_and_are_read_with_any_token_or_pub
     };
     let (status, body) = send_json(post(&passenger)).await;
     assert_eq!(status, 403, "{body}");
+    assert_body_reason(&body, "ROLE_REQUIRED");
+    assert_eq!(body["details"][0]["metadata"]["roles"], "telemetry");
     let (status, body) = send_json(post(&telemetry)).await;
     assert_eq!(status, 201, "{body}");
     let (status, body) =
@@ -515,8 +513,9 @@ async fn rockets_take_messages_from_telemetry_and_are_read_with_any_token_or_pub
     ])
     .await;
     assert_eq!(public.get_json("/rockets").await.0, 200);
-    let (status, _) = public.post_json("/messages", &message).await;
+    let (status, body) = public.post_json("/messages", &message).await;
     assert_eq!(status, 401, "public read is not public write");
+    assert_body_reason(&body, "TOKEN_MISSING");
 }
 
 #[tokio::test]
@@ -558,7 +557,9 @@ async fn metrics_can_have_a_listener_of_their_own_and_reflection_can_be_off() {
         ("GRPC_REFLECTION", "false"),
     ])
     .await;
-    assert_eq!(app.get_json("/metrics").await.0, 404);
+    let (status, body) = app.get_json("/metrics").await;
+    assert_eq!(status, 404);
+    assert_body_reason(&body, "ROUTE_NOT_FOUND");
     let scraped = app
         .client
         .get(format!("http://127.0.0.1:{port}/metrics"))
@@ -775,6 +776,7 @@ async fn issuer_tokens_are_verified_and_bad_ones_are_refused() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{what}");
+        assert_reason(&status, "TOKEN_INVALID");
     }
 }
 
@@ -788,7 +790,9 @@ async fn a_rotated_issuer_key_is_picked_up_without_a_restart_and_unknown_keys_ca
     let old = issuer_token(&issuer, "rsa-1", json!({}));
     let new = issuer_token(&issuer, "rsa-2", json!({}));
     assert_eq!(list_with(&app, &old).await.0, 200);
-    assert_eq!(list_with(&app, &new).await.0, 401, "not published yet");
+    let (status, body) = list_with(&app, &new).await;
+    assert_eq!(status, 401, "not published yet");
+    assert_body_reason(&body, "TOKEN_INVALID");
 
     // The issuer rotates: rsa-2 replaces rsa-1.
     publish_keys(&server, &["rsa-2"]).await;
@@ -800,7 +804,9 @@ async fn a_rotated_issuer_key_is_picked_up_without_a_restart_and_unknown_keys_ca
     // The old key is gone from the issuer, so from us (after the next refresh).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let stranger = issuer_token(&issuer, "rsa-stranger", json!({}));
-    assert_eq!(list_with(&app, &stranger).await.0, 401);
+    let (status, body) = list_with(&app, &stranger).await;
+    assert_eq!(status, 401);
+    assert_body_reason(&body, "TOKEN_INVALID");
     assert_eq!(
         list_with(&app, &old).await.0,
         401,

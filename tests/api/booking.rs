@@ -9,7 +9,7 @@ use spacet::proto::{
 };
 use tonic::{Code, Request};
 
-use crate::helpers::{booking_request, pads, StatusDetails, TestApp};
+use crate::helpers::{assert_reason, booking_request, pads, StatusDetails, TestApp};
 
 #[tokio::test]
 async fn a_booking_returns_a_confirmed_ticket_that_can_be_read_back() {
@@ -282,14 +282,13 @@ async fn cancelling_frees_the_seat_and_the_last_ticket_frees_the_day() {
 async fn unknown_and_malformed_ticket_ids_get_precise_codes() {
     let app = TestApp::spawn().await;
     let unknown = uuid::Uuid::new_v4().to_string();
-    assert_eq!(
-        app.ticket(&unknown).await.unwrap_err().code(),
-        Code::NotFound
-    );
-    assert_eq!(
-        app.cancel(&unknown).await.unwrap_err().code(),
-        Code::NotFound
-    );
+    for status in [
+        app.ticket(&unknown).await.unwrap_err(),
+        app.cancel(&unknown).await.unwrap_err(),
+    ] {
+        assert_eq!(status.code(), Code::NotFound);
+        assert_reason(&status, "TICKET_NOT_FOUND");
+    }
     let malformed = app.cancel("42").await.unwrap_err();
     assert_eq!(malformed.code(), Code::InvalidArgument);
     assert_eq!(malformed.violated_fields(), ["id"]);
@@ -326,6 +325,7 @@ async fn a_retried_booking_with_the_same_request_id_returns_the_same_ticket() {
     request.first_name = "Grace".into();
     let conflict = app.book(request).await.unwrap_err();
     assert_eq!(conflict.code(), Code::AlreadyExists);
+    assert_reason(&conflict, "IDEMPOTENCY_KEY_REUSED");
 
     // Racing retries still give one ticket.
     let mut racing = booking_request(pads::KSC_39A, "2049-03-02", Destination::Mars);
@@ -756,4 +756,5 @@ async fn launchpads_and_their_schedule_show_what_can_be_booked() {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
+    assert_reason(&unknown, "LAUNCHPAD_NOT_FOUND");
 }

@@ -27,7 +27,9 @@ use tokio::{
 };
 use uuid::Uuid;
 
-use crate::helpers::{free_port, fresh_database, poll, test_now, test_settings, TestApp};
+use crate::helpers::{
+    assert_body_reason, free_port, fresh_database, poll, test_now, test_settings, TestApp,
+};
 
 /// One `POST path` on a connection of its own, as the challenge's program sends it
 /// (`Connection: close`, no token): the status and the body, or `None` when the
@@ -409,7 +411,12 @@ async fn the_rockets_port_serves_post_messages_and_nothing_else() {
     let app = TestApp::spawn_with(&[("ROCKETS_PORT", &port.to_string())]).await;
     let client = reqwest::Client::new();
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
-    let not_found = json!({"code": 5, "message": "Not Found", "details": []});
+    let not_found = json!({"code": 5, "message": "Not Found", "details": [{
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "ROUTE_NOT_FOUND",
+        "domain": "spacet.v1",
+        "metadata": {},
+    }]});
     let channel = Uuid::new_v4();
     for path in [
         "/rockets".to_string(),
@@ -432,9 +439,12 @@ async fn the_rockets_port_serves_post_messages_and_nothing_else() {
         .json(&json!({}))
         .send()
         .await;
-    assert_eq!(response.unwrap().status(), 404, "POST /v1/bookings");
+    let response = response.unwrap();
+    assert_eq!(response.status(), 404, "POST /v1/bookings");
+    assert_body_reason(&response.json().await.unwrap(), "ROUTE_NOT_FOUND");
     let response = client.get(url("/messages")).send().await.unwrap();
     assert_eq!(response.status(), 405, "GET /messages");
+    assert_body_reason(&response.json().await.unwrap(), "METHOD_NOT_ALLOWED");
 
     // The same validation as the HTTP port: every problem named, nothing stored.
     let (status, answer) = post_once(port, "/messages", br#"{"metadata": {}}"#)
@@ -442,6 +452,7 @@ async fn the_rockets_port_serves_post_messages_and_nothing_else() {
         .expect("an answer");
     assert_eq!(status, 400, "{answer}");
     assert!(answer.contains("metadata.channel"), "{answer}");
+    assert_body_reason(&serde_json::from_str(&answer).unwrap(), "FIELD_VIOLATIONS");
     assert_eq!(app.count("SELECT count(*) FROM rocket_messages").await, 0);
 }
 

@@ -5,7 +5,7 @@
 
 use reqwest::{header, StatusCode};
 
-use crate::helpers::TestApp;
+use crate::helpers::{assert_body_reason, TestApp};
 
 /// The script, style and icon files the page names (`/dashboard/assets/...`).
 fn asset_paths(html: &str) -> Vec<String> {
@@ -170,6 +170,7 @@ async fn unknown_files_are_404_and_the_trailing_slash_redirects() {
         assert_secured(&response, path);
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["code"], 5, "{path}: grpc-gateway's NOT_FOUND body");
+        assert_body_reason(&body, "ROUTE_NOT_FOUND");
     }
 
     let client = reqwest::Client::builder()
@@ -182,6 +183,7 @@ async fn unknown_files_are_404_and_the_trailing_slash_redirects() {
 
     let response = app.client.post(app.url("/dashboard")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_body_reason(&response.json().await.unwrap(), "METHOD_NOT_ALLOWED");
     let response = app.client.head(app.url("/dashboard")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK, "HEAD is served like GET");
 }

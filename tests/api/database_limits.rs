@@ -16,7 +16,10 @@ use tokio::task::JoinHandle;
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
-use crate::helpers::{fresh_database, pads, poll, TestApp};
+use crate::helpers::{
+    assert_body_reason, assert_body_unavailable, assert_reason, assert_unavailable, body_reason,
+    fresh_database, pads, poll, TestApp,
+};
 
 /// Sessions of the app's database waiting for a lock.
 async fn waiting_on_a_lock(watcher: &PgPool) -> i64 {
@@ -202,6 +205,15 @@ async fn probes_answer_within_a_second_while_every_api_connection_waits_on_a_loc
                 assert_eq!(body["code"], 14, "{body}");
                 assert_eq!(retry_after.as_deref(), Some("1"));
                 assert_eq!(retry_delay(&body), Some("1s"), "{body}");
+                // Its statement timed out, or it found no free connection in time.
+                let reason = body_reason(&body);
+                assert!(
+                    matches!(
+                        reason.as_deref(),
+                        Some("DATABASE_TIMEOUT" | "DATABASE_OVERLOADED")
+                    ),
+                    "{body}"
+                );
             }
             Ended::Grpc(status) => {
                 println!(
@@ -212,6 +224,14 @@ async fn probes_answer_within_a_second_while_every_api_connection_waits_on_a_loc
                 assert_eq!(status.code(), Code::Unavailable, "{status:?}");
                 let retry = status.get_details_retry_info().expect("RetryInfo");
                 assert_eq!(retry.retry_delay, Some(Duration::from_secs(1)));
+                let reason = status.get_details_error_info().map(|i| i.reason);
+                assert!(
+                    matches!(
+                        reason.as_deref(),
+                        Some("DATABASE_TIMEOUT" | "DATABASE_OVERLOADED")
+                    ),
+                    "{status:?}"
+                );
             }
         }
     }
@@ -252,6 +272,7 @@ async fn a_booking_that_waits_longer_than_the_lock_timeout_is_unavailable_and_st
     assert_eq!(status, 503, "{body}");
     assert_eq!(retry_after.unwrap(), "1");
     assert_eq!(retry_delay(&body), Some("1s"), "{body}");
+    assert_body_unavailable(&body, "DATABASE_TIMEOUT");
     locker.execute("ROLLBACK").await.unwrap();
 
     // The flight it opened rolled back with it.
@@ -266,19 +287,19 @@ async fn a_booking_that_waits_longer_than_the_lock_timeout_is_unavailable_and_st
 async fn database_failures_map_to_unavailable_with_retry_advice_or_to_internal() {
     let db = fresh_database().await;
     let mut conn = PgConnection::connect_with(&db).await.unwrap();
-    // (SQLSTATE, expected gRPC code): real server errors, raised with that code.
+    // (SQLSTATE, expected reason): real server errors, raised with that code.
     let table = [
-        ("53300", Code::Unavailable), // too_many_connections
-        ("53100", Code::Unavailable), // disk_full
-        ("53200", Code::Unavailable), // out_of_memory
-        ("57014", Code::Unavailable), // query_canceled (statement_timeout)
-        ("55P03", Code::Unavailable), // lock_not_available (lock_timeout)
-        ("40P01", Code::Unavailable), // deadlock_detected
-        ("40001", Code::Unavailable), // serialization_failure
-        ("57P01", Code::Unavailable), // admin_shutdown
-        ("08006", Code::Unavailable), // connection_failure
-        ("23505", Code::Internal),    // unique_violation nobody mapped
-        ("P0001", Code::Internal),    // raise_exception
+        ("53300", "DATABASE_OVERLOADED"),  // too_many_connections
+        ("53100", "DATABASE_OVERLOADED"),  // disk_full
+        ("53200", "DATABASE_OVERLOADED"),  // out_of_memory
+        ("57014", "DATABASE_TIMEOUT"),     // query_canceled (statement_timeout)
+        ("55P03", "DATABASE_TIMEOUT"),     // lock_not_available (lock_timeout)
+        ("40P01", "TRANSACTION_CONFLICT"), // deadlock_detected
+        ("40001", "TRANSACTION_CONFLICT"), // serialization_failure
+        ("57P01", "DATABASE_UNAVAILABLE"), // admin_shutdown
+        ("08006", "DATABASE_UNAVAILABLE"), // connection_failure
+        ("23505", "INTERNAL"),             // unique_violation nobody mapped
+        ("P0001", "INTERNAL"),             // raise_exception
     ];
     for (sqlstate, expected) in table {
         let sql =
@@ -293,15 +314,21 @@ async fn database_failures_map_to_unavailable_with_retry_advice_or_to_internal()
     check_mapping(
         "pool acquire timeout",
         ApiError::database(sqlx::Error::PoolTimedOut),
-        Code::Unavailable,
+        "DATABASE_OVERLOADED",
     )
     .await;
 }
 
-/// Checks one error over gRPC (code, RetryInfo) and over HTTP (status,
+/// Checks one error over gRPC (code, reason, RetryInfo) and over HTTP (status,
 /// Retry-After, body), and prints the row.
-async fn check_mapping(what: &str, error: ApiError, expected: Code) {
+async fn check_mapping(what: &str, error: ApiError, reason: &str) {
     let status = tonic::Status::from(error);
+    assert_reason(&status, reason);
+    let expected = if reason == "INTERNAL" {
+        Code::Internal
+    } else {
+        Code::Unavailable
+    };
     assert_eq!(status.code(), expected, "{what}: {status:?}");
     let retry = status.get_details_retry_info();
     let response = GatewayError::from_status(status.clone()).into_response();
@@ -314,8 +341,9 @@ async fn check_mapping(what: &str, error: ApiError, expected: Code) {
         .await
         .unwrap();
     let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_body_reason(&body, reason);
     println!(
-        "{what:>20} → {:?} / HTTP {http} / Retry-After {retry_after:?} / {:?}",
+        "{what:>20} → {:?} {reason} / HTTP {http} / Retry-After {retry_after:?} / {:?}",
         status.code(),
         status.message()
     );
@@ -380,8 +408,7 @@ async fn a_booking_rolled_back_by_a_deadlock_is_retried_once_then_unavailable() 
         status.code(),
         status.message()
     );
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(status.get_details_retry_info().is_some());
+    assert_unavailable(&status, "TRANSACTION_CONFLICT");
     assert_eq!(attempts().await, 4, "retried exactly once");
     assert_eq!(app.count("SELECT count(*) FROM tickets").await, 1);
     assert_eq!(

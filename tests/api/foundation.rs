@@ -231,6 +231,7 @@ async fn a_panicking_grpc_method_answers_internal() {
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
         assert_eq!(status.message(), "internal error");
+        crate::helpers::assert_reason(&status, "INTERNAL");
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{error_fields, pads, send_json, TestApp, ROCKET_SORTS};
+use crate::helpers::{assert_body_reason, error_fields, pads, send_json, TestApp, ROCKET_SORTS};
 
 fn go_example() -> Value {
     json!({"firstName":"Ada","lastName":"Lovelace","gender":"FEMALE","birthday":"1990-12-01T00:00:00Z",
@@ -82,6 +82,7 @@ async fn domain_errors_get_grpc_gateway_statuses_and_details() {
         body["details"][0]["@type"],
         "type.googleapis.com/google.rpc.BadRequest"
     );
+    assert_body_reason(&body, "FIELD_VIOLATIONS");
     let fields = error_fields(&body);
     assert_eq!(
         fields.iter().map(String::as_str).collect::<BTreeSet<_>>(),
@@ -103,6 +104,7 @@ async fn domain_errors_get_grpc_gateway_statuses_and_details() {
         "type.googleapis.com/google.rpc.ErrorInfo"
     );
     assert_eq!(body["details"][0]["reason"], "FLIGHT_FULL");
+    assert_body_reason(&body, "FLIGHT_FULL");
     assert_eq!(
         body["details"][0]["metadata"]["launchpad_id"],
         pads::KSC_39A
@@ -113,8 +115,12 @@ async fn domain_errors_get_grpc_gateway_statuses_and_details() {
         .await;
     assert_eq!(status, 404);
     assert_error_body(&body, 5);
+    assert_body_reason(&body, "TICKET_NOT_FOUND");
     // Malformed id: 400.
-    assert_eq!(app.get_json("/v1/bookings/nope").await.0, 400);
+    let (status, body) = app.get_json("/v1/bookings/nope").await;
+    assert_eq!(status, 400);
+    assert_body_reason(&body, "FIELD_VIOLATIONS");
+    assert_eq!(error_fields(&body), ["id"]);
 }
 
 #[tokio::test]
@@ -136,6 +142,11 @@ async fn the_idempotency_key_header_makes_retries_safe() {
     let (status, conflict) = send(other).await;
     assert_eq!(status, 409);
     assert_error_body(&conflict, 6);
+    assert_body_reason(&conflict, "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(
+        conflict["details"][0]["metadata"]["idempotency_key"],
+        "order-77"
+    );
 }
 
 #[tokio::test]
@@ -145,25 +156,67 @@ async fn transport_errors_get_json_bodies_and_the_right_status() {
     let raw = |content_type: &str, body: &'static str| {
         post().header("content-type", content_type).body(body)
     };
-    let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
-        (raw("application/json", "{\"firstName\":"), 400),
-        (raw("application/json", "[1,2]"), 400),
-        (raw("text/plain", "not json"), 400),
-        (post().json(&json!({"firstName": "a".repeat(4096)})), 413),
-        (post().json(&json!({"favouriteColour": "red"})), 400), // the booking's fields are missing
-        (post().json(&json!({"gender": "ROBOT"})), 400),
-        (app.client.get(app.url("/v1/nothing-here")), 404),
-        (app.client.delete(app.url("/v1/bookings")), 405),
-        (app.client.put(app.url("/v1/launchpads")), 405),
-        (app.client.get(app.url("/v1/bookings?limit=abc")), 400),
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            raw("application/json", "{\"firstName\":"),
+            400,
+            "MALFORMED_BODY",
+        ),
+        (raw("application/json", "[1,2]"), 400, "MALFORMED_BODY"),
+        (raw("text/plain", "not json"), 400, "MALFORMED_BODY"),
+        (
+            post().json(&json!({"firstName": "a".repeat(4096)})),
+            413,
+            "BODY_TOO_LARGE",
+        ),
+        // The booking's fields are missing.
+        (
+            post().json(&json!({"favouriteColour": "red"})),
+            400,
+            "FIELD_VIOLATIONS",
+        ),
+        (
+            post().json(&json!({"gender": "ROBOT"})),
+            400,
+            "FIELD_VIOLATIONS",
+        ),
+        (
+            app.client.get(app.url("/v1/nothing-here")),
+            404,
+            "ROUTE_NOT_FOUND",
+        ),
+        (
+            app.client.delete(app.url("/v1/bookings")),
+            405,
+            "METHOD_NOT_ALLOWED",
+        ),
+        (
+            app.client.put(app.url("/v1/launchpads")),
+            405,
+            "METHOD_NOT_ALLOWED",
+        ),
+        (
+            app.client.get(app.url("/v1/bookings?limit=abc")),
+            400,
+            "FIELD_VIOLATIONS",
+        ),
         (
             app.client.get(app.url("/v1/bookings?ticketStatus=MAYBE")),
             400,
+            "FIELD_VIOLATIONS",
         ),
-        (app.client.get(app.url("/v1/bookings?destinationId=9")), 400),
-        (app.client.get(app.url("/v1/bookings?cursor=%%%")), 400),
+        (
+            app.client.get(app.url("/v1/bookings?destinationId=9")),
+            400,
+            "FIELD_VIOLATIONS",
+        ),
+        (
+            app.client.get(app.url("/v1/bookings?cursor=%%%")),
+            400,
+            "FIELD_VIOLATIONS",
+        ),
     ];
-    for (request, expected) in cases {
+    for (request, expected, reason) in cases {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let content_type = response.headers()["content-type"]
@@ -178,6 +231,9 @@ async fn transport_errors_get_json_bodies_and_the_right_status() {
         );
         let body: Value = serde_json::from_str(&text).unwrap();
         assert_error_body(&body, body["code"].as_i64().unwrap());
+        assert_body_reason(&body, reason);
+        // No retry advice for what a retry cannot fix.
+        assert!(crate::helpers::body_retry_delay(&body).is_none(), "{body}");
     }
     // An unknown field is discarded, as grpc-gateway does: the violations name
     // the booking's missing fields, not it.
@@ -250,13 +306,19 @@ async fn launchpads_schedule_and_admin_routes_answer() {
             .len(),
         7
     );
-    let (status, _) = app
+    let (status, body) = app
         .get_json(&format!(
             "/v1/launchpads/{}/schedule?from=yesterday",
             pads::KSC_39A
         ))
         .await;
     assert_eq!(status, 400);
+    assert_body_reason(&body, "FIELD_VIOLATIONS");
+    let (status, body) = app
+        .get_json("/v1/launchpads/5e9e4502f509094188566f00/schedule")
+        .await;
+    assert_eq!(status, 404);
+    assert_body_reason(&body, "LAUNCHPAD_NOT_FOUND");
     // The admin sync answers with JSON whatever SpaceX does (here it is unreachable).
     let sync = app
         .client
@@ -372,6 +434,7 @@ async fn dates_outside_years_1_to_9999_are_400_naming_the_field() {
         let (status, body) = app.get_json(&schedule(query)).await;
         assert_eq!(status, 400, "{query}");
         assert_error_body(&body, 3);
+        assert_body_reason(&body, "FIELD_VIOLATIONS");
         assert!(
             error_fields(&body).iter().any(|f| f == field),
             "{query}: {body}"
@@ -385,11 +448,14 @@ async fn dates_outside_years_1_to_9999_are_400_naming_the_field() {
     // Booking dates and list filters too.
     let mut far = go_example();
     far["launchDate"] = json!("+10000-01-01T00:00:00Z");
-    assert_eq!(app.post_json("/v1/bookings", &far).await.0, 400);
-    let (status, _) = app
+    let (status, body) = app.post_json("/v1/bookings", &far).await;
+    assert_eq!(status, 400);
+    assert_body_reason(&body, "FIELD_VIOLATIONS");
+    let (status, body) = app
         .get_json("/v1/bookings?launchDateFrom=0000-06-01T00:00:00Z")
         .await;
     assert_eq!(status, 400);
+    assert_body_reason(&body, "FIELD_VIOLATIONS");
 }
 
 /// A handler that panics gets grpc-gateway's INTERNAL body, not a reset connection,
@@ -420,7 +486,12 @@ async fn a_panicking_handler_answers_500_with_the_json_error_body() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(
         body,
-        json!({"code": 13, "message": "internal error", "details": []})
+        json!({"code": 13, "message": "internal error", "details": [{
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "INTERNAL",
+            "domain": "spacet.v1",
+            "metadata": {},
+        }]})
     );
 }
 
@@ -484,8 +555,8 @@ fn no_cursor_string_makes_a_list_answer_5xx() {
         for sort in ROCKET_SORTS {
             for order in ["asc", "desc"] {
                 let query = [("sort", sort), ("order", order), ("limit", "1")];
-                let (_, page) =
-                    send_json(app.client.get(app.url("/v1/rockets")).query(&query)).await;
+                // The plain route takes the sorts by their lowercase names.
+                let (_, page) = send_json(app.client.get(app.url("/rockets")).query(&query)).await;
                 let cursor = page["nextCursor"].as_str().unwrap();
                 let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).unwrap()).unwrap();
                 let fields: Vec<String> = text.splitn(5, '|').map(str::to_string).collect();
@@ -664,7 +735,7 @@ fn no_cursor_string_makes_a_list_answer_5xx() {
                 sort,
                 order,
                 cursor,
-            } => app.client.get(app.url("/v1/rockets")).query(&[
+            } => app.client.get(app.url("/rockets")).query(&[
                 ("cursor", cursor.as_str()),
                 ("sort", sort.as_str()),
                 ("order", order.as_str()),
@@ -677,6 +748,14 @@ fn no_cursor_string_makes_a_list_answer_5xx() {
             (status, response.text().await.unwrap_or_default())
         });
         prop_assert!(status == 200 || status == 400, "{case:?} → {status} {body}");
+        if status == 400 {
+            let body: Value = serde_json::from_str(&body).unwrap();
+            let reason = crate::helpers::body_reason(&body);
+            prop_assert_eq!(reason.as_deref(), Some("FIELD_VIOLATIONS"));
+            // The fields named (cursor, sort or order) are the case's.
+            let fields = error_fields(&body);
+            prop_assert!(!fields.is_empty(), "{}", body);
+        }
         Ok(())
     });
     if let Err(failure) = result {

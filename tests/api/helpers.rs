@@ -398,6 +398,19 @@ pub const ROCKET_SORTS: [&str; 7] = [
     "updatedAt",
 ];
 
+/// The `RocketSort` name of a sort's plain name (`launchedAt` →
+/// `ROCKET_SORT_LAUNCHED_AT`), for the `/v1/rockets` routes.
+pub fn rocket_sort(plain: &str) -> String {
+    let mut name = String::from("ROCKET_SORT_");
+    for c in plain.chars() {
+        if c.is_ascii_uppercase() {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
 /// A valid booking request for `pad`, `day` (YYYY-MM-DD) and a destination.
 pub fn booking_request(pad: &str, day: &str, destination: Destination) -> BookingRequest {
     let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap();
@@ -421,10 +434,11 @@ pub trait StatusDetails {
     /// The reason of its `google.rpc.ErrorInfo`.
     fn reason(&self) -> Option<String>;
 
-    /// (field, description) of each field violation in its `google.rpc.BadRequest`.
+    /// (field, description) of each field violation in its `google.rpc.BadRequest`;
+    /// asserts that the error's reason is `FIELD_VIOLATIONS` when there are some.
     fn violations(&self) -> Vec<(String, String)>;
 
-    /// The fields of its field violations, in order.
+    /// The fields of its field violations, in order (see [`Self::violations`]).
     fn violated_fields(&self) -> Vec<String> {
         self.violations()
             .into_iter()
@@ -439,19 +453,26 @@ impl StatusDetails for tonic::Status {
     }
 
     fn violations(&self) -> Vec<(String, String)> {
-        self.get_details_bad_request()
+        let violations: Vec<(String, String)> = self
+            .get_details_bad_request()
             .map(|bad| {
                 bad.field_violations
                     .into_iter()
                     .map(|v| (v.field, v.description))
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if !violations.is_empty() {
+            assert_reason(self, "FIELD_VIOLATIONS");
+            assert_eq!(self.code(), tonic::Code::InvalidArgument, "{self:?}");
+        }
+        violations
     }
 }
 
 /// The fields of the `google.rpc.BadRequest` field violations in a JSON error body
-/// (grpc-gateway's shape), sorted.
+/// (grpc-gateway's shape), sorted; asserts that the body's reason is
+/// `FIELD_VIOLATIONS` when there are some.
 pub fn error_fields(body: &Value) -> Vec<String> {
     let mut fields: Vec<String> = body["details"]
         .as_array()
@@ -462,5 +483,71 @@ pub fn error_fields(body: &Value) -> Vec<String> {
         .map(|v| v["field"].as_str().unwrap().to_string())
         .collect();
     fields.sort();
+    if !fields.is_empty() {
+        assert_body_reason(body, "FIELD_VIOLATIONS");
+    }
     fields
+}
+
+/// The `google.rpc.ErrorInfo` reason of a JSON error body (grpc-gateway's shape),
+/// checked to be in the service's domain.
+pub fn body_reason(body: &Value) -> Option<String> {
+    let info = body["details"]
+        .as_array()?
+        .iter()
+        .find(|d| d["@type"] == "type.googleapis.com/google.rpc.ErrorInfo")?;
+    assert_eq!(info["domain"], spacet::api::error::ERROR_DOMAIN, "{body}");
+    info["reason"].as_str().map(str::to_string)
+}
+
+/// Asserts that a gRPC error carries an `ErrorInfo` with `reason` in our domain.
+#[track_caller]
+pub fn assert_reason(status: &tonic::Status, reason: &str) {
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.reason, reason, "{status:?}");
+    assert_eq!(info.domain, spacet::api::error::ERROR_DOMAIN, "{status:?}");
+}
+
+/// Asserts that a JSON error body (grpc-gateway's shape) carries an `ErrorInfo`
+/// with `reason` and a `code` that is the reason's.
+#[track_caller]
+pub fn assert_body_reason(body: &Value, reason: &str) {
+    assert_eq!(body_reason(body).as_deref(), Some(reason), "{body}");
+    let code = spacet::api::error::Reason::parse(reason)
+        .unwrap_or_else(|| panic!("{reason} is not one of the service's reasons"))
+        .code();
+    assert_eq!(body["code"], code as i32, "{body}");
+}
+
+/// The `RetryInfo` delay of a JSON error body (`"1s"`), if any.
+pub fn body_retry_delay(body: &Value) -> Option<String> {
+    body["details"]
+        .as_array()?
+        .iter()
+        .find(|d| d["@type"] == "type.googleapis.com/google.rpc.RetryInfo")?["retryDelay"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Asserts that a gRPC error is UNAVAILABLE with `reason` and retry advice.
+#[track_caller]
+pub fn assert_unavailable(status: &tonic::Status, reason: &str) {
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert_reason(status, reason);
+    let delay = status.get_details_retry_info().and_then(|r| r.retry_delay);
+    assert_eq!(
+        delay,
+        Some(spacet::api::error::RETRY_AFTER),
+        "no RetryInfo: {status:?}"
+    );
+}
+
+/// Asserts that a JSON error body is UNAVAILABLE with `reason` and retry advice.
+#[track_caller]
+pub fn assert_body_unavailable(body: &Value, reason: &str) {
+    assert_body_reason(body, reason);
+    assert_eq!(body["code"], 14, "{body}");
+    assert_eq!(body_retry_delay(body).as_deref(), Some("1s"), "{body}");
 }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use spacet::{proto, proto::rocket_service_client::RocketServiceClient};
 use uuid::Uuid;
 
-use crate::helpers::TestApp;
+use crate::helpers::{assert_body_reason, body_retry_delay, error_fields, TestApp};
 
 /// Message `number` of `channel`: a launch for 1, speed changes otherwise.
 fn message(channel: Uuid, number: i64) -> Value {
@@ -177,13 +177,16 @@ async fn history_pages_through_the_gateway_and_grpc_and_the_ranges_are_capped() 
     assert_eq!(page["nextAfter"], "3", "{page}");
     let first = &page["messages"][0];
     assert_eq!(first["number"], "1", "{page}");
-    assert_eq!(first["type"], "RocketLaunched", "{page}");
+    assert_eq!(first["type"], "ROCKET_MESSAGE_TYPE_LAUNCHED", "{page}");
     assert_eq!(first["rocketType"], "Falcon-9", "{page}");
     assert_eq!(first["launchSpeed"], "500", "{page}");
     assert_eq!(first["mission"], "ARTEMIS", "{page}");
     assert_eq!(first["time"], "2022-02-02T18:00:01Z", "{page}");
     assert_eq!(page["messages"][1]["by"], "3", "{page}");
-    assert_eq!(page["messages"][1]["type"], "RocketSpeedDecreased");
+    assert_eq!(
+        page["messages"][1]["type"],
+        "ROCKET_MESSAGE_TYPE_SPEED_DECREASED"
+    );
 
     let mut grpc = RocketServiceClient::new(app.channel().await);
     let last = grpc
@@ -198,6 +201,10 @@ async fn history_pages_through_the_gateway_and_grpc_and_the_ranges_are_capped() 
     assert_eq!(last.next_after, 0, "the last page");
     assert_eq!(last.messages.len(), 1);
     assert_eq!((last.messages[0].number, last.messages[0].by), (6, 6));
+    assert_eq!(
+        last.messages[0].r#type(),
+        proto::RocketMessageType::SpeedDecreased
+    );
 
     // The plain form keeps the payload as received.
     let (_, plain) = app.get_json(&format!("/rockets/{channel}/messages")).await;
@@ -215,10 +222,12 @@ async fn history_pages_through_the_gateway_and_grpc_and_the_ranges_are_capped() 
     let unknown = Uuid::new_v4();
     let (status, body) = app.get_json(&format!("/rockets/{unknown}/messages")).await;
     assert_eq!(status, 404, "{body}");
+    assert_body_reason(&body, "ROCKET_NOT_FOUND");
     let (status, body) = app
         .get_json(&format!("/v1/rockets/{channel}/messages?after=-1"))
         .await;
     assert_eq!(status, 400, "{body}");
+    assert_eq!(error_fields(&body), ["after"]);
 
     // 150 gaps: the first 100 are listed, missingMessages counts them all.
     let gappy = Uuid::new_v4();
@@ -325,6 +334,10 @@ async fn rocket_events_resume_after_a_dropped_connection_without_losing_a_change
     // The single slot is taken.
     let refused = Events::open(&app, "/v1/rockets:watch", None).await;
     assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert_body_reason(&body, "TOO_MANY_STREAMS");
+    assert_eq!(body_retry_delay(&body).as_deref(), Some("1s"), "{body}");
 
     post_all(&app, a, &[1]).await;
     let last_id = events.until(&[(a, 1)]).await;
@@ -361,5 +374,6 @@ async fn rocket_events_resume_after_a_dropped_connection_without_losing_a_change
 
     let (status, body) = app.get_json("/rockets/events").await;
     assert_eq!(status, 400, "without Accept: text/event-stream: {body}");
+    assert_eq!(error_fields(&body), ["Accept"]);
     app.stop().await.unwrap();
 }

@@ -17,7 +17,9 @@ use sqlx::{Connection, Executor, PgConnection};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{grpc_channel, poll, TestApp};
+use crate::helpers::{
+    assert_body_reason, assert_reason, body_retry_delay, grpc_channel, poll, TestApp,
+};
 
 fn message(channel: Uuid, number: i64, kind: &str, body: Value) -> Value {
     let time = Utc.with_ymd_and_hms(2022, 2, 2, 18, 0, 0).unwrap() + Span::seconds(number);
@@ -143,6 +145,11 @@ async fn two_hundred_watchers_of_a_hundred_thousand_rockets_stay_small_and_the_n
         tonic::Code::ResourceExhausted,
         "{refused:?}"
     );
+    assert_reason(&refused, "TOO_MANY_STREAMS");
+    assert!(
+        tonic_types::StatusExt::get_details_retry_info(&refused).is_some(),
+        "{refused:?}"
+    );
 
     // One watcher reads its whole snapshot: every rocket once, in pages.
     let started = Instant::now();
@@ -235,6 +242,8 @@ async fn a_locked_table_gets_503_in_time_and_resends_are_stored_once() {
     );
     for (status, answer, elapsed) in &answers {
         assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+        assert_body_reason(answer, "MESSAGE_NOT_STORED");
+        assert_eq!(body_retry_delay(answer).as_deref(), Some("1s"), "{answer}");
         assert!(
             *elapsed < timeout + Duration::from_millis(1500),
             "answered after {elapsed:?}"
@@ -363,6 +372,7 @@ async fn a_message_with_a_hundred_problems_gets_twenty_one_violations() {
     }
     let (status, answer) = app.post_json("/messages", &body).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_body_reason(&answer, "FIELD_VIOLATIONS");
     let violations = answer["details"]
         .as_array()
         .unwrap()

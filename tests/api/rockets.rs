@@ -11,7 +11,10 @@ use serde_json::{json, Value};
 use spacet::{clock::Clock, proto, proto::rocket_service_client::RocketServiceClient};
 use uuid::Uuid;
 
-use crate::helpers::{error_fields, poll, test_now, TestApp, ROCKET_SORTS};
+use crate::helpers::{
+    assert_body_reason, assert_reason, error_fields, poll, rocket_sort, test_now, StatusDetails,
+    TestApp, ROCKET_SORTS,
+};
 
 // ---------------------------------------------------------------- helpers
 
@@ -202,6 +205,10 @@ async fn a_conflicting_duplicate_gets_409_and_the_first_message_is_kept() {
         let (status, body) = post(&app, &conflicting).await;
         assert_eq!(status, 409, "{body}");
         assert_eq!(body["code"], 6, "ALREADY_EXISTS");
+        assert_body_reason(&body, "ROCKET_MESSAGE_CONFLICT");
+        let metadata = &body["details"][0]["metadata"];
+        assert_eq!(metadata["channel"], c.to_string(), "{body}");
+        assert_eq!(metadata["message_number"], "2", "{body}");
         let message = body["message"].as_str().unwrap();
         assert!(
             message.contains(&c.to_string()) && message.contains("message 2 "),
@@ -597,7 +604,9 @@ async fn every_validation_error_is_named_and_nothing_is_stored() {
         }
     }
     assert_eq!(stored_messages(&app).await, 0);
-    assert_eq!(app.get_json(&format!("/rockets/{c}")).await.0, 404);
+    let (status, body) = app.get_json(&format!("/rockets/{c}")).await;
+    assert_eq!(status, 404);
+    assert_body_reason(&body, "ROCKET_NOT_FOUND");
 }
 
 #[tokio::test]
@@ -620,9 +629,11 @@ async fn a_body_that_is_not_a_json_message_is_refused() {
         body["message"].as_str().unwrap().contains("not JSON"),
         "{body}"
     );
+    assert_body_reason(&body, "MALFORMED_BODY");
 
     let response = raw("[1, 2]".into(), "application/json").await.unwrap();
     assert_eq!(response.status(), 400);
+    assert_body_reason(&response.json().await.unwrap(), "MALFORMED_BODY");
 
     // Any content type is read as JSON, as grpc-gateway reads it: `{}` is then
     // refused for what it lacks, not for its label.
@@ -634,8 +645,11 @@ async fn a_body_that_is_not_a_json_message_is_refused() {
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(100_000));
     let response = raw(big, "application/json").await.unwrap();
     assert_eq!(response.status(), 413);
+    assert_body_reason(&response.json().await.unwrap(), "BODY_TOO_LARGE");
 
-    assert_eq!(app.get_json("/messages").await.0, 405);
+    let (status, body) = app.get_json("/messages").await;
+    assert_eq!(status, 405);
+    assert_body_reason(&body, "METHOD_NOT_ALLOWED");
     assert_eq!(stored_messages(&app).await, 0);
 }
 
@@ -656,7 +670,9 @@ async fn the_state_survives_a_restart() {
     assert_eq!(rocket(&app, c).await, before);
     // Duplicates and conflicts are still recognised, and new messages still merge.
     assert_eq!(send(&app, &faster(c, 2, 300)).await, 200);
-    assert_eq!(post(&app, &faster(c, 2, 301)).await.0, 409);
+    let (status, body) = post(&app, &faster(c, 2, 301)).await;
+    assert_eq!(status, 409);
+    assert_body_reason(&body, "ROCKET_MESSAGE_CONFLICT");
     send(&app, &slower(c, 3, 100)).await;
     let r = rocket(&app, c).await;
     assert_eq!(r["speed"], 700);
@@ -880,6 +896,35 @@ async fn bad_list_requests_name_every_problem() {
             assert_eq!(error_fields(&body), fields, "{prefix}?{query} → {body}");
         }
     }
+    // The gateway takes the enums' names (or numbers), as grpc-gateway does; the
+    // plain routes keep the challenge's lowercase names.
+    for (query, field, names) in [
+        ("sort=speed", "sort", "ROCKET_SORT_SPEED"),
+        ("order=desc", "order", "SORT_ORDER_DESC"),
+        ("status=launched", "status", "ROCKET_STATUS_LAUNCHED"),
+        ("sort=ROCKET_SORT_HEIGHT", "sort", "ROCKET_SORT_LAUNCHED_AT"),
+    ] {
+        let (status, body) = app.get_json(&format!("/v1/rockets?{query}")).await;
+        assert_eq!(status, 400, "{query} → {body}");
+        assert_eq!(error_fields(&body), [field], "{query} → {body}");
+        let description = body["details"][0]["fieldViolations"][0]["description"]
+            .as_str()
+            .unwrap();
+        assert!(description.contains(names), "{query} → {description}");
+    }
+    let (status, body) = app
+        .get_json("/rockets?sort=ROCKET_SORT_SPEED&status=ROCKET_STATUS_LAUNCHED")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_fields(&body), ["sort", "status"]);
+    for query in [
+        "sort=ROCKET_SORT_SPEED&order=SORT_ORDER_DESC&status=ROCKET_STATUS_LAUNCHED",
+        "sort=3&order=2&status=2",
+        "sort=ROCKET_SORT_UNSPECIFIED&status=ROCKET_STATUS_UNSPECIFIED",
+    ] {
+        let (status, body) = app.get_json(&format!("/v1/rockets?{query}")).await;
+        assert_eq!(status, 200, "{query} → {body}");
+    }
     let (status, body) = app
         .get_json(&format!("/rockets?sort=type&cursor={speed_cursor}"))
         .await;
@@ -900,7 +945,9 @@ async fn a_cursor_with_a_tampered_sort_or_key_is_400_naming_cursor() {
     use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
     let app = TestApp::spawn().await;
     fleet(&app).await;
-    let (_, page) = app.get_json("/v1/rockets?sort=speed&limit=2").await;
+    let (_, page) = app
+        .get_json("/v1/rockets?sort=ROCKET_SORT_SPEED&limit=2")
+        .await;
     let speed_cursor = page["nextCursor"].as_str().unwrap().to_string();
     let text = String::from_utf8(URL_SAFE_NO_PAD.decode(&speed_cursor).unwrap()).unwrap();
     let fields: Vec<&str> = text.splitn(5, '|').collect();
@@ -920,10 +967,13 @@ async fn a_cursor_with_a_tampered_sort_or_key_is_400_naming_cursor() {
         ("type", "Falcon\u{0}9"),
         ("mission", "\u{0}"),
     ] {
-        for prefix in ["/rockets", "/v1/rockets"] {
+        for (prefix, sort_name) in [
+            ("/rockets", sort.to_string()),
+            ("/v1/rockets", rocket_sort(sort)),
+        ] {
             let cursor = forged(sort, key);
             let (status, body) = app
-                .get_json(&format!("{prefix}?sort={sort}&cursor={cursor}"))
+                .get_json(&format!("{prefix}?sort={sort_name}&cursor={cursor}"))
                 .await;
             assert_eq!(status, 400, "{prefix} sort={sort} key={key:?}: {body}");
             assert_eq!(body["code"], 3, "{body}");
@@ -938,6 +988,7 @@ async fn a_cursor_with_a_tampered_sort_or_key_is_400_naming_cursor() {
     for query in ["type=Falcon%009", "mission=%00"] {
         let (status, body) = app.get_json(&format!("/v1/rockets?{query}")).await;
         assert_eq!(status, 400, "{query}: {body}");
+        assert_body_reason(&body, "FIELD_VIOLATIONS");
     }
     // Keys in canonical and other valid spellings still continue their sort.
     for (sort, key) in [
@@ -949,7 +1000,10 @@ async fn a_cursor_with_a_tampered_sort_or_key_is_400_naming_cursor() {
     ] {
         let cursor = forged(sort, key);
         let (status, body) = app
-            .get_json(&format!("/v1/rockets?sort={sort}&cursor={cursor}"))
+            .get_json(&format!(
+                "/v1/rockets?sort={}&cursor={cursor}",
+                rocket_sort(sort)
+            ))
             .await;
         assert_eq!(status, 200, "sort={sort} key={key:?}: {body}");
     }
@@ -966,6 +1020,7 @@ async fn one_rocket_is_found_by_channel_or_named_missing() {
         let (status, body) = app.get_json(&format!("{prefix}/{}", Uuid::new_v4())).await;
         assert_eq!(status, 404, "{body}");
         assert_eq!(body["code"], 5, "NOT_FOUND");
+        assert_body_reason(&body, "ROCKET_NOT_FOUND");
         let (status, body) = app.get_json(&format!("{prefix}/not-a-uuid")).await;
         assert_eq!(status, 400, "{body}");
         assert_eq!(error_fields(&body), ["channel"]);
@@ -984,11 +1039,11 @@ async fn one_rocket_is_found_by_channel_or_named_missing() {
     assert_eq!(v1["channel"], c.to_string());
     assert_eq!(v1["speed"], "3500");
     assert_eq!(v1["type"], "Falcon-9");
-    assert_eq!(v1["status"], "launched");
+    assert_eq!(v1["status"], "ROCKET_STATUS_LAUNCHED");
     assert_eq!(v1["lastMessageNumber"], "2");
     assert_eq!(v1["launchedAt"], "2022-02-02T18:00:01Z");
     let (status, list) = app
-        .get_json("/v1/rockets?sort=speed&order=desc&limit=1")
+        .get_json("/v1/rockets?sort=ROCKET_SORT_SPEED&order=SORT_ORDER_DESC&limit=1")
         .await;
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["rockets"][0]["speed"], "3500");
@@ -1011,7 +1066,7 @@ async fn grpc_gets_and_lists_rockets() {
         .into_inner();
     assert_eq!(rocket.r#type, "Falcon-Heavy");
     assert_eq!(rocket.speed, 900);
-    assert_eq!(rocket.status, "exploded");
+    assert_eq!(rocket.status(), proto::RocketStatus::Exploded);
     assert_eq!(rocket.explosion_reason, "ENGINE");
     assert_eq!(rocket.messages_received, 2);
 
@@ -1022,6 +1077,7 @@ async fn grpc_gets_and_lists_rockets() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
+    assert_reason(&missing, "ROCKET_NOT_FOUND");
     let bad = client
         .get_rocket(proto::GetRocketRequest {
             channel: "nope".into(),
@@ -1029,12 +1085,13 @@ async fn grpc_gets_and_lists_rockets() {
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert_eq!(bad.violated_fields(), ["channel"]);
 
     let page = client
         .list_rockets(proto::ListRocketsRequest {
-            sort: "speed".into(),
-            order: "desc".into(),
-            status: "launched".into(),
+            sort: proto::RocketSort::Speed as i32,
+            order: proto::SortOrder::Desc as i32,
+            status: proto::RocketStatus::Launched as i32,
             limit: 1,
             ..Default::default()
         })
@@ -1045,9 +1102,9 @@ async fn grpc_gets_and_lists_rockets() {
     assert_eq!(page.rockets[0].speed, 700);
     let next = client
         .list_rockets(proto::ListRocketsRequest {
-            sort: "speed".into(),
-            order: "desc".into(),
-            status: "launched".into(),
+            sort: proto::RocketSort::Speed as i32,
+            order: proto::SortOrder::Desc as i32,
+            status: proto::RocketStatus::Launched as i32,
             limit: 1,
             cursor: page.next_cursor,
             ..Default::default()
@@ -1060,12 +1117,14 @@ async fn grpc_gets_and_lists_rockets() {
 
     let bad = client
         .list_rockets(proto::ListRocketsRequest {
-            sort: "height".into(),
+            // A number no RocketSort value has.
+            sort: 42,
             ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert_eq!(bad.violated_fields(), ["sort"]);
 }
 
 #[tokio::test]
@@ -1113,7 +1172,7 @@ async fn watch_rockets_pushes_each_change() {
     send(&app, &faster(c, 2, 250)).await;
     send(&app, &exploded(c, 3, "ENGINE")).await;
     let change = next(&mut this_one).await;
-    assert_eq!(change.status, "exploded");
+    assert_eq!(change.status(), proto::RocketStatus::Exploded);
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use tokio::{
 };
 use wiremock::{matchers::any, Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{poll, TestApp};
+use crate::helpers::{assert_body_reason, assert_reason, body_retry_delay, poll, TestApp};
 
 const SLOW: usize = 2_000;
 const IDLE: usize = 2_000;
@@ -53,6 +53,13 @@ fn raise_open_files_limit() {
 /// Reads one HTTP/1.1 response head and its `Content-Length` body; the status and
 /// the head's text.
 async fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, String)> {
+    read_whole_response(stream)
+        .await
+        .map(|(status, head, _)| (status, head))
+}
+
+/// Reads one response: its status, head and body.
+async fn read_whole_response(stream: &mut TcpStream) -> std::io::Result<(u16, String, String)> {
     let mut bytes = Vec::new();
     let mut chunk = [0u8; 1024];
     loop {
@@ -77,7 +84,8 @@ async fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, String)>
                 .nth(1)
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
-            return Ok((status, head));
+            let body = String::from_utf8_lossy(&bytes[(end + 4).min(bytes.len())..]).to_string();
+            return Ok((status, head, body));
         }
         match stream.read(&mut chunk).await? {
             0 => {
@@ -336,13 +344,19 @@ async fn connections_beyond_the_cap_get_503_with_retry_after_until_others_close(
             .write_all(b"GET /healthz HTTP/1.1\r\nHost: spacet\r\n\r\n")
             .await
             .unwrap();
-        let (status, head) = read_response(&mut stream).await.unwrap();
+        let (status, head, body) = read_whole_response(&mut stream).await.unwrap();
         match status {
             200 => {
                 assert!(refused.is_empty(), "served after a refusal: {head}");
                 held.push(stream);
             }
-            503 => refused.push((stream, head)),
+            503 => {
+                // grpc-gateway's body: OVERLOADED with the same retry advice.
+                let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_body_reason(&body, "OVERLOADED");
+                assert_eq!(body_retry_delay(&body).as_deref(), Some("1s"), "{body}");
+                refused.push((stream, head))
+            }
             other => panic!("unexpected {other}: {head}"),
         }
     }
@@ -437,12 +451,14 @@ async fn a_call_past_its_deadline_ends_deadline_exceeded_on_both_servers() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert_reason(&status, "DEADLINE_EXCEEDED");
     assert!(sent.elapsed() < Duration::from_secs(5));
 
     // Over HTTP, HTTP_REQUEST_TIMEOUT: 504 with grpc-gateway's body.
     let (status, body) = app.post_json("/v1/admin/sync", &json!({})).await;
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["code"], 4, "{body}");
+    assert_body_reason(&body, "DEADLINE_EXCEEDED");
 
     // The probes stay fast meanwhile.
     let (status, _) = app.get_json("/healthz").await;

@@ -16,7 +16,10 @@ use wiremock::{
     Mock, MockServer, ResponseTemplate,
 };
 
-use crate::helpers::{booking_request, pads, poll, StatusDetails, TestApp};
+use crate::helpers::{
+    assert_body_unavailable, assert_unavailable, booking_request, pads, poll, StatusDetails,
+    TestApp,
+};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/spacex");
 
@@ -414,7 +417,11 @@ async fn a_coarse_date_blocks_nothing_and_shows_as_tentative() {
         .find(|l| l.name == "Viasat-3 & Arcturus")
         .expect("the tentative launch is shown");
     assert!(viasat.tentative);
-    assert_eq!(viasat.date_precision, "month");
+    assert_eq!(viasat.precision(), spacet::proto::DatePrecision::Month);
+    // The deprecated string stays filled for the clients that read it.
+    #[allow(deprecated)]
+    let old = &viasat.date_precision;
+    assert_eq!(old, "month");
     assert!(first.flight.is_some(), "our flight still flies that day");
 }
 
@@ -557,6 +564,7 @@ async fn a_truncated_or_inconsistent_answer_applies_nothing() {
     fake.serve_launches(&launches, Duration::ZERO).await;
     let (status, body) = sync_over_http(&app).await;
     assert_eq!(status, 503, "{body}");
+    assert_body_unavailable(&body, "SPACEX_UNAVAILABLE");
     assert!(
         body["message"].as_str().unwrap().contains("page 2"),
         "{body}"
@@ -582,6 +590,7 @@ async fn a_truncated_or_inconsistent_answer_applies_nothing() {
         .await;
     let (status, body) = sync_over_http(&app).await;
     assert_eq!(status, 503, "{body}");
+    assert_body_unavailable(&body, "SPACEX_UNAVAILABLE");
     assert!(body["message"]
         .as_str()
         .unwrap()
@@ -630,8 +639,48 @@ async fn a_4xx_is_not_retried() {
     let app = app_with(&fake, &[("SPACEX_RETRIES", "3")]).await;
     let (status, body) = sync_over_http(&app).await;
     assert_eq!(status, 503);
+    assert_body_unavailable(&body, "SPACEX_UNAVAILABLE");
     assert!(body["message"].as_str().unwrap().contains("HTTP 404"));
     assert_eq!(fake.requests("/launches/query").await, 1);
+}
+
+/// AIP-193: every UNAVAILABLE carries retry advice, over gRPC as a `RetryInfo`,
+/// over HTTP also as `Retry-After` with the same seconds.
+#[tokio::test]
+async fn a_sync_spacex_refuses_is_unavailable_with_retry_info_and_retry_after() {
+    let fake = FakeSpaceX::start().await;
+    fake.server.reset().await;
+    fake.serve_launchpads(recorded_launchpads()).await;
+    Mock::given(method("POST"))
+        .and(path("/v4/launches/query"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&fake.server)
+        .await;
+    let app = app_with(&fake, &[]).await;
+
+    let status = app
+        .grpc()
+        .await
+        .trigger_sync(TriggerSyncRequest::default())
+        .await
+        .unwrap_err();
+    assert_unavailable(&status, "SPACEX_UNAVAILABLE");
+
+    let response = app
+        .client
+        .post(app.url("/v1/admin/sync"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert_body_unavailable(&body, "SPACEX_UNAVAILABLE");
+    assert_eq!(
+        body["details"][0],
+        json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"})
+    );
 }
 
 #[tokio::test]
@@ -659,6 +708,7 @@ async fn a_spacex_that_does_not_answer_in_time_is_retried_then_reported() {
         started.elapsed()
     );
     assert_eq!(status.code(), Code::Unavailable);
+    assert_unavailable(&status, "SPACEX_UNAVAILABLE");
     assert!(
         status.message().contains("no answer within 200ms"),
         "{}",

@@ -30,7 +30,7 @@ use wiremock::{
     Mock, MockServer, ResponseTemplate,
 };
 
-use crate::helpers::{pads, poll, TestApp};
+use crate::helpers::{assert_body_unavailable, assert_unavailable, pads, poll, TestApp};
 
 const LAUNCHPADS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -348,6 +348,7 @@ async fn a_hostile_spacex_cancels_nothing_and_a_held_sync_applies_once_confirmed
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::Unavailable, "{what}: {status:?}");
+        assert_unavailable(&status, "SPACEX_UNAVAILABLE");
         assert!(
             status.message().contains("larger than 16777216 bytes"),
             "{what}: {}",
@@ -390,6 +391,7 @@ async fn a_hostile_spacex_cancels_nothing_and_a_held_sync_applies_once_confirmed
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_unavailable(&status, "SPACEX_UNAVAILABLE");
     assert!(
         status.message().contains("no answer within 2s"),
         "{}",
@@ -592,6 +594,7 @@ async fn plain_http_needs_allow_http_and_a_redirect_to_another_scheme_is_refused
         TestApp::spawn_with(&[("SPACEX_API_URL", url.as_str()), ("SPACEX_RETRIES", "2")]).await;
     let (status, body) = app.post_json("/v1/admin/sync", &json!({})).await;
     assert_eq!(status, 503, "{body}");
+    assert_body_unavailable(&body, "SPACEX_UNAVAILABLE");
     assert!(
         body["message"]
             .as_str()
@@ -629,6 +632,7 @@ async fn more_launches_than_spacex_max_launches_apply_nothing() {
     let refused = metric(&app, TOO_MANY).await;
     let (status, body) = app.post_json("/v1/admin/sync", &json!({})).await;
     assert_eq!(status, 503, "{body}");
+    assert_body_unavailable(&body, "SPACEX_UNAVAILABLE");
     assert!(
         body["message"]
             .as_str()

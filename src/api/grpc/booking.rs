@@ -9,7 +9,7 @@ use crate::{
     api::{
         auth::{Caller, TicketScope},
         convert,
-        error::ApiError,
+        error::{ApiError, Reason},
         ApiState,
     },
     auth::Role,
@@ -90,10 +90,11 @@ impl BookingApi {
         let owner = match principal {
             Some(p) if !(p.has(Role::Agent) || p.has(Role::Admin)) => {
                 if named.as_ref().is_some_and(|n| *n != p.subject) {
-                    return Err(ApiError::PermissionDenied {
-                        message: "a passenger books for itself; naming another passenger needs the role agent or admin".into(),
-                        roles: "agent,admin".into(),
-                    });
+                    return Err(ApiError::refused(
+                        Reason::RoleRequired,
+                        "a passenger books for itself; naming another passenger needs the role agent or admin",
+                    )
+                    .with("roles", "agent,admin"));
                 }
                 Some(p.subject.clone())
             }
@@ -139,9 +140,9 @@ impl BookingApi {
         let label = match &result {
             Ok(booked) if booked.replayed => "replayed",
             Ok(_) => "confirmed",
-            Err(ApiError::FailedPrecondition { reason, .. }) => reason,
+            Err(e) if e.code() == tonic::Code::FailedPrecondition => e.reason().as_str(),
             Err(ApiError::InvalidArgument(_)) => "invalid",
-            Err(ApiError::AlreadyExists(_)) => "idempotency_conflict",
+            Err(e) if e.reason() == Reason::IdempotencyKeyReused => "idempotency_conflict",
             Err(_) => "error",
         };
         crate::metrics::BOOKINGS.with_label_values(&[label]).inc();
@@ -270,7 +271,13 @@ impl BookingApi {
                 ))
             }
         }
-        .ok_or_else(|| ApiError::NotFound(format!("launchpad {} not found", req.id.trim())))?;
+        .ok_or_else(|| {
+            ApiError::refused(
+                Reason::LaunchpadNotFound,
+                format!("launchpad {} not found", req.id.trim()),
+            )
+            .with("launchpad_id", req.id.trim())
+        })?;
         let now = self.state.clock.now();
         let mut violations = Vec::new();
         let from = parse_day("from", &req.from).unwrap_or_else(|v| {
@@ -321,13 +328,18 @@ impl BookingApi {
                     spacex_launches: d
                         .spacex
                         .into_iter()
-                        .map(|l| proto::SpaceXLaunch {
-                            tentative: l.blocked_day.is_none(),
-                            id: l.id,
-                            name: l.name,
-                            date_utc: Some(convert::timestamp(l.date_utc)),
-                            date_precision: l.date_precision.as_str().to_string(),
-                        })
+                        // `date_precision` stays filled for the clients that read it.
+                        .map(
+                            #[allow(deprecated)]
+                            |l| proto::SpaceXLaunch {
+                                tentative: l.blocked_day.is_none(),
+                                id: l.id,
+                                name: l.name,
+                                date_utc: Some(convert::timestamp(l.date_utc)),
+                                date_precision: l.date_precision.as_str().to_string(),
+                                precision: convert::date_precision(l.date_precision) as i32,
+                            },
+                        )
                         .collect(),
                     free_destinations: d
                         .free_destinations

@@ -17,12 +17,14 @@ use crate::{
     api::{
         auth::{read_rockets, Caller},
         convert,
-        error::ApiError,
+        error::{self, ApiError, Reason},
         ApiState,
     },
     proto,
     rockets::{
         list::ListQuery,
+        message::MessageType,
+        state::Status as RocketState,
         store::{self, NumberRange, Rocket, StoredMessage},
         RocketError,
     },
@@ -131,7 +133,7 @@ impl From<&Rocket> for proto::Rocket {
             r#type: r.rocket_type.clone().unwrap_or_default(),
             speed: r.speed,
             mission: r.mission.clone().unwrap_or_default(),
-            status: r.status.as_str().to_string(),
+            status: rocket_status(r.status) as i32,
             explosion_reason: r.explosion_reason.clone().unwrap_or_default(),
             launched_at: r.launched_at.map(convert::timestamp),
             updated_at: Some(convert::timestamp(r.updated_at)),
@@ -158,6 +160,29 @@ impl From<&NumberRange> for proto::MessageRange {
     }
 }
 
+/// A rocket's status as the proto enum.
+fn rocket_status(status: RocketState) -> proto::RocketStatus {
+    match status {
+        RocketState::Unknown => proto::RocketStatus::Unknown,
+        RocketState::Launched => proto::RocketStatus::Launched,
+        RocketState::Exploded => proto::RocketStatus::Exploded,
+    }
+}
+
+/// A stored `messageType` as the proto enum (UNSPECIFIED for a name the store
+/// should never hold).
+fn message_type(stored: &str) -> proto::RocketMessageType {
+    use proto::RocketMessageType as T;
+    match MessageType::parse(stored) {
+        Some(MessageType::Launched) => T::Launched,
+        Some(MessageType::SpeedIncreased) => T::SpeedIncreased,
+        Some(MessageType::SpeedDecreased) => T::SpeedDecreased,
+        Some(MessageType::Exploded) => T::Exploded,
+        Some(MessageType::MissionChanged) => T::MissionChanged,
+        None => T::Unspecified,
+    }
+}
+
 impl From<&StoredMessage> for proto::RocketMessageRecord {
     fn from(m: &StoredMessage) -> proto::RocketMessageRecord {
         let text = |key: &str| {
@@ -170,7 +195,7 @@ impl From<&StoredMessage> for proto::RocketMessageRecord {
         let number = |key: &str| m.message.get(key).and_then(|v| v.as_i64()).unwrap_or(0);
         proto::RocketMessageRecord {
             number: m.number,
-            r#type: m.message_type.clone(),
+            r#type: message_type(&m.message_type) as i32,
             time: Some(convert::timestamp(m.time)),
             received_at: Some(convert::timestamp(m.received_at)),
             rocket_type: text("type"),
@@ -242,9 +267,10 @@ impl proto::rocket_service_server::RocketService for RocketApi {
         let Some(slot) = self.state.rockets.watch_slot() else {
             let max = self.state.settings.rockets.max_watchers;
             tracing::warn!(max, "WatchRockets refused: every slot is taken");
-            return Err(Status::resource_exhausted(format!(
-                "{max} WatchRockets streams are open, the most this server serves (ROCKETS_MAX_WATCHERS); try again later"
-            )));
+            return Err(error::status(
+                Reason::TooManyStreams,
+                format!("{max} WatchRockets streams are open, the most this server serves (ROCKETS_MAX_WATCHERS); try again later"),
+            ));
         };
         // Subscribe before reading the snapshot, so no change falls in between.
         let changes = self.state.rockets.subscribe();
@@ -377,9 +403,10 @@ impl Watch {
             Ok(rocket) => rocket,
             Err(RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "watch subscriber lagged; closing its stream");
-                self.fail(Status::aborted(format!(
-                    "this stream fell {missed} changes behind; call WatchRockets again with include_current to resynchronise"
-                )))
+                self.fail(error::status(
+                    Reason::StreamLagged,
+                    format!("this stream fell {missed} changes behind; call WatchRockets again with include_current to resynchronise"),
+                ))
                 .await;
                 return Err(End::Stop);
             }

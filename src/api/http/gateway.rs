@@ -22,12 +22,11 @@ use futures::future::BoxFuture;
 use prost_reflect::{Kind, MessageDescriptor};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
-use tonic::Code;
 
 use super::rules::{self, BodyRule};
 use crate::api::{
     auth::Caller,
-    error::{ApiError, GatewayError},
+    error::{ApiError, GatewayError, Reason},
     grpc::booking::IDEMPOTENCY_KEY,
     ApiState,
 };
@@ -313,7 +312,7 @@ fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>
         None => Ok(Map::new()),
         Some(Value::Object(object)) => Ok(object),
         _ => Err(GatewayError::new(
-            Code::InvalidArgument,
+            Reason::MalformedBody,
             "the request body must be a JSON object",
         )),
     }
@@ -323,13 +322,9 @@ fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>
 fn json_value(body: Result<Bytes, BytesRejection>) -> Result<Option<Value>, GatewayError> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            GatewayError::with_http(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Code::ResourceExhausted,
-                "request body too large",
-            )
+            GatewayError::new(Reason::BodyTooLarge, "request body too large")
         } else {
-            GatewayError::new(Code::InvalidArgument, "could not read the request body")
+            GatewayError::new(Reason::MalformedBody, "could not read the request body")
         }
     })?;
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -339,7 +334,7 @@ fn json_value(body: Result<Bytes, BytesRejection>) -> Result<Option<Value>, Gate
         .map(Some)
         .map_err(|error| {
             GatewayError::new(
-                Code::InvalidArgument,
+                Reason::MalformedBody,
                 format!(
                     "the request body is not JSON: malformed at line {} column {}",
                     error.line(),
@@ -408,10 +403,23 @@ fn insert_query_param(
         (_, Some(_)) => Err("is not a message field".into()),
         (kind, None) => {
             let scalar = match kind {
-                Kind::Enum(_) => value
-                    .parse::<i64>()
-                    .map(Value::from)
-                    .unwrap_or_else(|_| Value::String(value.to_string())),
+                // A name must be one of the enum's (as grpc-gateway checks), so
+                // that a wrong one is a violation naming the parameter.
+                Kind::Enum(e) => match value.parse::<i64>() {
+                    Ok(number) => Value::from(number),
+                    Err(_) if e.get_value_by_name(value).is_some() => {
+                        Value::String(value.to_string())
+                    }
+                    Err(_) => {
+                        return Err(format!(
+                            "{value:?} is not one of {}",
+                            e.values()
+                                .map(|v| v.name().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    }
+                },
                 Kind::Bool => match value {
                     "true" | "1" => Value::Bool(true),
                     "false" | "0" => Value::Bool(false),
@@ -454,15 +462,10 @@ fn from_json<T: DeserializeOwned>(value: Value) -> Result<T, GatewayError> {
 
 /// 404 for an unknown route, with a grpc-gateway body.
 pub async fn not_found() -> Response {
-    GatewayError::new(Code::NotFound, "Not Found").into_response()
+    GatewayError::new(Reason::RouteNotFound, "Not Found").into_response()
 }
 
 /// 405 for a known route with another method.
 pub async fn method_not_allowed() -> Response {
-    GatewayError::with_http(
-        StatusCode::METHOD_NOT_ALLOWED,
-        Code::Unimplemented,
-        "Method Not Allowed",
-    )
-    .into_response()
+    GatewayError::new(Reason::MethodNotAllowed, "Method Not Allowed").into_response()
 }

@@ -295,6 +295,15 @@ impl Schemas {
                 if let Some(text) = comment(&field.parent_file(), field.path()) {
                     schema["description"] = json!(text);
                 }
+                if field
+                    .field_descriptor_proto()
+                    .options
+                    .as_ref()
+                    .and_then(|o| o.deprecated)
+                    == Some(true)
+                {
+                    schema["deprecated"] = json!(true);
+                }
                 properties.insert(field.json_name().to_string(), schema);
                 let always_written = field.is_list()
                     || field.is_map()

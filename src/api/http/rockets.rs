@@ -32,7 +32,7 @@ use super::gateway::{decode_body, decode_query, GatewayResult};
 use crate::{
     api::{
         auth::{self, Caller},
-        error::{ApiError, GatewayError},
+        error::{ApiError, GatewayError, Reason},
         grpc::rockets::RocketApi,
         ApiState,
     },
@@ -42,6 +42,7 @@ use crate::{
     rockets::{
         list::{ListQuery, Sort, SortKey},
         message::Message,
+        state::Status as RocketState,
         store::{NumberRange, Rocket, StoredMessage},
         writer::Outcome,
         RocketError,
@@ -194,10 +195,71 @@ async fn list_rockets(
     Query(query): Query<Vec<(String, String)>>,
 ) -> GatewayResult {
     auth::read_rockets(&caller, &state)?;
+    let query = plain_list_query(query)?;
     let req: proto::ListRocketsRequest = decode_query("spacet.v1.ListRocketsRequest", &query, &[])?;
     let (rockets, next) = RocketApi::new(state).list(&req).await?;
     let rockets: Vec<RocketJson> = rockets.iter().map(RocketJson::from).collect();
     Ok(Json(json!({"rockets": rockets, "nextCursor": next})).into_response())
+}
+
+/// The plain route's query (the challenge's contract): `sort`, `order` and
+/// `status` take lowercase names (`speed`, `desc`, `launched`), which become the
+/// names of the proto enums before the query is decoded; an empty one is the
+/// default. A name that is none of them is a violation naming its parameter.
+fn plain_list_query(query: Vec<(String, String)>) -> Result<Vec<(String, String)>, GatewayError> {
+    use proto::{RocketSort as S, RocketStatus as R, SortOrder as O};
+    let mut violations = Vec::new();
+    let mut translated = Vec::with_capacity(query.len());
+    for (key, value) in query {
+        let raw = value.trim();
+        let name = match key.as_str() {
+            "sort" | "order" | "status" if raw.is_empty() => continue,
+            "sort" => Sort::parse(raw)
+                .map(|sort| match sort {
+                    Sort::Channel => S::Channel,
+                    Sort::Type => S::Type,
+                    Sort::Speed => S::Speed,
+                    Sort::Mission => S::Mission,
+                    Sort::Status => S::Status,
+                    Sort::LaunchedAt => S::LaunchedAt,
+                    Sort::UpdatedAt => S::UpdatedAt,
+                })
+                .map(|s| s.as_str_name())
+                .ok_or_else(|| {
+                    let names: Vec<_> = Sort::all().into_iter().map(Sort::as_str).collect();
+                    format!("{raw:?} is not one of {}", names.join(", "))
+                }),
+            "order" => match raw {
+                "asc" => Ok(O::Asc.as_str_name()),
+                "desc" => Ok(O::Desc.as_str_name()),
+                _ => Err(format!("{raw:?} is not asc or desc")),
+            },
+            "status" => RocketState::parse(raw)
+                .map(|status| match status {
+                    RocketState::Unknown => R::Unknown,
+                    RocketState::Launched => R::Launched,
+                    RocketState::Exploded => R::Exploded,
+                })
+                .map(|s| s.as_str_name())
+                .ok_or_else(|| {
+                    let names = RocketState::ALL.map(RocketState::as_str);
+                    format!("{raw:?} is not one of {}", names.join(", "))
+                }),
+            _ => {
+                translated.push((key, value));
+                continue;
+            }
+        };
+        match name {
+            Ok(name) => translated.push((key, name.to_string())),
+            Err(problem) => violations.push(tonic_types::FieldViolation::new(key, problem)),
+        }
+    }
+    if violations.is_empty() {
+        Ok(translated)
+    } else {
+        Err(ApiError::InvalidArgument(violations).into())
+    }
 }
 
 async fn get_rocket(
@@ -304,9 +366,10 @@ async fn rocket_events(
     let Some(slot) = state.rockets.watch_slot() else {
         let max = state.settings.rockets.max_watchers;
         tracing::warn!(max, "rocket event stream refused: every slot is taken");
-        return Err(GatewayError::from_status(tonic::Status::resource_exhausted(format!(
-            "{max} rocket streams are open, the most this server serves (ROCKETS_MAX_WATCHERS); try again later"
-        ))));
+        return Err(GatewayError::new(
+            Reason::TooManyStreams,
+            format!("{max} rocket streams are open, the most this server serves (ROCKETS_MAX_WATCHERS); try again later"),
+        ));
     };
     // Subscribed before the replay is read, so no change falls in between.
     let changes = state.rockets.subscribe();
