@@ -151,8 +151,54 @@ where
         let path = request.uri().path().to_owned();
         let protocol = self.protocol;
         // One request, one span: every line logged while serving it (by handlers,
-        // features and the panic hook) carries its request id.
-        let span = tracing::info_span!(REQUEST_SPAN, request_id = %request_id, method = %method, path = %path);
+        // features and the panic hook) carries its request id. When traces are
+        // exported it is the OpenTelemetry server span, child of the caller's
+        // `traceparent`; the OpenTelemetry fields exist only then.
+        let otel = crate::telemetry::otel_enabled();
+        let span = if otel {
+            tracing::info_span!(
+                REQUEST_SPAN,
+                request_id = %request_id,
+                method = %method,
+                path = %path,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+                trace_sampled = tracing::field::Empty,
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+            )
+        } else {
+            tracing::info_span!(
+                REQUEST_SPAN,
+                request_id = %request_id,
+                method = %method,
+                path = %path,
+                trace_id = tracing::field::Empty,
+                trace_sampled = tracing::field::Empty,
+            )
+        };
+        if let Some(ids) = crate::telemetry::accept_remote_parent(&span, request.headers()) {
+            span.record("trace_id", ids.trace_id.as_str());
+            span.record("trace_sampled", ids.sampled);
+            if let Some(span_id) = &ids.span_id {
+                span.record("span_id", span_id.as_str());
+            }
+        }
+        if otel {
+            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+            span.set_attribute("http.request.method", method.to_string());
+            span.set_attribute("url.path", path.clone());
+            span.set_attribute("spacet.request_id", request_id.clone());
+            if let Protocol::Grpc = self.protocol {
+                span.set_attribute("rpc.system", "grpc");
+                rename(&span, path.trim_start_matches('/').to_string());
+                if let Some((service, method)) = path.trim_start_matches('/').split_once('/') {
+                    span.set_attribute("rpc.service", service.to_string());
+                    span.set_attribute("rpc.method", method.to_string());
+                }
+            }
+        }
+        let span_handle = span.clone();
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(tracing::Instrument::instrument(
             async move {
@@ -176,6 +222,16 @@ where
                             status,
                             latency_ms,
                         );
+                        if otel {
+                            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+                            let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
+                            rename(&span_handle, format!("{method} {route}"));
+                            span_handle.set_attribute("http.route", route.to_string());
+                            span_handle.set_attribute("http.response.status_code", status as i64);
+                            if status >= 500 {
+                                span_handle.record("otel.status_code", "ERROR");
+                            }
+                        }
                         tracing::info!(%method, path, route, status, latency_ms, request_id, "http request");
                     }
                     Protocol::Grpc => {
@@ -189,6 +245,22 @@ where
                             .unwrap_or(0);
                         let code = tonic::Code::from_i32(grpc_status);
                         crate::metrics::record_grpc(grpc_method_label(&path), code, latency_ms);
+                        if otel {
+                            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+                            span_handle.set_attribute("rpc.grpc.status_code", grpc_status as i64);
+                            // The server errors of the semantic conventions.
+                            if matches!(
+                                code,
+                                tonic::Code::Unknown
+                                    | tonic::Code::DeadlineExceeded
+                                    | tonic::Code::Unimplemented
+                                    | tonic::Code::Internal
+                                    | tonic::Code::Unavailable
+                                    | tonic::Code::DataLoss
+                            ) {
+                                span_handle.record("otel.status_code", "ERROR");
+                            }
+                        }
                         tracing::info!(method = %path, grpc_status = ?code, latency_ms, request_id, "grpc request");
                     }
                 }
@@ -197,6 +269,13 @@ where
             span,
         ))
     }
+}
+
+/// Names the (already started) OpenTelemetry span of `span`.
+fn rename(span: &tracing::Span, name: String) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    span.context().span().update_name(name);
 }
 
 #[cfg(test)]

@@ -146,6 +146,14 @@ pub async fn list(
     pool: &PgPool,
     query: &ListQuery,
 ) -> Result<(Vec<Ticket>, Option<Cursor>), sqlx::Error> {
+    tracing::Instrument::instrument(list_page(pool, query), crate::db::span("SELECT", "tickets"))
+        .await
+}
+
+async fn list_page(
+    pool: &PgPool,
+    query: &ListQuery,
+) -> Result<(Vec<Ticket>, Option<Cursor>), sqlx::Error> {
     let (query, pads) = resolve(pool, query).await?;
     let Some(mut sql) = list_sql("", &query, pads) else {
         return Ok((Vec::new(), None));

@@ -25,3 +25,4 @@ mod server_limits;
 mod spacex;
 mod spacex_limits;
 mod supervision;
+mod tracing;
