@@ -153,6 +153,10 @@ fn tracer_provider(options: &LogOptions) -> anyhow::Result<SdkTracerProvider> {
         .build())
 }
 
+/// What the OpenTelemetry layer records.
+const TRACES_FILTER: &str =
+    "info,sqlx::query=debug,h2=off,hyper=off,hyper_util=off,tonic=off,tower=off,reqwest=off,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off";
+
 /// The subscriber: the log layer under `level`; with `provider`, the
 /// OpenTelemetry layer too, which also sees sqlx's statement events (as span events of the
 /// database spans). Returns false when a subscriber was already installed (tests
@@ -187,8 +191,10 @@ fn install(options: &LogOptions, provider: Option<SdkTracerProvider>) -> bool {
             .boxed()
     };
     let otel = provider.map(|provider| {
-        let traces = EnvFilter::try_new(format!("{},sqlx::query=debug", options.level))
-            .unwrap_or_else(|_| EnvFilter::new("info,sqlx::query=debug"));
+        // Spans at info whatever LOG_LEVEL says (a quiet log keeps its traces),
+        // sqlx's statements as span events, and nothing of the exporter's own
+        // transport (its requests would be traced in turn).
+        let traces = EnvFilter::new(TRACES_FILTER);
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("spacet"))
             .with_threads(false)

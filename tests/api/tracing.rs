@@ -375,7 +375,12 @@ async fn a_booking_is_one_trace_from_the_http_request_through_postgresql_to_the_
     })
     .await;
     let spans = receiver.of_trace(&trace);
-    assert!(arrived, "the trace is incomplete after 30 s: {spans:#?}");
+    assert!(
+        arrived,
+        "the trace is incomplete after 30 s: {spans:#?}; {} export requests, all spans: {:#?}",
+        receiver.requests.lock().unwrap(),
+        receiver.spans.lock().unwrap()
+    );
 
     let server = spans
         .iter()
