@@ -152,9 +152,8 @@ pub async fn book(
             return Ok(existing);
         }
     }
-    let transaction = || {
-        book_once(pool, booking, limits).instrument(crate::db::span("INSERT", "tickets"))
-    };
+    let transaction =
+        || book_once(pool, booking, limits).instrument(crate::db::span("INSERT", "tickets"));
     let result = match transaction().await {
         // A deadlock or serialization failure rolled the whole transaction back:
         // run it once more. A second one reaches the client as UNAVAILABLE.

@@ -352,11 +352,9 @@ impl SpaceXClient {
                 crate::telemetry::inject_headers(&span, &mut headers);
                 request = request.headers(headers);
             }
-            let outcome = tracing::Instrument::instrument(
-                self.attempt(what, attempt, request),
-                span.clone(),
-            )
-            .await;
+            let outcome =
+                tracing::Instrument::instrument(self.attempt(what, attempt, request), span.clone())
+                    .await;
             if outcome.is_err() {
                 span.record("otel.status_code", "ERROR");
             }

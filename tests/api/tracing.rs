@@ -367,7 +367,9 @@ async fn a_booking_is_one_trace_from_the_http_request_through_postgresql_to_the_
     let complete = |spans: &[Received]| {
         spans.iter().any(|s| s.kind == SpanKind::Consumer as i32)
             && spans.iter().any(|s| s.kind == SpanKind::Producer as i32)
-            && spans.iter().any(|s| s.attr("db.system") == Some("postgresql"))
+            && spans
+                .iter()
+                .any(|s| s.attr("db.system") == Some("postgresql"))
             && spans.iter().any(|s| s.kind == SpanKind::Server as i32)
     };
     let arrived = poll(Duration::from_secs(30), || async {
@@ -410,7 +412,10 @@ async fn a_booking_is_one_trace_from_the_http_request_through_postgresql_to_the_
         .unwrap();
     assert_eq!(db.kind, SpanKind::Client as i32, "{db:?}");
     assert_eq!(db.attr("db.operation.name"), Some("INSERT"), "{db:?}");
-    assert!(descends_from(db, &server.span_id), "{db:?} under {server:?}");
+    assert!(
+        descends_from(db, &server.span_id),
+        "{db:?} under {server:?}"
+    );
 
     let publish = spans
         .iter()
@@ -474,7 +479,9 @@ async fn a_booking_is_one_trace_from_the_http_request_through_postgresql_to_the_
         access["logging.googleapis.com/trace_sampled"], true,
         "{access}"
     );
-    assert!(access["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(access["request_id"]
+        .as_str()
+        .is_some_and(|id| !id.is_empty()));
     assert!(access["time"].is_string(), "{access}");
     assert!(access.get("level").is_none(), "{access}");
 }
@@ -522,5 +529,9 @@ async fn without_an_otlp_endpoint_nothing_is_exported_and_logs_still_carry_the_c
     // Well past the batch delay an exporter would have used (an absence cannot
     // be polled for).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(*receiver.requests.lock().unwrap(), 0, "something was exported");
+    assert_eq!(
+        *receiver.requests.lock().unwrap(),
+        0,
+        "something was exported"
+    );
 }
