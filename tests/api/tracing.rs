@@ -35,6 +35,8 @@ struct Received {
     kind: i32,
     attributes: HashMap<String, String>,
     service: String,
+    /// The `target` of each span event (sqlx's statements are `sqlx::query`).
+    event_targets: Vec<String>,
 }
 
 impl Received {
@@ -101,6 +103,13 @@ impl Receiver {
                                         .map(|kv| (kv.key.clone(), text(kv)))
                                         .collect(),
                                     service: service.clone(),
+                                    event_targets: span
+                                        .events
+                                        .iter()
+                                        .flat_map(|e| &e.attributes)
+                                        .filter(|kv| kv.key == "target")
+                                        .map(text)
+                                        .collect(),
                                 });
                             }
                         }
@@ -177,7 +186,7 @@ impl Service {
             .env("AUTH_MODE", "none")
             .env("LOG_LEVEL", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
         for (name, _) in std::env::vars() {
             if name.starts_with("OTEL_") || name.starts_with("PUBSUB_") || name.starts_with("LOG_")
@@ -195,6 +204,14 @@ impl Service {
         let into = lines.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = stdout.next_line().await {
+                into.lock().unwrap().push(line);
+            }
+        });
+        // Errors before logging starts (a refused setting) are on stderr.
+        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+        let into = lines.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr.next_line().await {
                 into.lock().unwrap().push(line);
             }
         });
@@ -416,6 +433,15 @@ async fn a_booking_is_one_trace_from_the_http_request_through_postgresql_to_the_
         descends_from(db, &server.span_id),
         "{db:?} under {server:?}"
     );
+    // The statements sqlx ran in the transaction, as the span's events.
+    assert!(
+        db.event_targets
+            .iter()
+            .filter(|t| *t == "sqlx::query")
+            .count()
+            >= 2,
+        "{db:?}"
+    );
 
     let publish = spans
         .iter()
@@ -534,4 +560,72 @@ async fn without_an_otlp_endpoint_nothing_is_exported_and_logs_still_carry_the_c
         0,
         "something was exported"
     );
+}
+
+#[tokio::test]
+async fn a_forced_sync_sends_its_trace_context_to_spacex_in_a_client_span() {
+    use wiremock::{
+        matchers::{method, path},
+        Mock, MockServer, ResponseTemplate,
+    };
+    let spacex = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v4/launchpads"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&spacex)
+        .await;
+    let receiver = Receiver::start_on("127.0.0.1:0").await;
+    let endpoint = receiver.endpoint();
+    let api = format!("{}/v4", spacex.uri());
+    let db = fresh_database().await;
+    let service = Service::start(
+        &db,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("SPACEX_API_URL", api.as_str()),
+            ("SPACEX_RETRIES", "0"),
+            ("SPACEX_ALLOW_HTTP", "true"),
+            ("SPACEX_SYNC_ENABLED", "true"),
+        ],
+    )
+    .await;
+
+    let trace = random_id(16);
+    let answer = reqwest::Client::new()
+        .post(format!("{}/v1/admin/sync", service.base()))
+        .header("traceparent", format!("00-{trace}-{}-01", random_id(8)))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    // The sync fails (this SpaceX has no launches endpoint): its request went out.
+    assert!(!answer.status().is_success(), "{}", answer.status());
+
+    let requests = spacex.received_requests().await.unwrap();
+    let traceparents: Vec<&str> = requests
+        .iter()
+        .filter(|r| r.url.path() == "/v4/launchpads")
+        .filter_map(|r| r.headers.get("traceparent")?.to_str().ok())
+        .collect();
+    let traceparent = traceparents
+        .iter()
+        .find(|t| t.split('-').nth(1) == Some(trace.as_str()))
+        .unwrap_or_else(|| panic!("no SpaceX request in the trace: {traceparents:?}"));
+
+    let arrived = poll(Duration::from_secs(30), || async {
+        receiver
+            .of_trace(&trace)
+            .iter()
+            .any(|s| s.name == "GET /launchpads" && s.kind == SpanKind::Client as i32)
+    })
+    .await;
+    let spans = receiver.of_trace(&trace);
+    assert!(arrived, "no SpaceX client span in the trace: {spans:#?}");
+    let client = spans
+        .iter()
+        .find(|s| s.name == "GET /launchpads" && s.kind == SpanKind::Client as i32)
+        .unwrap();
+    assert_eq!(traceparent.split('-').nth(2), Some(client.span_id.as_str()));
+    assert_eq!(client.attr("http.response.status_code"), Some("200"));
 }
