@@ -352,9 +352,11 @@ impl SpaceXClient {
                 crate::telemetry::inject_headers(&span, &mut headers);
                 request = request.headers(headers);
             }
-            let outcome =
-                tracing::Instrument::instrument(self.attempt(what, attempt, request), span.clone())
-                    .await;
+            let outcome = tracing::Instrument::instrument(
+                self.attempt(what, attempt, request, &span),
+                span.clone(),
+            )
+            .await;
             if outcome.is_err() {
                 span.record("otel.status_code", "ERROR");
             }
@@ -386,6 +388,7 @@ impl SpaceXClient {
         what: &str,
         attempts: u32,
         request: reqwest::RequestBuilder,
+        span: &tracing::Span,
     ) -> Result<Bytes, Failure> {
         let classify = |e: reqwest::Error| {
             if e.is_timeout() {
@@ -418,7 +421,10 @@ impl SpaceXClient {
             .await
             .map_err(classify)?;
         let status = response.status();
-        tracing::Span::current().record("http.response.status_code", status.as_u16());
+        if !span.is_disabled() {
+            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+            span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+        }
         if !status.is_success() {
             let error = SpaceXError::Status {
                 what: what.to_string(),
@@ -610,7 +616,6 @@ fn attempt_span(what: &str, attempt: u32) -> tracing::Span {
         otel.status_code = tracing::field::Empty,
         http.request.method = method,
         http.request.resend_count = attempt - 1,
-        http.response.status_code = tracing::field::Empty,
         peer.service = "spacex",
     )
 }
