@@ -33,6 +33,10 @@ use tracing_subscriber::{
 
 use crate::config::LogFormat;
 
+/// Name of the span each HTTP or gRPC request is served in (`api::access_log`):
+/// the log lines under it carry its `request_id` and `trace_id`.
+pub const REQUEST_SPAN: &str = "request";
+
 /// Whether spans go to an OpenTelemetry tracer (an OTLP endpoint is configured).
 static OTEL: AtomicBool = AtomicBool::new(false);
 
@@ -242,12 +246,26 @@ struct GcpTrace {
     project: Option<String>,
 }
 
+impl JsonLines {
+    /// `LOG_FORMAT=json`'s lines.
+    pub fn json() -> JsonLines {
+        JsonLines { gcp: None }
+    }
+
+    /// `LOG_FORMAT=gcp`'s lines, naming traces in `project` when known.
+    pub fn gcp(project: Option<String>) -> JsonLines {
+        JsonLines {
+            gcp: Some(GcpTrace { project }),
+        }
+    }
+}
+
 /// One JSON object per line: the event's fields (flattened), the current span's
 /// fields under `span`, and the request's `request_id` and `trace_id` at the top
 /// on every line logged while serving a request, however deep in its spans. With
 /// `gcp`, Cloud Logging's names: `severity`, `time`, `message`,
 /// `logging.googleapis.com/trace`, `.../spanId`, `.../trace_sampled`.
-struct JsonLines {
+pub struct JsonLines {
     gcp: Option<GcpTrace>,
 }
 
@@ -292,7 +310,7 @@ where
                 let Some(fields) = extensions.get::<FormattedFields<N>>() else {
                     continue;
                 };
-                let is_request = span.name() == crate::api::access_log::REQUEST_SPAN;
+                let is_request = span.name() == REQUEST_SPAN;
                 if depth > 0 && !is_request {
                     continue;
                 }
@@ -486,7 +504,7 @@ fn log_panics() {
         // API's panic layer.
         if tracing::Span::current()
             .metadata()
-            .is_some_and(|m| m.name() == "request")
+            .is_some_and(|m| m.name() == REQUEST_SPAN)
         {
             return;
         }
@@ -508,101 +526,4 @@ fn log_panics() {
             "panic"
         );
     }));
-}
-
-#[cfg(test)]
-mod tests {
-    use tower::{Layer as _, ServiceExt as _};
-
-    use super::*;
-    use crate::api::{
-        access_log::{AccessLogLayer, Protocol, REQUEST_ID},
-        tests::Captured,
-    };
-
-    /// Serves one request through the access log, with a handler logging a warning
-    /// inside a span of its own, under `format`'s JSON lines; returns the lines.
-    async fn serve_one(gcp: Option<GcpTrace>, traceparent: Option<&str>) -> Vec<serde_json::Value> {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::registry().with(
-            fmt::layer()
-                .fmt_fields(JsonFields::new())
-                .event_format(JsonLines { gcp })
-                .with_writer(move || writer.clone()),
-        );
-        let _guard = tracing::subscriber::set_default(subscriber);
-        let handler = tower::service_fn(|_: http::Request<axum::body::Body>| async {
-            async {
-                tokio::task::yield_now().await;
-                tracing::warn!(detail = 7, "feature warning");
-            }
-            .instrument(tracing::info_span!("feature", pad = "KSC"))
-            .await;
-            Ok::<_, std::convert::Infallible>(http::Response::new(axum::body::Body::empty()))
-        });
-        let mut request = http::Request::builder()
-            .uri("/v1/bookings")
-            .header(REQUEST_ID, "req-9");
-        if let Some(traceparent) = traceparent {
-            request = request.header("traceparent", traceparent);
-        }
-        AccessLogLayer(Protocol::Http)
-            .layer(handler)
-            .oneshot(request.body(axum::body::Body::empty()).unwrap())
-            .await
-            .unwrap();
-        captured.lines()
-    }
-
-    use tracing::Instrument as _;
-
-    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-
-    #[tokio::test]
-    async fn gcp_lines_carry_severity_and_the_callers_trace_in_nested_spans() {
-        let lines = serve_one(
-            Some(GcpTrace {
-                project: Some("spacet-prod".into()),
-            }),
-            Some(&format!("00-{TRACE}-00f067aa0ba902b7-01")),
-        )
-        .await;
-        assert_eq!(lines.len(), 2, "{lines:?}");
-        let warning = &lines[0];
-        assert_eq!(warning["severity"], "WARNING", "{warning}");
-        assert_eq!(warning["message"], "feature warning", "{warning}");
-        assert_eq!(warning["detail"], 7, "{warning}");
-        assert!(warning["time"].is_string(), "{warning}");
-        assert_eq!(
-            warning["logging.googleapis.com/trace"],
-            format!("projects/spacet-prod/traces/{TRACE}"),
-            "{warning}"
-        );
-        assert_eq!(warning["logging.googleapis.com/trace_sampled"], true);
-        // Inside the feature's span, the request's ids still.
-        assert_eq!(warning["request_id"], "req-9", "{warning}");
-        assert_eq!(warning["trace_id"], TRACE, "{warning}");
-        assert_eq!(warning["span"]["name"], "feature", "{warning}");
-        assert_eq!(warning["span"]["pad"], "KSC", "{warning}");
-        assert_eq!(lines[1]["severity"], "INFO");
-        assert_eq!(lines[1]["message"], "http request");
-    }
-
-    #[tokio::test]
-    async fn json_lines_have_the_request_id_everywhere_and_a_trace_id_only_when_given() {
-        let lines = serve_one(None, None).await;
-        assert_eq!(lines.len(), 2, "{lines:?}");
-        for line in &lines {
-            assert_eq!(line["request_id"], "req-9", "{line}");
-            assert!(line.get("trace_id").is_none(), "{line}");
-            assert!(line.get("logging.googleapis.com/trace").is_none());
-        }
-        assert_eq!(lines[0]["level"], "WARN");
-        // An invalid traceparent is ignored.
-        let lines = serve_one(None, Some("00-zz-00f067aa0ba902b7-01")).await;
-        assert!(lines[0].get("trace_id").is_none(), "{:?}", lines[0]);
-        let lines = serve_one(None, Some(&format!("00-{TRACE}-00f067aa0ba902b7-00"))).await;
-        assert_eq!(lines[0]["trace_id"], TRACE);
-    }
 }
