@@ -11,6 +11,11 @@
 //! (`spacet-events-printer`). The subscription is created if missing, with message
 //! ordering on; on the emulator the topic is too, so this can start before the
 //! service. If the emulator restarts (and forgets both), they are created again.
+//!
+//! Tracing: each line has the `trace_id` of the message's `traceparent` attribute
+//! (the trace of the booking that caused the event). With
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` set, each message is also handled in a consumer
+//! span, child of that context, exported over OTLP like the service's spans.
 
 use std::time::Duration;
 
@@ -39,6 +44,21 @@ fn setting(name: &str, default: &str) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Log lines on stderr: stdout holds only the events.
+    let telemetry = spacet::telemetry::init_with(&spacet::telemetry::LogOptions {
+        level: setting("LOG_LEVEL", "warn"),
+        format: spacet::config::LogFormat::Pretty,
+        service_name: "spacet-subscriber".into(),
+        service_version: env!("CARGO_PKG_VERSION").into(),
+        gcp_project: None,
+        to_stderr: true,
+    })?;
+    let result = run().await;
+    telemetry.shutdown();
+    result
+}
+
+async fn run() -> anyhow::Result<()> {
     let config = Config {
         emulator: std::env::var("PUBSUB_EMULATOR_HOST")
             .ok()
@@ -134,6 +154,8 @@ async fn main() -> anyhow::Result<()> {
             };
             match next {
                 Some(Ok((message, handler))) => {
+                    let span = consumer_span(&message, &topic);
+                    let _entered = span.enter();
                     println!("{}", describe(&message));
                     // A consumer that acts on events de-duplicates by event_id here:
                     // delivery is at least once.
@@ -149,9 +171,40 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// One output line: the attributes, the ordering key and the event.
+/// The trace context the message carries (`traceparent`, `tracestate` attributes).
+fn trace_context(message: &google_cloud_pubsub::model::Message) -> Option<opentelemetry::Context> {
+    let traceparent = message.attributes.get("traceparent")?;
+    let tracestate = message.attributes.get("tracestate").map(String::as_str);
+    Some(spacet::telemetry::remote_context(traceparent, tracestate))
+}
+
+/// The consumer span of one message, child of the context it carries (exported
+/// only with an OTLP endpoint).
+fn consumer_span(message: &google_cloud_pubsub::model::Message, topic: &str) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let span = tracing::info_span!(
+        "receive",
+        otel.name = format!("receive {topic}").as_str(),
+        otel.kind = "consumer",
+        messaging.system = "gcp_pubsub",
+        messaging.operation.type = "receive",
+        messaging.destination.name = topic,
+        messaging.message.id = message.message_id.as_str(),
+    );
+    if let Some(parent) = trace_context(message) {
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+/// One output line: the attributes, the ordering key, the trace id and the event.
 fn describe(message: &google_cloud_pubsub::model::Message) -> Value {
+    use opentelemetry::trace::TraceContextExt as _;
     let attr = |k: &str| message.attributes.get(k).cloned().unwrap_or_default();
+    let trace_id = trace_context(message)
+        .map(|cx| cx.span().span_context().clone())
+        .filter(|sc| sc.is_valid())
+        .map(|sc| sc.trace_id().to_string());
     let data = serde_json::from_slice::<Value>(&message.data)
         .unwrap_or_else(|_| json!(String::from_utf8_lossy(&message.data)));
     json!({
@@ -162,6 +215,7 @@ fn describe(message: &google_cloud_pubsub::model::Message) -> Value {
         "ticket": message.ordering_key,
         "message_id": message.message_id,
         "publish_time": message.publish_time,
+        "trace_id": trace_id,
         "data": data,
     })
 }

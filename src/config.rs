@@ -38,7 +38,12 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "log_format",
         "auto",
-        "`auto` (pretty on a terminal, JSON otherwise), `pretty` or `json`",
+        "`auto` (pretty on a terminal, JSON otherwise), `pretty`, `json`, or `gcp` (the JSON Cloud Logging reads: `severity`, `logging.googleapis.com/trace`, ...)",
+    ),
+    (
+        "log_gcp_project",
+        "",
+        "Google Cloud project named in the `logging.googleapis.com/trace` field of `LOG_FORMAT=gcp` lines; empty: `GOOGLE_CLOUD_PROJECT`, else `PUBSUB_PROJECT_ID` when set, else the bare trace id",
     ),
     ("bind_address", "0.0.0.0", "Address both servers listen on"),
     (
@@ -460,6 +465,8 @@ pub enum LogFormat {
     Auto,
     Pretty,
     Json,
+    /// JSON with Cloud Logging's field names (`severity`, `logging.googleapis.com/trace`).
+    Gcp,
 }
 
 /// Where the database is.
@@ -496,6 +503,8 @@ pub struct Settings {
     pub app_version: String,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// The project of `LOG_FORMAT=gcp`'s trace field, when known.
+    pub log_gcp_project: Option<String>,
     pub bind_address: IpAddr,
     pub http_port: u16,
     pub grpc_port: u16,
@@ -772,13 +781,23 @@ impl Settings {
                 "auto" | "" => LogFormat::Auto,
                 "pretty" | "text" => LogFormat::Pretty,
                 "json" => LogFormat::Json,
+                "gcp" => LogFormat::Gcp,
                 other => {
                     return Err(r.error(
                         "log_format",
-                        format!("{other:?} is not one of auto, pretty, json"),
+                        format!("{other:?} is not one of auto, pretty, json, gcp"),
                     ))
                 }
             },
+            log_gcp_project: [
+                Some(r.string("log_gcp_project")?),
+                std::env::var("GOOGLE_CLOUD_PROJECT").ok(),
+                std::env::var("PUBSUB_PROJECT_ID").ok(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|p| p.trim().to_string())
+            .find(|p| !p.is_empty()),
             bind_address: r.parse("bind_address")?,
             http_port: r.parse("http_port")?,
             grpc_port: r.parse("grpc_port")?,

@@ -154,6 +154,25 @@ macro_rules! text_enum {
 }
 pub(crate) use text_enum;
 
+/// The span of one unit of database work (an OpenTelemetry client span named
+/// `OPERATION table`, `db.system=postgresql`), when traces are exported; sqlx's
+/// statement events inside it become its span events. Disabled otherwise, so that
+/// the hot path pays nothing.
+pub fn span(operation: &'static str, table: &'static str) -> tracing::Span {
+    if !crate::telemetry::otel_enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "db",
+        otel.name = format!("{operation} {table}").as_str(),
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.system.name = "postgresql",
+        db.operation.name = operation,
+        db.collection.name = table,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

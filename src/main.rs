@@ -131,12 +131,30 @@ fn main() -> ExitCode {
             }
         };
     }
-    spacet::telemetry::init(&settings.log_level, settings.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("spacet: cannot start the async runtime: {error}");
             return ExitCode::FAILURE;
+        }
+    };
+    // Inside the runtime: the gRPC trace exporter's connection lives on it.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        let options = spacet::telemetry::LogOptions {
+            level: settings.log_level.clone(),
+            format: settings.log_format,
+            service_name: settings.app_name.clone(),
+            service_version: settings.app_version.clone(),
+            gcp_project: settings.log_gcp_project.clone(),
+            to_stderr: false,
+        };
+        match spacet::telemetry::init_with(&options) {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("spacet: {error:#}");
+                return ExitCode::from(2);
+            }
         }
     };
     let result = runtime.block_on(async move {
@@ -150,14 +168,20 @@ fn main() -> ExitCode {
             }
         }
     });
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "spacet failed");
             eprintln!("spacet: {error:#}");
             ExitCode::FAILURE
         }
+    };
+    // The spans of the last requests and of the shutdown itself.
+    {
+        let _runtime = runtime.enter();
+        telemetry.shutdown();
     }
+    code
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

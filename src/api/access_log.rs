@@ -84,7 +84,7 @@ fn declare_series(protocol: Protocol) {
 }
 
 /// Name of the span each request is served in.
-pub const REQUEST_SPAN: &str = "request";
+pub const REQUEST_SPAN: &str = crate::telemetry::REQUEST_SPAN;
 
 /// Which protocol a log line is for.
 #[derive(Clone, Copy, Debug)]
@@ -152,8 +152,54 @@ where
         let path = request.uri().path().to_owned();
         let protocol = self.protocol;
         // One request, one span: every line logged while serving it (by handlers,
-        // features and the panic hook) carries its request id.
-        let span = tracing::info_span!(REQUEST_SPAN, request_id = %request_id, method = %method, path = %path);
+        // features and the panic hook) carries its request id. When traces are
+        // exported it is the OpenTelemetry server span, child of the caller's
+        // `traceparent`; the OpenTelemetry fields exist only then.
+        let otel = crate::telemetry::otel_enabled();
+        let span = if otel {
+            tracing::info_span!(
+                REQUEST_SPAN,
+                request_id = %request_id,
+                method = %method,
+                path = %path,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+                trace_sampled = tracing::field::Empty,
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+            )
+        } else {
+            tracing::info_span!(
+                REQUEST_SPAN,
+                request_id = %request_id,
+                method = %method,
+                path = %path,
+                trace_id = tracing::field::Empty,
+                trace_sampled = tracing::field::Empty,
+            )
+        };
+        if let Some(ids) = crate::telemetry::accept_remote_parent(&span, request.headers()) {
+            span.record("trace_id", ids.trace_id.as_str());
+            span.record("trace_sampled", ids.sampled);
+            if let Some(span_id) = &ids.span_id {
+                span.record("span_id", span_id.as_str());
+            }
+        }
+        if otel {
+            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+            span.set_attribute("http.request.method", method.to_string());
+            span.set_attribute("url.path", path.clone());
+            span.set_attribute("spacet.request_id", request_id.clone());
+            if let Protocol::Grpc = self.protocol {
+                span.set_attribute("rpc.system", "grpc");
+                rename(&span, path.trim_start_matches('/').to_string());
+                if let Some((service, method)) = path.trim_start_matches('/').split_once('/') {
+                    span.set_attribute("rpc.service", service.to_string());
+                    span.set_attribute("rpc.method", method.to_string());
+                }
+            }
+        }
+        let span_handle = span.clone();
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(tracing::Instrument::instrument(
             async move {
@@ -177,6 +223,16 @@ where
                             status,
                             latency_ms,
                         );
+                        if otel {
+                            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+                            let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
+                            rename(&span_handle, format!("{method} {route}"));
+                            span_handle.set_attribute("http.route", route.to_string());
+                            span_handle.set_attribute("http.response.status_code", status as i64);
+                            if status >= 500 {
+                                span_handle.record("otel.status_code", "ERROR");
+                            }
+                        }
                         tracing::info!(%method, path, route, status, latency_ms, request_id, "http request");
                     }
                     Protocol::Grpc => {
@@ -190,6 +246,22 @@ where
                             .unwrap_or(0);
                         let code = tonic::Code::from_i32(grpc_status);
                         crate::metrics::record_grpc(grpc_method_label(&path), code, latency_ms);
+                        if otel {
+                            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+                            span_handle.set_attribute("rpc.grpc.status_code", grpc_status as i64);
+                            // The server errors of the semantic conventions.
+                            if matches!(
+                                code,
+                                tonic::Code::Unknown
+                                    | tonic::Code::DeadlineExceeded
+                                    | tonic::Code::Unimplemented
+                                    | tonic::Code::Internal
+                                    | tonic::Code::Unavailable
+                                    | tonic::Code::DataLoss
+                            ) {
+                                span_handle.record("otel.status_code", "ERROR");
+                            }
+                        }
                         tracing::info!(method = %path, grpc_status = ?code, latency_ms, request_id, "grpc request");
                     }
                 }
@@ -198,6 +270,13 @@ where
             span,
         ))
     }
+}
+
+/// Names the (already started) OpenTelemetry span of `span`.
+fn rename(span: &tracing::Span, name: String) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    span.context().span().update_name(name);
 }
 
 #[cfg(test)]
@@ -243,5 +322,104 @@ mod tests {
             assert_eq!(line["span"]["request_id"], "req-7", "{line}");
             assert_eq!(line["span"]["name"], REQUEST_SPAN, "{line}");
         }
+    }
+}
+
+/// The JSON log lines of requests (`telemetry::JsonLines`), served through the
+/// access log.
+#[cfg(test)]
+mod json_lines {
+    use tower::{Layer as _, ServiceExt as _};
+    use tracing_subscriber::{fmt::format::JsonFields, prelude::*};
+
+    use super::*;
+    use crate::{api::tests::Captured, telemetry::JsonLines};
+
+    /// Serves one request through the access log, with a handler logging a warning
+    /// inside a span of its own, under `format`'s JSON lines; returns the lines.
+    async fn serve_one(format: JsonLines, traceparent: Option<&str>) -> Vec<serde_json::Value> {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(JsonFields::new())
+                .event_format(format)
+                .with_writer(move || writer.clone()),
+        );
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let handler = tower::service_fn(|_: http::Request<axum::body::Body>| async {
+            async {
+                tokio::task::yield_now().await;
+                tracing::warn!(detail = 7, "feature warning");
+            }
+            .instrument(tracing::info_span!("feature", pad = "KSC"))
+            .await;
+            Ok::<_, std::convert::Infallible>(http::Response::new(axum::body::Body::empty()))
+        });
+        let mut request = http::Request::builder()
+            .uri("/v1/bookings")
+            .header(REQUEST_ID, "req-9");
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        AccessLogLayer(Protocol::Http)
+            .layer(handler)
+            .oneshot(request.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        captured.lines()
+    }
+
+    use tracing::Instrument as _;
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    #[tokio::test]
+    async fn gcp_lines_carry_severity_and_the_callers_trace_in_nested_spans() {
+        let lines = serve_one(
+            JsonLines::gcp(Some("spacet-prod".into())),
+            Some(&format!("00-{TRACE}-00f067aa0ba902b7-01")),
+        )
+        .await;
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let warning = &lines[0];
+        assert_eq!(warning["severity"], "WARNING", "{warning}");
+        assert_eq!(warning["message"], "feature warning", "{warning}");
+        assert_eq!(warning["detail"], 7, "{warning}");
+        assert!(warning["time"].is_string(), "{warning}");
+        assert_eq!(
+            warning["logging.googleapis.com/trace"],
+            format!("projects/spacet-prod/traces/{TRACE}"),
+            "{warning}"
+        );
+        assert_eq!(warning["logging.googleapis.com/trace_sampled"], true);
+        // Inside the feature's span, the request's ids still.
+        assert_eq!(warning["request_id"], "req-9", "{warning}");
+        assert_eq!(warning["trace_id"], TRACE, "{warning}");
+        assert_eq!(warning["span"]["name"], "feature", "{warning}");
+        assert_eq!(warning["span"]["pad"], "KSC", "{warning}");
+        assert_eq!(lines[1]["severity"], "INFO");
+        assert_eq!(lines[1]["message"], "http request");
+    }
+
+    #[tokio::test]
+    async fn json_lines_have_the_request_id_everywhere_and_a_trace_id_only_when_given() {
+        let lines = serve_one(JsonLines::json(), None).await;
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        for line in &lines {
+            assert_eq!(line["request_id"], "req-9", "{line}");
+            assert!(line.get("trace_id").is_none(), "{line}");
+            assert!(line.get("logging.googleapis.com/trace").is_none());
+        }
+        assert_eq!(lines[0]["level"], "WARN");
+        // An invalid traceparent is ignored.
+        let lines = serve_one(JsonLines::json(), Some("00-zz-00f067aa0ba902b7-01")).await;
+        assert!(lines[0].get("trace_id").is_none(), "{:?}", lines[0]);
+        let lines = serve_one(
+            JsonLines::json(),
+            Some(&format!("00-{TRACE}-00f067aa0ba902b7-00")),
+        )
+        .await;
+        assert_eq!(lines[0]["trace_id"], TRACE);
     }
 }

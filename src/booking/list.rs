@@ -151,6 +151,14 @@ pub async fn list(
     pool: &PgPool,
     query: &ListQuery,
 ) -> Result<(Vec<Ticket>, Option<Cursor>), sqlx::Error> {
+    tracing::Instrument::instrument(list_page(pool, query), crate::db::span("SELECT", "tickets"))
+        .await
+}
+
+async fn list_page(
+    pool: &PgPool,
+    query: &ListQuery,
+) -> Result<(Vec<Ticket>, Option<Cursor>), sqlx::Error> {
     let Some((query, pads)) = resolve(pool, query).await? else {
         return Ok((Vec::new(), None));
     };

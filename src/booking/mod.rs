@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 pub use domain::*;
@@ -151,14 +152,16 @@ pub async fn book(
             return Ok(existing);
         }
     }
-    let result = match book_once(pool, booking, limits).await {
+    let transaction =
+        || book_once(pool, booking, limits).instrument(crate::db::span("INSERT", "tickets"));
+    let result = match transaction().await {
         // A deadlock or serialization failure rolled the whole transaction back:
         // run it once more. A second one reaches the client as UNAVAILABLE.
         Err(BookingError::Database(error))
             if crate::db::classify(&error) == crate::db::Failure::Conflict =>
         {
             tracing::warn!(%error, "booking rolled back by a concurrent transaction; retrying once");
-            book_once(pool, booking, limits).await
+            transaction().await
         }
         other => other,
     };
@@ -416,6 +419,16 @@ pub async fn get(pool: &PgPool, id: TicketId, owner: Option<&str>) -> Result<Tic
 /// not found).
 #[tracing::instrument(skip_all, fields(ticket = %id))]
 pub async fn cancel(
+    pool: &PgPool,
+    id: TicketId,
+    owner: Option<&str>,
+) -> Result<Ticket, BookingError> {
+    cancel_in_transaction(pool, id, owner)
+        .instrument(crate::db::span("UPDATE", "tickets"))
+        .await
+}
+
+async fn cancel_in_transaction(
     pool: &PgPool,
     id: TicketId,
     owner: Option<&str>,

@@ -14,4 +14,4 @@ WITH claimable AS MATERIALIZED (
              UPDATE outbox o
              SET claimed_until = now() + $2 * interval '1 millisecond', attempts = o.attempts + 1
              FROM claimable WHERE o.id = claimable.id
-             RETURNING o.id, o.event_type, o.aggregate_id, o.payload, o.schema_version, o.attributes, o.data
+             RETURNING o.id, o.event_type, o.aggregate_id, o.payload, o.schema_version, o.attributes, o.data, o.trace_context

@@ -83,8 +83,8 @@ pub async fn enqueue_legacy(
         })
         .collect();
     sqlx::query!(
-        "INSERT INTO outbox (event_type, aggregate_id, payload, data, attributes, schema_version)
-         SELECT t, a, p, d, at, $6
+        "INSERT INTO outbox (event_type, aggregate_id, payload, data, attributes, schema_version, trace_context)
+         SELECT t, a, p, d, at, $6, $7
          FROM UNNEST($1::text[], $2::uuid[], $3::jsonb[], $4::bytea[], $5::jsonb[]) AS u(t, a, p, d, at)",
         &types,
         &aggregates,
@@ -92,6 +92,7 @@ pub async fn enqueue_legacy(
         &data,
         &attributes,
         LEGACY_SCHEMA_VERSION,
+        crate::telemetry::current_traceparent(),
     )
     .execute(&mut *conn)
     .await?;
@@ -113,13 +114,15 @@ pub async fn enqueue_all(conn: &mut PgConnection, events: &[NewEvent]) -> Result
     let types: Vec<String> = events.iter().map(|e| e.event_type.to_string()).collect();
     let aggregates: Vec<Uuid> = events.iter().map(|e| e.aggregate_id).collect();
     let payloads: Vec<serde_json::Value> = events.iter().map(|e| e.payload.clone()).collect();
+    // The trace of the request writing the events: their publish joins it.
     sqlx::query!(
-        "INSERT INTO outbox (event_type, aggregate_id, payload, schema_version)
-         SELECT t, a, p, $4 FROM UNNEST($1::text[], $2::uuid[], $3::jsonb[]) AS u(t, a, p)",
+        "INSERT INTO outbox (event_type, aggregate_id, payload, schema_version, trace_context)
+         SELECT t, a, p, $4, $5 FROM UNNEST($1::text[], $2::uuid[], $3::jsonb[]) AS u(t, a, p)",
         &types,
         &aggregates,
         &payloads,
         SCHEMA_VERSION,
+        crate::telemetry::current_traceparent(),
     )
     .execute(&mut *conn)
     .await?;

@@ -83,6 +83,8 @@ pub struct RelayConfig {
     pub origin: String,
     /// Which contracts are published (`EVENTS_FORMAT`).
     pub events_format: EventsFormat,
+    /// The topic's short name, for the publish spans.
+    pub topic: String,
 }
 
 impl RelayConfig {
@@ -97,6 +99,7 @@ impl RelayConfig {
             lease: pubsub.publish_timeout * 2 + Duration::from_secs(30),
             origin,
             events_format: outbox.events_format,
+            topic: pubsub.topic.clone(),
         }
     }
 }
@@ -113,6 +116,8 @@ struct Claimed {
     attributes: Option<serde_json::Value>,
     /// Set for a Go-contract message: its data, byte for byte.
     data: Option<Vec<u8>>,
+    /// The `traceparent` of the request that wrote the event.
+    trace_context: Option<String>,
 }
 
 /// Publishes outbox rows. [`Relay::step`] does one round; [`Relay::run`] loops.
@@ -180,15 +185,32 @@ impl Relay {
         // A message that breaks Pub/Sub's limits is not sent: it fails as rejected.
         let mut outcomes: Vec<(i64, Result<String, PublishError>)> = Vec::new();
         let mut to_send = Vec::new();
+        let mut spans = Vec::new();
         for row in &rows {
-            let message = self.message(row);
+            let mut message = self.message(row);
+            let span = self.publish_span(row, &mut message);
             match message.check_limits() {
-                Ok(()) => to_send.push(message),
-                Err(error) => outcomes.push((row.id, Err(error))),
+                Ok(()) => {
+                    to_send.push(message);
+                    spans.push(span);
+                }
+                Err(error) => {
+                    fail_span(&span, &error);
+                    outcomes.push((row.id, Err(error)));
+                }
             }
         }
         let ids: Vec<i64> = to_send.iter().map(|m| m.event_id).collect();
         let results = self.publisher.publish(to_send).await;
+        for (span, result) in spans.iter().zip(&results) {
+            match result {
+                Ok(id) => {
+                    span.record("messaging.message.id", id.as_str());
+                }
+                Err(error) => fail_span(span, error),
+            }
+        }
+        drop(spans);
         outcomes.extend(ids.into_iter().zip(results));
 
         let published: Vec<i64> = outcomes
@@ -218,6 +240,51 @@ impl Relay {
             report.parked = self.mark_failed(&failed).await?;
         }
         Ok(report)
+    }
+
+    /// The producer span of one publish, in the trace of the request that wrote
+    /// the event (a trace of its own when none was stored); its context goes into
+    /// the message's `traceparent` and `tracestate` attributes. Without an
+    /// exporter no span is made, and a stored `traceparent` is passed on as is.
+    /// Go-contract messages keep their own attributes.
+    fn publish_span(&self, row: &Claimed, message: &mut OutgoingMessage) -> tracing::Span {
+        let own_attributes = row.attributes.is_some();
+        if !crate::telemetry::otel_enabled() {
+            if let (Some(traceparent), false) = (&row.trace_context, own_attributes) {
+                message
+                    .attributes
+                    .push(("traceparent".into(), traceparent.clone()));
+            }
+            return tracing::Span::none();
+        }
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = format!("send {}", self.config.topic).as_str(),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "gcp_pubsub",
+            messaging.operation.type = "send",
+            messaging.operation.name = "publish",
+            messaging.destination.name = self.config.topic.as_str(),
+            messaging.message.id = tracing::field::Empty,
+            messaging.gcp_pubsub.message.ordering_key = message.ordering_key.as_str(),
+            event_id = row.id,
+            event_type = row.event_type.as_str(),
+            error = tracing::field::Empty,
+        );
+        let parent = row
+            .trace_context
+            .as_deref()
+            .map(|traceparent| crate::telemetry::remote_context(traceparent, None))
+            .unwrap_or_default();
+        let _ = span.set_parent(parent);
+        if !own_attributes {
+            message
+                .attributes
+                .extend(crate::telemetry::context_pairs(&span));
+        }
+        span
     }
 
     fn message(&self, row: &Claimed) -> OutgoingMessage {
@@ -388,6 +455,14 @@ impl Relay {
             }
         }
         tracing::info!("outbox relay stopped");
+    }
+}
+
+/// Marks a publish span failed.
+fn fail_span(span: &tracing::Span, error: &PublishError) {
+    if !span.is_disabled() {
+        span.record("otel.status_code", "ERROR");
+        span.record("error", error.message.as_str());
     }
 }
 

@@ -345,7 +345,22 @@ impl SpaceXClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let failure = match self.attempt(what, attempt, build()).await {
+            let span = attempt_span(what, attempt);
+            let mut request = build();
+            if !span.is_disabled() {
+                let mut headers = http::HeaderMap::new();
+                crate::telemetry::inject_headers(&span, &mut headers);
+                request = request.headers(headers);
+            }
+            let outcome = tracing::Instrument::instrument(
+                self.attempt(what, attempt, request, &span),
+                span.clone(),
+            )
+            .await;
+            if outcome.is_err() {
+                span.record("otel.status_code", "ERROR");
+            }
+            let failure = match outcome {
                 Ok(body) => return Ok(body),
                 Err(Failure::Final(error)) => return Err(error),
                 Err(Failure::Retryable(error)) => error,
@@ -373,6 +388,7 @@ impl SpaceXClient {
         what: &str,
         attempts: u32,
         request: reqwest::RequestBuilder,
+        span: &tracing::Span,
     ) -> Result<Bytes, Failure> {
         let classify = |e: reqwest::Error| {
             if e.is_timeout() {
@@ -405,6 +421,10 @@ impl SpaceXClient {
             .await
             .map_err(classify)?;
         let status = response.status();
+        if !span.is_disabled() {
+            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+            span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+        }
         if !status.is_success() {
             let error = SpaceXError::Status {
                 what: what.to_string(),
@@ -577,6 +597,27 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// The client span of one SpaceX request attempt (`what` is `METHOD /path`), when
+/// traces are exported: its context goes into the request's `traceparent`.
+fn attempt_span(what: &str, attempt: u32) -> tracing::Span {
+    if !crate::telemetry::otel_enabled() {
+        return tracing::Span::none();
+    }
+    let method = what.split(' ').next().unwrap_or("GET");
+    // `POST /launches/query page 2`: the page is an attribute, not part of the name.
+    let name = what.split(" page ").next().unwrap_or(what);
+    tracing::info_span!(
+        "spacex request",
+        otel.name = name,
+        spacex.request = what,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.request.resend_count = attempt - 1,
+        peer.service = "spacex",
+    )
 }
 
 #[cfg(test)]

@@ -144,8 +144,9 @@ async fn forced(deps: &SyncDeps, trigger: Trigger) -> Result<SyncReport, SyncErr
                 let id = deps.forced.next_id.fetch_add(1, Ordering::Relaxed);
                 let (deps, forced) = (deps.clone(), deps.forced.clone());
                 // Its own task: a caller that goes away (a client hanging up) never
-                // leaves the sync, or its open transaction, unpolled.
-                let task = tokio::spawn(async move {
+                // leaves the sync, or its open transaction, unpolled. It stays in the
+                // span (and trace) of the request that started it.
+                let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
                     let outcome = match SpaceXClient::new(&deps.settings) {
                         Ok(client) => sync::run(&deps, &client, trigger).await,
                         Err(e) => Err(e.into()),
@@ -159,7 +160,7 @@ async fn forced(deps: &SyncDeps, trigger: Trigger) -> Result<SyncReport, SyncErr
                         slots[slot] = None;
                     }
                     Arc::new(outcome)
-                });
+                }));
                 let flight = async move {
                     match task.await {
                         Ok(outcome) => outcome,

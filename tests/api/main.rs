@@ -26,3 +26,4 @@ mod server_limits;
 mod spacex;
 mod spacex_limits;
 mod supervision;
+mod tracing;

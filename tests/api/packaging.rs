@@ -188,7 +188,7 @@ fn the_compose_file_wires_postgres_the_emulator_the_service_and_the_subscriber()
 }
 
 /// Path of a compiled example (built by `cargo test --all-targets`).
-fn example(name: &str) -> PathBuf {
+pub(crate) fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // `cargo build --examples` leaves the binary here (the test script builds them;
     // `cargo test` only builds examples as test harnesses).
