@@ -131,11 +131,35 @@ reasons! {
         "The service is shutting down and stopped the work; another replica may take it.";
     Overloaded = "OVERLOADED", Unavailable =>
         "HTTP: `HTTP_MAX_CONNECTIONS` connections are open; the new one is answered and closed.";
+    RpcUnimplemented = "RPC_UNIMPLEMENTED", Unimplemented =>
+        "gRPC: no such service or method (reflection included, with `GRPC_REFLECTION=false`).";
+    MessageTooLarge = "MESSAGE_TOO_LARGE", OutOfRange =>
+        "gRPC: the request message is larger than the server accepts.";
+    MalformedMessage = "MALFORMED_MESSAGE", InvalidArgument =>
+        "gRPC: the request could not be decoded (not protobuf, bad framing or compression).";
     Internal = "INTERNAL", Internal =>
         "Anything else, a panic included: the cause is logged, never sent.";
 }
 
 impl Reason {
+    /// The reason of a status tonic answered itself, before our code ran (an
+    /// unknown method, a message it could not decode or too large), by its code;
+    /// `None` for codes tonic does not answer with (or only for a caller that is
+    /// gone, such as CANCELLED).
+    pub fn of_transport(code: Code) -> Option<Reason> {
+        let reason = match code {
+            Code::Unimplemented => Reason::RpcUnimplemented,
+            Code::OutOfRange => Reason::MessageTooLarge,
+            Code::InvalidArgument => Reason::MalformedMessage,
+            Code::DeadlineExceeded => Reason::DeadlineExceeded,
+            Code::Unavailable => Reason::ShuttingDown,
+            Code::Unauthenticated => Reason::TokenInvalid,
+            Code::Internal | Code::Unknown => Reason::Internal,
+            _ => return None,
+        };
+        Some(reason)
+    }
+
     /// The reason named `name`, if it is one of ours.
     pub fn parse(name: &str) -> Option<Reason> {
         Reason::ALL.iter().copied().find(|r| r.as_str() == name)

@@ -190,18 +190,88 @@ async fn remember_route(matched: Option<MatchedPath>, mut response: Response) ->
     response
 }
 
-/// The gRPC server's layers: the access log around the panic catcher around the
-/// deadline around authentication.
+/// The gRPC server's layers: the access log around the ErrorInfo filler around
+/// the panic catcher around the deadline around authentication.
 pub type GrpcLayers = tower::layer::util::Stack<
     AuthLayer,
     tower::layer::util::Stack<
         DeadlineLayer,
         tower::layer::util::Stack<
             CatchPanicLayer,
-            tower::layer::util::Stack<AccessLogLayer, tower::layer::util::Identity>,
+            tower::layer::util::Stack<
+                tower::util::MapResponseLayer<fn(Response) -> Response>,
+                tower::layer::util::Stack<AccessLogLayer, tower::layer::util::Identity>,
+            >,
         >,
     >,
 >;
+
+/// Gives an `ErrorInfo` to an error status tonic answered itself, before any of
+/// our code ran (an unknown method, a message it could not decode or too large):
+/// such answers are headers only, and ours always carry details.
+fn fill_error_info(mut response: Response) -> Response {
+    let headers = response.headers();
+    if headers.contains_key("grpc-status-details-bin") {
+        return response;
+    }
+    let Some(code) = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(tonic::Code::from)
+        .filter(|code| *code != tonic::Code::Ok)
+    else {
+        return response;
+    };
+    let message = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(percent_decode)
+        .unwrap_or_default();
+    // tonic answers INTERNAL to a message that is not protobuf: the client's
+    // mistake, so INVALID_ARGUMENT.
+    let reason = if code == tonic::Code::Internal
+        && message.starts_with("failed to decode Protobuf message")
+    {
+        error::Reason::MalformedMessage
+    } else {
+        match error::Reason::of_transport(code) {
+            Some(reason) => reason,
+            None => return response,
+        }
+    };
+    let with_details = error::status(reason, message).into_http::<axum::body::Body>();
+    for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+        match with_details.headers().get(name) {
+            Some(value) => {
+                response.headers_mut().insert(name, value.clone());
+            }
+            None => {
+                response.headers_mut().remove(name);
+            }
+        }
+    }
+    response
+}
+
+/// `grpc-message` is percent-encoded.
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(byte) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
 
 /// HTTP/2 PING interval on gRPC connections: a peer that stops answering is
 /// dropped after [`GRPC_KEEPALIVE_TIMEOUT`] more.
@@ -237,6 +307,9 @@ pub fn grpc_server(
         // The layer added first is outermost: the access log sees a caught panic
         // as the INTERNAL it was answered with, and a deadline as DEADLINE_EXCEEDED.
         .layer(AccessLogLayer(Protocol::Grpc))
+        .layer(tower::util::MapResponseLayer::new(
+            fill_error_info as fn(Response) -> Response,
+        ))
         .layer(CatchPanicLayer(Protocol::Grpc))
         .layer(DeadlineLayer(limits.grpc_request_timeout))
         .layer(AuthLayer(Some(state.auth.clone())))

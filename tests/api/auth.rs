@@ -583,6 +583,7 @@ async fn metrics_can_have_a_listener_of_their_own_and_reflection_can_be_off() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
+    crate::helpers::assert_reason(&status, "RPC_UNIMPLEMENTED");
 }
 
 // ---------------------------------------------------------------------------

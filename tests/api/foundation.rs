@@ -424,3 +424,48 @@ fn poll_blocking(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
     check()
 }
+
+/// What tonic answers itself, before any of our code runs, carries an ErrorInfo
+/// too: an unknown method, an unknown service, a message that is not protobuf
+/// (INVALID_ARGUMENT, not tonic's INTERNAL: the client's mistake).
+#[tokio::test]
+async fn tonics_own_answers_carry_an_error_info() {
+    use std::str::FromStr;
+    let app = TestApp::spawn().await;
+    let call = |path: &'static str, body: Vec<u8>| {
+        let channel = app.channel();
+        async move {
+            let mut grpc = tonic::client::Grpc::new(channel.await);
+            grpc.ready().await.unwrap();
+            grpc.unary(
+                tonic::Request::new(body),
+                http::uri::PathAndQuery::from_str(path).unwrap(),
+                tonic_prost::ProstCodec::<Vec<u8>, ()>::default(),
+            )
+            .await
+            .unwrap_err()
+        }
+    };
+    for path in [
+        "/spacet.v1.SpaceTService/NoSuchMethod",
+        "/no.such.Service/Call",
+    ] {
+        let status = call(path, Vec::new()).await;
+        assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+        crate::helpers::assert_reason(&status, "RPC_UNIMPLEMENTED");
+    }
+    // A BytesValue whose bytes are not UTF-8, read as TicketID's string field.
+    let status = call("/spacet.v1.SpaceTService/GetBooking", vec![0xff, 0xfe]).await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with("failed to decode"),
+        "{status:?}"
+    );
+    crate::helpers::assert_reason(&status, "MALFORMED_MESSAGE");
+}
+
+#[test]
+fn grpc_messages_are_percent_decoded() {
+    assert_eq!(spacet::api::percent_decode("a%20b%3A%zz%"), "a b:%zz%");
+    assert_eq!(spacet::api::percent_decode("caf%C3%A9"), "café");
+}
