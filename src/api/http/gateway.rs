@@ -172,15 +172,7 @@ fn request_json(
         BodyRule::None => Map::new(),
     };
     if binding.body != BodyRule::Whole {
-        let mut violations = Vec::new();
-        for (key, value) in query {
-            if let Err(problem) = insert_query_param(&input, &mut object, key, value) {
-                violations.push(tonic_types::FieldViolation::new(key.clone(), problem));
-            }
-        }
-        if !violations.is_empty() {
-            return Err(ApiError::InvalidArgument(violations).into());
-        }
+        insert_query(&input, &mut object, query)?;
     }
     for variable in &binding.variables {
         let Some((_, value)) = params.iter().find(|(name, _)| *name == variable.param) else {
@@ -351,21 +343,33 @@ pub fn decode_query<T: DeserializeOwned>(
     query: &[(String, String)],
     path: &[(&str, &str)],
 ) -> Result<T, GatewayError> {
-    let descriptor = descriptor(message);
     let mut object = Map::new();
-    let mut violations = Vec::new();
-    for (key, value) in query {
-        if let Err(problem) = insert_query_param(&descriptor, &mut object, key, value) {
-            violations.push(tonic_types::FieldViolation::new(key.clone(), problem));
-        }
-    }
-    if !violations.is_empty() {
-        return Err(ApiError::InvalidArgument(violations).into());
-    }
+    insert_query(&descriptor(message), &mut object, query)?;
     for (name, value) in path {
         object.insert((*name).to_string(), Value::String((*value).to_string()));
     }
     from_json(Value::Object(object))
+}
+
+/// Every query parameter into `object`, or a 400 naming each bad one.
+fn insert_query(
+    descriptor: &MessageDescriptor,
+    object: &mut Map<String, Value>,
+    query: &[(String, String)],
+) -> Result<(), GatewayError> {
+    let violations: Vec<_> = query
+        .iter()
+        .filter_map(|(key, value)| {
+            insert_query_param(descriptor, object, key, value)
+                .err()
+                .map(|problem| tonic_types::FieldViolation::new(key.clone(), problem))
+        })
+        .collect();
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidArgument(violations).into())
+    }
 }
 
 /// `a.b=1` sets field `b` of message field `a`; a repeated field collects every
