@@ -214,33 +214,24 @@ fn fill_error_info(mut response: Response) -> Response {
     if headers.contains_key("grpc-status-details-bin") {
         return response;
     }
-    let Some(code) = headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .map(tonic::Code::from)
-        .filter(|code| *code != tonic::Code::Ok)
-    else {
+    let Some(status) = tonic::Status::from_header_map(headers) else {
         return response;
     };
-    let message = headers
-        .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
-        .map(percent_decode)
-        .unwrap_or_default();
     // tonic answers INTERNAL to a message that is not protobuf: the client's
     // mistake, so INVALID_ARGUMENT.
-    let reason = if code == tonic::Code::Internal
-        && message.starts_with("failed to decode Protobuf message")
+    let reason = if status.code() == tonic::Code::Internal
+        && status
+            .message()
+            .starts_with("failed to decode Protobuf message")
     {
         error::Reason::MalformedMessage
     } else {
-        match error::Reason::of_transport(code) {
+        match error::Reason::of_transport(status.code()) {
             Some(reason) => reason,
             None => return response,
         }
     };
-    let with_details = error::status(reason, message).into_http::<axum::body::Body>();
+    let with_details = error::status(reason, status.message()).into_http::<axum::body::Body>();
     for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
         match with_details.headers().get(name) {
             Some(value) => {
@@ -252,25 +243,6 @@ fn fill_error_info(mut response: Response) -> Response {
         }
     }
     response
-}
-
-/// `grpc-message` is percent-encoded.
-pub fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(byte) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                out.push(byte);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// HTTP/2 PING interval on gRPC connections: a peer that stops answering is

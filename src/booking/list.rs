@@ -146,6 +146,11 @@ impl ListQuery {
 /// tickets sit in the table. Longer or open ranges walk the keyset order.
 pub const MERGED_DAYS: i64 = 31;
 
+/// Whether `from..=to` (both given, `from < to`) is short enough to read day by day.
+fn merged(from: NaiveDate, to: NaiveDate) -> bool {
+    from < to && (to - from).num_days() < MERGED_DAYS
+}
+
 /// One page and the cursor of the next (none on the last page).
 pub async fn list(
     pool: &PgPool,
@@ -227,9 +232,11 @@ pub async fn resolve(
             }
         }
     }
-    let merged = matches!((query.launch_from, query.launch_to),
-        (Some(from), Some(to)) if from == to || (from < to && (to - from).num_days() < MERGED_DAYS));
-    if (query.launch_from.is_some() || query.launch_to.is_some()) && !merged {
+    // A day, or a range read day by day, is found by its indexes; a longer or
+    // open range walks the keyset order, from its flights' first booking.
+    let indexed = matches!((query.launch_from, query.launch_to),
+        (Some(from), Some(to)) if from == to || merged(from, to));
+    if (query.launch_from.is_some() || query.launch_to.is_some()) && !indexed {
         match first_booking_bound(pool, &query, pads.as_deref()).await? {
             Bound::NoFlight => return Ok(None),
             Bound::From(first) => {
@@ -355,7 +362,7 @@ pub fn list_sql(
     let rows = query.limit + 1;
     let mut sql = QueryBuilder::new(head);
     match (query.launch_from, query.launch_to) {
-        (Some(from), Some(to)) if from < to && (to - from).num_days() < MERGED_DAYS => {
+        (Some(from), Some(to)) if merged(from, to) => {
             // One ordered index scan per day, at most `rows` each, then the first
             // `rows` of them all.
             sql.push(format!(

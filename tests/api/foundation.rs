@@ -463,9 +463,3 @@ async fn tonics_own_answers_carry_an_error_info() {
     );
     crate::helpers::assert_reason(&status, "MALFORMED_MESSAGE");
 }
-
-#[test]
-fn grpc_messages_are_percent_decoded() {
-    assert_eq!(spacet::api::percent_decode("a%20b%3A%zz%"), "a b:%zz%");
-    assert_eq!(spacet::api::percent_decode("caf%C3%A9"), "café");
-}

@@ -7,7 +7,6 @@ use std::{
 };
 
 use serde_json::json;
-use sqlx::postgres::PgConnectOptions;
 
 use crate::{
     helpers::{fresh_database, ready_within},
@@ -15,17 +14,6 @@ use crate::{
 };
 
 const GO_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/go-service.yaml");
-
-/// The DSN of a test database in libpq key/value form, for `POSTGRES_DSN`.
-fn dsn_of(db: &PgConnectOptions) -> String {
-    format!(
-        "host={} port={} user={} dbname={}",
-        db.get_host(),
-        db.get_port(),
-        db.get_username(),
-        db.get_database().expect("test databases are named")
-    )
-}
 
 /// A spawned binary, killed when dropped.
 struct Child(tokio::process::Child);
@@ -61,7 +49,7 @@ async fn the_go_services_file_starts_the_binary_with_its_settings_under_the_envi
         .args(["-config", GO_FILE])
         .env("HTTP_PORT", http.to_string())
         .env("GRPC_PORT", grpc.to_string())
-        .env("POSTGRES_DSN", dsn_of(&db))
+        .env("POSTGRES_DSN", crate::helpers::dsn_of(&db))
         .env("PUBSUB_EMULATOR_HOST", emulator.host())
         .env("PUBSUB_PROJECT_ID", &project)
         .env("BIND_ADDRESS", "127.0.0.1")

@@ -551,3 +551,15 @@ pub fn assert_body_unavailable(body: &Value, reason: &str) {
     assert_eq!(body["code"], 14, "{body}");
     assert_eq!(body_retry_delay(body).as_deref(), Some("1s"), "{body}");
 }
+
+/// The DSN of a test database in libpq key/value form (`PG_DSN`, the Go
+/// service's `POSTGRES_DSN`), for the tests that start the binary.
+pub fn dsn_of(db: &PgConnectOptions) -> String {
+    format!(
+        "host={} port={} user={} dbname={}",
+        db.get_host(),
+        db.get_port(),
+        db.get_username(),
+        db.get_database().expect("test databases are named")
+    )
+}

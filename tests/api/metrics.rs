@@ -7,7 +7,6 @@ use std::{collections::BTreeSet, str::FromStr, time::Duration};
 
 use futures::StreamExt as _;
 use http::uri::PathAndQuery;
-use sqlx::postgres::PgConnectOptions;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
@@ -29,7 +28,7 @@ impl Service {
             .env("HTTP_PORT", http_port.to_string())
             .env("GRPC_PORT", grpc_port.to_string())
             .env("BIND_ADDRESS", "127.0.0.1")
-            .env("PG_DSN", dsn_of(&db))
+            .env("PG_DSN", crate::helpers::dsn_of(&db))
             .env("SPACEX_SYNC_ENABLED", "false")
             // Clients without tokens, as the Go service's (tests/api/auth.rs covers tokens).
             .env("AUTH_MODE", "none")
@@ -64,25 +63,6 @@ impl Service {
 
     async fn channel(&self) -> Channel {
         grpc_channel(self.grpc_port).await
-    }
-}
-
-/// The DSN of a test database, for the binary's `PG_DSN`.
-fn dsn_of(db: &PgConnectOptions) -> String {
-    let name = db.get_database().expect("test databases are named");
-    match std::env::var("SPACET_TEST_PG_DSN") {
-        Ok(dsn) if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") => {
-            let mut url = reqwest::Url::parse(&dsn).expect("SPACET_TEST_PG_DSN is a URL");
-            url.set_path(name);
-            url.to_string()
-        }
-        Ok(dsn) if !dsn.trim().is_empty() => format!("{dsn} dbname={name}"),
-        _ => format!(
-            "postgres://{}@{}:{}/{name}",
-            db.get_username(),
-            db.get_host(),
-            db.get_port()
-        ),
     }
 }
 

@@ -334,6 +334,26 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
     }
 }
 
+/// Waits until the subscriber example says it is reading (its subscription then
+/// exists: it only receives what is published after that), from its stderr.
+pub(crate) async fn wait_until_reading(
+    stderr: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+) {
+    let mut said = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            let reading = line.contains("subscriber: reading");
+            said.push(line);
+            if reading {
+                return;
+            }
+        }
+        panic!("the subscriber exited: {said:?}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the subscriber did not start reading: {said:?}"));
+}
+
 #[tokio::test]
 async fn the_subscriber_example_prints_each_event_the_service_publishes() {
     use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -354,19 +374,7 @@ async fn the_subscriber_example_prints_each_event_the_service_publishes() {
     let mut stderr = BufReader::new(subscriber.stderr.take().unwrap()).lines();
     // The subscription exists (it only receives what is published after it does)
     // once the subscriber says it is reading.
-    let mut said = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(60), async {
-        while let Some(line) = stderr.next_line().await.unwrap() {
-            let reading = line.contains("subscriber: reading");
-            said.push(line);
-            if reading {
-                return;
-            }
-        }
-        panic!("the subscriber exited: {said:?}");
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the subscriber did not start reading: {said:?}"));
+    wait_until_reading(&mut stderr).await;
 
     let app = TestApp::spawn_with(&[
         ("PUBSUB_ENABLED", "true"),

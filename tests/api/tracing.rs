@@ -202,17 +202,6 @@ fn random_id(bytes: usize) -> String {
     hex(&(0..bytes).map(|_| rand::random::<u8>()).collect::<Vec<_>>())
 }
 
-/// The DSN of a test database in libpq key/value form.
-fn dsn_of(db: &PgConnectOptions) -> String {
-    format!(
-        "host={} port={} user={} dbname={}",
-        db.get_host(),
-        db.get_port(),
-        db.get_username(),
-        db.get_database().expect("test databases are named")
-    )
-}
-
 /// The `spacet` binary on free ports, its stdout (log lines) collected.
 struct Service {
     _child: tokio::process::Child,
@@ -228,7 +217,7 @@ impl Service {
         command
             .env("HTTP_PORT", http.to_string())
             .env("GRPC_PORT", grpc.to_string())
-            .env("PG_DSN", dsn_of(db))
+            .env("PG_DSN", crate::helpers::dsn_of(db))
             .env("BIND_ADDRESS", "127.0.0.1")
             .env("ROCKETS_PORT", "0")
             .env("SPACEX_SYNC_ENABLED", "false")
@@ -338,19 +327,7 @@ async fn start_subscriber(
     }
     let mut subscriber = command.spawn().unwrap();
     let mut stderr = BufReader::new(subscriber.stderr.take().unwrap()).lines();
-    let mut said = Vec::new();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = stderr.next_line().await.unwrap() {
-            let reading = line.contains("subscriber: reading");
-            said.push(line);
-            if reading {
-                return;
-            }
-        }
-        panic!("the subscriber exited: {said:?}");
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the subscriber did not start reading: {said:?}"));
+    crate::packaging::wait_until_reading(&mut stderr).await;
     tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
     let printed: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut stdout = BufReader::new(subscriber.stdout.take().unwrap()).lines();

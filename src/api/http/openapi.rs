@@ -216,7 +216,7 @@ impl Schemas {
                         match inner.map_entry_value_field().kind() {
                             Kind::Message(value) => value,
                             Kind::Enum(e) => {
-                                self.enums.insert(e.full_name().to_string(), e);
+                                self.enums.insert(schema_name_enum(&e), e);
                                 continue;
                             }
                             _ => continue,
@@ -351,17 +351,18 @@ fn is_well_known(message: &MessageDescriptor) -> bool {
 /// Messages and enums are named by their name inside the package
 /// (`Ticket`, `Ticket.Passenger` → `Ticket.Passenger`).
 fn schema_name(message: &MessageDescriptor) -> String {
-    message
-        .full_name()
-        .strip_prefix(&format!("{}.", message.package_name()))
-        .unwrap_or(message.full_name())
-        .to_string()
+    in_package(message.full_name(), message.package_name())
 }
 
 fn schema_name_enum(e: &EnumDescriptor) -> String {
-    e.full_name()
-        .strip_prefix(&format!("{}.", e.package_name()))
-        .unwrap_or(e.full_name())
+    in_package(e.full_name(), e.package_name())
+}
+
+fn in_package(full_name: &str, package: &str) -> String {
+    full_name
+        .strip_prefix(package)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .unwrap_or(full_name)
         .to_string()
 }
 
