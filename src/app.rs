@@ -13,7 +13,10 @@ use std::{
 
 use anyhow::Context;
 use futures::FutureExt;
-use sqlx::{postgres::PgPoolOptions, PgPool};
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    PgPool,
+};
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +24,7 @@ use crate::{
     api::{self, ApiState},
     clock::Clock,
     config::{Database, Settings},
-    embedded_pg::EmbeddedPostgres,
+    embedded_pg::{EmbeddedCluster, EmbeddedPostgres},
     health::{DatabaseCheck, Health, HealthCheck},
     outbox::{Outbox, OutboxDeps},
     rockets::Rockets,
@@ -103,13 +106,7 @@ impl App {
                 (pg.connect_options(), Some(pg))
             }
         };
-        // Every connection of every pool inherits these options: the outbox relay's
-        // pool and the rocket writer derive theirs from `pool.connect_options()`
-        // (sqlx's `options()` appends, so their own entries add to these).
-        let options = crate::db::with_session_limits(
-            options.application_name(&settings.app_name),
-            &settings.pg_session_limits,
-        );
+        let options = session_options(&settings, options);
         let pool = PgPoolOptions::new()
             .max_connections(settings.pg_pool_max)
             .acquire_timeout(Duration::from_secs(5))
@@ -520,6 +517,16 @@ fn raise_open_files_limit() {
     );
 }
 
+/// Every connection of every pool inherits these: the outbox relay's pool and the
+/// rocket writer derive theirs from `pool.connect_options()` (sqlx's `options()`
+/// appends, so their own entries add to these).
+fn session_options(settings: &Settings, options: PgConnectOptions) -> PgConnectOptions {
+    crate::db::with_session_limits(
+        options.application_name(&settings.app_name),
+        &settings.pg_session_limits,
+    )
+}
+
 async fn stop_embedded(embedded: Option<EmbeddedPostgres>) {
     if let Some(pg) = embedded {
         let _ = tokio::task::spawn_blocking(move || drop(pg)).await;
@@ -557,42 +564,89 @@ pub async fn wait_for_database(pool: &PgPool, wait_at_most: Duration) -> anyhow:
     }
 }
 
-/// `spacet migrate`: brings up the database (embedded or not), applies the
-/// migrations, stops.
-pub async fn migrate_only(settings: Settings) -> anyhow::Result<()> {
-    let app = App::build(settings, Clock::system()).await?;
-    let result = wait_and_migrate(&app.pool, app.settings.pg_connect_timeout).await;
-    if result.is_ok() {
-        tracing::info!("migrations applied");
-    }
-    app.pool.close().await;
-    stop_embedded(app.embedded).await;
-    result
+/// The database of a one-shot command: no listener is bound and no authenticator
+/// started, so it runs beside a service on the same ports. With the embedded
+/// database it uses the server the running service started (and leaves it
+/// running), or starts one for itself and stops it afterwards.
+struct CommandDatabase {
+    pool: PgPool,
+    embedded: Option<EmbeddedCluster>,
 }
 
-/// `spacet sync [--confirm]`: one SpaceX sync, then stop. A sync the circuit
-/// breaker holds prints its report (`skippedReason` "held") and fails with its
-/// reason; `--confirm` applies it.
-pub async fn sync_once(settings: Settings, confirm: bool) -> anyhow::Result<()> {
-    let app = App::build(settings, Clock::system()).await?;
+impl CommandDatabase {
+    async fn open(settings: &Settings) -> anyhow::Result<CommandDatabase> {
+        let (options, embedded) = match &settings.database {
+            Database::External(options) => ((**options).clone(), None),
+            Database::Embedded(dir) => {
+                let dir = dir.clone();
+                let cluster =
+                    tokio::task::spawn_blocking(move || EmbeddedCluster::open(&dir)).await??;
+                (cluster.connect_options(), Some(cluster))
+            }
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(session_options(settings, options));
+        wait_and_migrate(&pool, settings.pg_connect_timeout).await?;
+        Ok(CommandDatabase { pool, embedded })
+    }
+
+    async fn close(self) {
+        self.pool.close().await;
+        if let Some(EmbeddedCluster::Started(pg)) = self.embedded {
+            stop_embedded(Some(pg)).await;
+        }
+    }
+}
+
+/// `spacet migrate`: applies the migrations and stops.
+pub async fn migrate_only(settings: Settings) -> anyhow::Result<()> {
+    let db = CommandDatabase::open(&settings).await?;
+    tracing::info!("migrations applied");
+    db.close().await;
+    Ok(())
+}
+
+/// How `spacet sync` ended, short of a failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// Applied, or nothing to apply.
+    Applied,
+    /// The circuit breaker held it (the reason): `--confirm` applies it.
+    Held(String),
+    /// Another instance was applying a sync at that moment: try again.
+    Busy,
+}
+
+/// `spacet sync [--confirm]`: one SpaceX sync, its report as JSON on stdout, then
+/// stop. `--confirm` applies a sync the circuit breaker would hold.
+pub async fn sync_once(settings: Settings, confirm: bool) -> anyhow::Result<SyncOutcome> {
+    let db = CommandDatabase::open(&settings).await?;
+    let deps = SyncDeps {
+        pool: db.pool.clone(),
+        clock: Clock::system(),
+        settings: settings.spacex.clone(),
+        shutdown: CancellationToken::new(),
+        forced: Default::default(),
+    };
     let result = async {
-        wait_and_migrate(&app.pool, app.settings.pg_connect_timeout).await?;
         let report = if confirm {
-            spacex::sync_confirmed(&app.sync_deps()).await?
+            spacex::sync_confirmed(&deps).await?
         } else {
-            spacex::sync_now(&app.sync_deps()).await?
+            spacex::sync_now(&deps).await?
         };
         println!(
             "{}",
             serde_json::to_string(&crate::proto::SyncReport::from(&report))?
         );
-        if let Some(reason) = report.held_reason {
-            anyhow::bail!(reason);
-        }
-        anyhow::Ok(())
+        anyhow::Ok(match (report.skipped, report.held_reason) {
+            (_, Some(reason)) => SyncOutcome::Held(reason),
+            (Some(spacex::SkipReason::Locked), None) => SyncOutcome::Busy,
+            _ => SyncOutcome::Applied,
+        })
     }
     .await;
-    app.pool.close().await;
-    stop_embedded(app.embedded).await;
+    db.close().await;
     result
 }

@@ -146,7 +146,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "auth_mode",
         "auto",
-        "`oidc` (tokens of AUTH_ISSUER), `dev` (tokens `spacet token` signs with AUTH_DEV_KEY_FILE), `none` (no authentication: every caller may do everything; for trusted networks and Go clients that send no token) or `auto` (`oidc` when AUTH_ISSUER is set, else `dev`)",
+        "`oidc` (tokens of AUTH_ISSUER), `dev` (tokens `spacet token` signs with AUTH_DEV_KEY_FILE), `none` (no authentication: every caller may do everything; for trusted networks and Go clients that send no token) or `auto` (`oidc` when AUTH_ISSUER is set; else `dev` with the embedded database; with an external PG_DSN and no issuer the service refuses to start)",
     ),
     (
         "auth_issuer",
@@ -438,6 +438,9 @@ pub enum AuthMode {
     Dev,
     /// No authentication: every caller may do everything.
     None,
+    /// `auto` with an external database and no issuer: nothing may serve with it
+    /// (see [`AuthSettings::require_mode`]).
+    Missing,
 }
 
 /// Authentication and per-principal limits.
@@ -457,6 +460,21 @@ pub struct AuthSettings {
     /// Forced syncs per principal per minute; 0 is no limit.
     pub sync_rate_limit: u32,
     pub max_active_tickets_per_passenger: i64,
+}
+
+impl AuthSettings {
+    /// The mode tokens are verified with; an error naming the settings when
+    /// `AUTH_MODE=auto` found no issuer with an external database — a deployment
+    /// that forgot AUTH_ISSUER must not fall back to development keys.
+    pub fn require_mode(&self) -> Result<AuthMode, ConfigError> {
+        match self.mode {
+            AuthMode::Missing => Err(ConfigError {
+                setting: "AUTH_ISSUER".into(),
+                problem: "is required with an external database (PG_DSN) and AUTH_MODE=auto: set AUTH_ISSUER and AUTH_AUDIENCE to your OIDC issuer, or choose a mode explicitly (AUTH_MODE=dev for development tokens, AUTH_MODE=none behind a trusted gateway)".into(),
+            }),
+            mode => Ok(mode),
+        }
+    }
 }
 
 /// Output format of the logs.
@@ -729,8 +747,15 @@ impl Settings {
                 "oidc" => AuthMode::Oidc,
                 "dev" => AuthMode::Dev,
                 "none" => AuthMode::None,
-                "auto" | "" if r.string("auth_issuer")?.trim().is_empty() => AuthMode::Dev,
-                "auto" | "" => AuthMode::Oidc,
+                // Development tokens only where nothing can be a deployment: the
+                // embedded database. An external database without an issuer is a
+                // deployment that forgot AUTH_ISSUER, and must not start on keys
+                // each replica makes up for itself.
+                "auto" | "" if !r.string("auth_issuer")?.trim().is_empty() => AuthMode::Oidc,
+                "auto" | "" if matches!(database, Database::Embedded(_)) => AuthMode::Dev,
+                // Refused by whatever verifies tokens (serving, `spacet token`);
+                // `spacet migrate` and `spacet sync` need no authentication.
+                "auto" | "" => AuthMode::Missing,
                 other => {
                     return Err(r.error(
                         "auth_mode",
@@ -1048,6 +1073,9 @@ pub fn parse_log_level(value: &str) -> Result<String, String> {
     Ok(level)
 }
 
+/// How a deployment template marks a value its operator must fill in.
+pub const PLACEHOLDER: &str = "REPLACE_ME";
+
 struct Reader {
     raw: config::Config,
     /// Where a value came from, when not from the setting's own name.
@@ -1066,10 +1094,20 @@ impl Reader {
         }
     }
 
+    /// The value, refused when it is still a deployment template's placeholder
+    /// (`REPLACE_ME...`): such a value must never reach a running service.
     fn string(&self, key: &str) -> Result<String, ConfigError> {
-        self.raw
+        let value = self
+            .raw
             .get_string(key)
-            .map_err(|e| self.error(key, e.to_string()))
+            .map_err(|e| self.error(key, e.to_string()))?;
+        if value.trim_start().starts_with(PLACEHOLDER) {
+            return Err(self.error(
+                key,
+                format!("is still the placeholder {value:?}: set it to the real value"),
+            ));
+        }
+        Ok(value)
     }
 
     fn non_empty(&self, key: &str) -> Result<String, ConfigError> {
@@ -1287,6 +1325,57 @@ mod tests {
                 "{bad:?} should be rejected"
             );
         }
+    }
+
+    fn load_env(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load(None, |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn auto_auth_takes_development_tokens_only_with_the_embedded_database() {
+        let embedded = load_env(&[]).unwrap();
+        assert_eq!(embedded.auth.mode, AuthMode::Dev);
+
+        // A deployment: an external database and no issuer must not serve (the
+        // one-shot commands that verify no token still run).
+        let deployment = load_env(&[("PG_DSN", "host=db user=spacet")]).unwrap();
+        assert_eq!(deployment.auth.mode, AuthMode::Missing);
+        let error = deployment.auth.require_mode().unwrap_err();
+        assert_eq!(error.setting, "AUTH_ISSUER");
+        assert!(error.problem.contains("AUTH_MODE=dev"), "{error}");
+
+        let oidc = load_env(&[
+            ("PG_DSN", "host=db user=spacet"),
+            ("AUTH_ISSUER", "https://issuer.example"),
+            ("AUTH_AUDIENCE", "spacet"),
+        ])
+        .unwrap();
+        assert_eq!(oidc.auth.mode, AuthMode::Oidc);
+        for (mode, expected) in [("dev", AuthMode::Dev), ("none", AuthMode::None)] {
+            let explicit = load_env(&[("PG_DSN", "host=db"), ("AUTH_MODE", mode)]).unwrap();
+            assert_eq!(explicit.auth.mode, expected);
+        }
+    }
+
+    #[test]
+    fn a_placeholder_value_stops_the_start_naming_its_setting() {
+        let error = load_env(&[
+            ("PG_DSN", "host=db"),
+            ("AUTH_ISSUER", "https://issuer.example"),
+            (
+                "AUTH_AUDIENCE",
+                "REPLACE_ME: the audience your issuer puts in tokens",
+            ),
+        ])
+        .unwrap_err();
+        assert_eq!(error.setting, "AUTH_AUDIENCE");
+        assert!(error.problem.contains("placeholder"), "{error}");
+        let error = load_env(&[("PUBSUB_PROJECT_ID", " REPLACE_ME")]).unwrap_err();
+        assert_eq!(error.setting, "PUBSUB_PROJECT_ID");
     }
 
     #[test]

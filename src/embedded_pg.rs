@@ -522,23 +522,104 @@ impl Drop for EmbeddedPostgres {
     }
 }
 
+/// The embedded cluster of a one-shot command (`spacet migrate`, `spacet sync`).
+pub enum EmbeddedCluster {
+    /// A server another process runs in the data directory (the running service's):
+    /// used as it is, never stopped or restarted.
+    Running(Box<PgConnectOptions>),
+    /// No server was running: started for the command, stopped when dropped.
+    Started(EmbeddedPostgres),
+}
+
+impl EmbeddedCluster {
+    /// Connects to the server running in `data_dir` (where [`EmbeddedPostgres::start`]
+    /// puts it), or starts one when none runs.
+    pub fn open(data_dir: &Path) -> Result<EmbeddedCluster, EmbeddedError> {
+        let placed = placement(data_dir)?;
+        let placed = placed.canonicalize().unwrap_or(placed);
+        let deadline = std::time::Instant::now() + READY_WITHIN;
+        while let Some(server) = live_postmaster(&placed) {
+            if server.ready {
+                tracing::info!(
+                    data_dir = %placed.display(),
+                    pid = server.pid,
+                    "using the embedded postgresql already running in the data directory (left running)"
+                );
+                return Ok(EmbeddedCluster::Running(Box::new(
+                    PgConnectOptions::new_without_pgpass()
+                        .socket(&server.socket_dir)
+                        .port(server.port)
+                        .username("postgres")
+                        .database("postgres"),
+                )));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(EmbeddedError::Failed {
+                    step: "waiting for the running embedded postgresql",
+                    detail: format!(
+                        "pid {} in {} was not ready within {} s",
+                        server.pid,
+                        placed.display(),
+                        READY_WITHIN.as_secs()
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(EmbeddedCluster::Started(EmbeddedPostgres::start(
+            data_dir, false,
+        )?))
+    }
+
+    /// Connection options for the `postgres` database as the `postgres` superuser.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        match self {
+            EmbeddedCluster::Running(options) => (**options).clone(),
+            EmbeddedCluster::Started(server) => server.connect_options(),
+        }
+    }
+}
+
+/// A live server's `postmaster.pid`.
+struct Postmaster {
+    pid: i32,
+    port: u16,
+    socket_dir: PathBuf,
+    ready: bool,
+}
+
+/// The server running in `data_dir`, read from its `postmaster.pid`: `None` when
+/// there is no such file or the pid it names is not a live postgres.
+fn live_postmaster(data_dir: &Path) -> Option<Postmaster> {
+    let contents = fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let lines: Vec<&str> = contents.lines().map(str::trim).collect();
+    let pid: i32 = lines.first()?.parse().ok().filter(|&pid| pid > 0)?;
+    let alive_postgres = fs::read_to_string(format!("/proc/{pid}/cmdline"))
+        .map(|cmd| cmd.contains("postgres"))
+        .unwrap_or(false);
+    alive_postgres.then(|| Postmaster {
+        pid,
+        port: lines
+            .get(3)
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(SOCKET_PORT),
+        socket_dir: lines
+            .get(4)
+            .filter(|l| !l.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.to_path_buf()),
+        ready: lines.get(7) == Some(&"ready"),
+    })
+}
+
 /// Stops a server left running in `data_dir` by an earlier start, and removes a
 /// stale pid file.
 fn stop_leftover(bin: &Path, data_dir: &Path) {
     let pid_file = data_dir.join("postmaster.pid");
-    let Ok(contents) = fs::read_to_string(&pid_file) else {
+    if !pid_file.exists() {
         return;
-    };
-    let pid: i32 = contents
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(0);
-    let alive_postgres = pid > 0
-        && fs::read_to_string(format!("/proc/{pid}/cmdline"))
-            .map(|cmd| cmd.contains("postgres"))
-            .unwrap_or(false);
-    if alive_postgres {
+    }
+    if let Some(Postmaster { pid, .. }) = live_postmaster(data_dir) {
         tracing::warn!(
             pid,
             "a postgresql from an earlier run is still running in the data directory; stopping it"

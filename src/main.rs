@@ -11,6 +11,9 @@ use tokio_util::sync::CancellationToken;
 /// Settings come from built-in defaults, then config/default.yaml (or --config),
 /// then environment variables (HTTP_PORT, GRPC_PORT, PG_DSN, ...: see the README).
 /// Without PG_DSN an embedded PostgreSQL is started from the system binaries.
+///
+/// Exit codes: 0 success, 1 failure, 2 bad configuration or usage, 3 a sync held
+/// by the circuit breaker, 4 a sync another instance was applying.
 #[derive(Parser)]
 #[command(name = "spacet", version, about, long_about)]
 struct Cli {
@@ -26,10 +29,16 @@ struct Cli {
 enum Command {
     /// Run the service (the default).
     Serve,
-    /// Apply the database migrations and exit.
+    /// Apply the database migrations and exit. Binds no port: runs beside a
+    /// running service (with the embedded database, it uses the service's).
     Migrate,
-    /// Run one SpaceX sync and exit (exit code 0 when it succeeded or was not needed,
-    /// 1 when the circuit breaker held it: see `--confirm`).
+    /// Run one SpaceX sync and exit: its report as JSON on stdout, logs on stderr.
+    /// Binds no port: runs beside a running service.
+    ///
+    /// Exit codes: 0 applied (or nothing to change), 1 failed (SpaceX or the
+    /// database unreachable, ...), 2 bad configuration, 3 held by the circuit
+    /// breaker (rerun with --confirm to apply it), 4 another instance was applying a
+    /// sync at that moment (try again).
     Sync {
         /// Apply it even if the circuit breaker would hold it (too many tickets
         /// cancelled, or every day SpaceX blocks freed): confirms a held sync.
@@ -42,8 +51,9 @@ enum Command {
     /// Print the OpenAPI document (generated from the protos and merged with
     /// openapi/overlay.json): `spacet openapi > openapi/spacet.json`.
     Openapi,
-    /// Print a development token (AUTH_MODE dev, the default without AUTH_ISSUER),
-    /// signed with the key in AUTH_DEV_KEY_FILE (created if missing).
+    /// Print a development token (AUTH_MODE dev: the default with the embedded
+    /// database), signed with the key in AUTH_DEV_KEY_FILE (created if missing).
+    /// Binds no port.
     Token {
         /// Role the token carries: passenger, agent, admin or telemetry. Repeat the
         /// option, or separate roles with commas, for several.
@@ -57,6 +67,15 @@ enum Command {
         ttl: std::time::Duration,
     },
 }
+
+/// Exit code of a failure.
+const EXIT_FAILED: u8 = 1;
+/// Exit code of a bad configuration (and of clap's usage errors).
+const EXIT_CONFIG: u8 = 2;
+/// Exit code of a sync the circuit breaker held.
+const EXIT_SYNC_HELD: u8 = 3;
+/// Exit code of a sync another instance was applying.
+const EXIT_SYNC_BUSY: u8 = 4;
 
 fn parse_role(name: &str) -> Result<spacet::auth::Role, String> {
     spacet::auth::Role::parse(name)
@@ -78,7 +97,8 @@ fn print_token(
     ttl: std::time::Duration,
 ) -> anyhow::Result<()> {
     use spacet::config::AuthMode;
-    match settings.auth.mode {
+    match settings.auth.require_mode()? {
+        AuthMode::Missing => unreachable!("require_mode refuses it"),
         AuthMode::Dev => {}
         AuthMode::Oidc => anyhow::bail!(
             "AUTH_ISSUER is set: tokens come from the issuer, not from `spacet token`"
@@ -113,9 +133,20 @@ fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("spacet: {error}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if matches!(
+        cli.command,
+        None | Some(Command::Serve | Command::Token { .. })
+    ) {
+        // Before anything starts: a deployment without an issuer never serves, and
+        // has no development key to sign with.
+        if let Err(error) = settings.auth.require_mode() {
+            eprintln!("spacet: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     if let Some(Command::Token {
         roles,
         subject,
@@ -147,33 +178,58 @@ fn main() -> ExitCode {
             service_name: settings.app_name.clone(),
             service_version: settings.app_version.clone(),
             gcp_project: settings.log_gcp_project.clone(),
-            to_stderr: false,
+            // A one-shot command's stdout is its answer (the sync's report).
+            to_stderr: !matches!(cli.command, None | Some(Command::Serve)),
         };
         match spacet::telemetry::init_with(&options) {
             Ok(telemetry) => telemetry,
             Err(error) => {
                 eprintln!("spacet: {error:#}");
-                return ExitCode::from(2);
+                return ExitCode::from(EXIT_CONFIG);
             }
         }
     };
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(settings).await,
-            Command::Migrate => spacet::app::migrate_only(settings).await,
-            Command::Sync { confirm } => spacet::app::sync_once(settings, confirm).await,
-            Command::Healthcheck => Ok(spacet::healthcheck::run(&settings).await?),
+            Command::Serve => serve(settings).await.map(|()| ExitCode::SUCCESS),
+            Command::Migrate => spacet::app::migrate_only(settings)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Sync { confirm } => {
+                use spacet::app::SyncOutcome;
+                spacet::app::sync_once(settings, confirm)
+                    .await
+                    .map(|outcome| match outcome {
+                        SyncOutcome::Applied => ExitCode::SUCCESS,
+                        SyncOutcome::Held(reason) => {
+                            eprintln!(
+                                "spacet: sync held: {reason}; `spacet sync --confirm` applies it"
+                            );
+                            ExitCode::from(EXIT_SYNC_HELD)
+                        }
+                        SyncOutcome::Busy => {
+                            eprintln!(
+                                "spacet: another instance is applying a sync right now; try again"
+                            );
+                            ExitCode::from(EXIT_SYNC_BUSY)
+                        }
+                    })
+            }
+            Command::Healthcheck => spacet::healthcheck::run(&settings)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(Into::into),
             Command::Token { .. } | Command::Openapi => {
                 unreachable!("handled before the runtime starts")
             }
         }
     });
     let code = match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "spacet failed");
             eprintln!("spacet: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_FAILED)
         }
     };
     // The spans of the last requests and of the shutdown itself.

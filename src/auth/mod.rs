@@ -107,9 +107,11 @@ impl Authenticator {
     /// fetches the issuer's keys (a failure there is logged, not fatal: the keys are
     /// fetched again when a token needs them).
     pub async fn start(settings: &AuthSettings) -> anyhow::Result<Arc<Authenticator>> {
-        let verifier = match settings.mode {
+        let verifier = match settings.require_mode()? {
+            AuthMode::Missing => unreachable!("require_mode refuses it"),
             AuthMode::None => {
                 tracing::warn!(
+                    auth_mode = "none",
                     "AUTH_MODE=none: authentication is off, every caller may do everything (for trusted networks only)"
                 );
                 Verifier::None
@@ -117,17 +119,35 @@ impl Authenticator {
             AuthMode::Dev => {
                 let key = dev::DevKey::load_or_create(&settings.dev_key_file)?;
                 tracing::warn!(
+                    auth_mode = "dev",
                     key_file = %settings.dev_key_file.display(),
                     "accepting development tokens (no AUTH_ISSUER set; not for production): mint one with `spacet token --role ROLE --subject SUBJECT`"
                 );
                 Verifier::Dev(key)
             }
-            AuthMode::Oidc => Verifier::Oidc(Box::new(oidc::Issuer::start(settings).await?)),
+            AuthMode::Oidc => {
+                tracing::info!(
+                    auth_mode = "oidc",
+                    issuer = %settings.issuer,
+                    audience = %settings.audience,
+                    "accepting tokens of the OIDC issuer"
+                );
+                Verifier::Oidc(Box::new(oidc::Issuer::start(settings).await?))
+            }
         };
         Ok(Arc::new(Authenticator {
             verifier,
             roles_claim: settings.roles_claim.clone(),
         }))
+    }
+
+    /// The mode in use, as `AUTH_MODE` names it (`oidc`, `dev`, `none`).
+    pub fn mode_name(&self) -> &'static str {
+        match self.verifier {
+            Verifier::None => "none",
+            Verifier::Dev(_) => "dev",
+            Verifier::Oidc(_) => "oidc",
+        }
     }
 
     /// True when authentication is off (`AUTH_MODE=none`).

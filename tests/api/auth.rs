@@ -530,7 +530,12 @@ async fn liveness_details_are_for_admins_and_auth_mode_none_says_it_is_open() {
             "{name}: {check}"
         );
     }
-    assert!(public.get("warning").is_none());
+    // The mode is said to everyone (issue 27): development keys are not for production.
+    assert_eq!(public["auth_mode"], "dev", "{public}");
+    assert!(public["warning"]
+        .as_str()
+        .unwrap()
+        .contains("AUTH_MODE=dev"));
     let (_, detailed) = send_json(app.client.get(app.url("/liveness")).bearer_auth(&admin)).await;
     assert!(
         detailed["checks"]
@@ -546,6 +551,7 @@ async fn liveness_details_are_for_admins_and_auth_mode_none_says_it_is_open() {
     let (status, body) = open.get_json("/liveness").await;
     assert_eq!(status, 200);
     assert!(body["warning"].as_str().unwrap().contains("AUTH_MODE=none"));
+    assert_eq!(body["auth_mode"], "none");
     assert_eq!(open.get_json("/v1/bookings").await.0, 200);
 }
 

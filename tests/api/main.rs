@@ -5,6 +5,7 @@ mod helpers;
 mod auth;
 mod booking;
 mod challenge;
+mod commands;
 mod dashboard;
 mod database_limits;
 mod embedded;

@@ -62,7 +62,7 @@ fn launch(id: &str, name: &str, pad: &str, date_utc: &str, precision: &str) -> V
 /// them on CCSFS SLC 40: Hotbird 13G `2049-11-03T03:24Z` (hour: November 2nd at the
 /// Cape), Galaxy 31 & 32 `2049-11-08` (day), SES-18 & 19 `2049-11` (month); on
 /// KSC LC 39A: Viasat-3 `2049-12` (month).
-fn upcoming_2049() -> Vec<Value> {
+pub(crate) fn upcoming_2049() -> Vec<Value> {
     fixture("upcoming_final_state_summary.json")
         .as_array()
         .unwrap()
@@ -97,7 +97,7 @@ fn replaced(launches: &[Value], id: &str, change: impl Fn(&mut Value)) -> Vec<Va
 }
 
 /// A fake SpaceX v4 API under `/v4`.
-struct FakeSpaceX {
+pub(crate) struct FakeSpaceX {
     server: MockServer,
 }
 
@@ -105,18 +105,18 @@ struct FakeSpaceX {
 const PER_PAGE: usize = 5;
 
 impl FakeSpaceX {
-    async fn start() -> FakeSpaceX {
+    pub(crate) async fn start() -> FakeSpaceX {
         FakeSpaceX {
             server: MockServer::start().await,
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("{}/v4", self.server.uri())
     }
 
     /// Serves the recorded launchpads and these launches, 5 to a page.
-    async fn serve(&self, launches: &[Value]) {
+    pub(crate) async fn serve(&self, launches: &[Value]) {
         self.server.reset().await;
         self.serve_launchpads(recorded_launchpads()).await;
         self.serve_launches(launches, Duration::ZERO).await;
