@@ -96,9 +96,11 @@ async fn liveness(State(state): State<ApiState>, caller: Caller) -> Response {
     }
     let mut body = json!({"checks": checks, "auth_mode": state.auth.mode_name()});
     match state.auth.mode_name() {
-        "none" => body["warning"] = json!(
+        "none" => {
+            body["warning"] = json!(
             "authentication is off (AUTH_MODE=none): every caller may read and cancel every ticket"
-        ),
+        )
+        }
         "dev" => {
             body["warning"] = json!(
                 "development tokens (AUTH_MODE=dev): signed with a local key, not for production"
