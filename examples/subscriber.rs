@@ -1,5 +1,5 @@
 //! Prints every SpaceT ticket event, one JSON line each: an example consumer of the
-//! event contract (see the README's "Events" section).
+//! event contract (see docs/events.md).
 //!
 //! ```text
 //! PUBSUB_EMULATOR_HOST=localhost:8085 cargo run --example subscriber

@@ -789,36 +789,6 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_error_table_lists_every_reason_with_its_code_and_http_status() {
-        let readme = include_str!("../../README.md");
-        let mut listed = HashSet::new();
-        for line in readme.lines().filter(|l| l.starts_with("| `")) {
-            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-            let Some(reason) = Reason::parse(cells[1].trim_matches('`')) else {
-                continue;
-            };
-            let code = format!("{:?}", reason.code());
-            let upper: String = code
-                .chars()
-                .enumerate()
-                .flat_map(|(i, c)| {
-                    let sep = (i > 0 && c.is_ascii_uppercase()).then_some('_');
-                    sep.into_iter()
-                        .chain(std::iter::once(c.to_ascii_uppercase()))
-                })
-                .collect();
-            assert_eq!(cells[2], format!("`{upper}`"), "{line}");
-            assert_eq!(cells[3], reason.http_status().as_str(), "{line}");
-            listed.insert(reason);
-        }
-        let missing: Vec<_> = Reason::ALL.iter().filter(|r| !listed.contains(r)).collect();
-        assert!(
-            missing.is_empty(),
-            "not in the README's error table: {missing:?}"
-        );
-    }
-
-    #[test]
     fn the_http_body_renders_every_detail_type_with_its_at_type_in_proto3_json() {
         use tonic_types::{HelpLink, PreconditionViolation, QuotaViolation};
         let mut details = ErrorDetails::with_error_info(
