@@ -6,6 +6,7 @@
 //! of its keys mapped to one of our settings by [`GO_KEYS`]; the Go service's
 //! environment names (`POSTGRES_DSN`, ...) are accepted as aliases of ours.
 
+pub mod go;
 mod parse;
 
 use std::{
@@ -18,6 +19,7 @@ use std::{
 };
 
 use config::Source as _;
+pub use go::GO_KEYS;
 use parse::issuer_url_allowed;
 pub use parse::{parse_dsn, parse_duration, parse_log_level};
 use sqlx::postgres::PgConnectOptions;
@@ -364,31 +366,6 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// The Go service's nested config file: `(section, key)` → our setting. Its
-/// environment names are the same path in upper case (`POSTGRES_DSN`), accepted as
-/// aliases where they differ from ours (`PG_DSN`). Numbers keep the Go service's
-/// units: `orchestrator.interval` in hours, `notifications.interval` in seconds
-/// (the bare-number units of those two settings).
-pub const GO_KEYS: &[(&str, &str, &str)] = &[
-    ("app", "name", "app_name"),
-    ("app", "version", "app_version"),
-    ("app", "log_level", "log_level"),
-    ("http", "port", "http_port"),
-    ("grpc", "port", "grpc_port"),
-    ("orchestrator", "interval", "orchestrator_interval"),
-    ("postgres", "pool_max", "pg_pool_max"),
-    ("postgres", "dsn", "pg_dsn"),
-    ("pubsub", "enabled", "pubsub_enabled"),
-    ("pubsub", "project_id", "pubsub_project_id"),
-    ("pubsub", "launches_topic", "pubsub_launches_topic"),
-    ("notifications", "interval", "notifications_interval"),
-    (
-        "notifications",
-        "batch_size_max",
-        "notifications_batch_size_max",
-    ),
-];
-
 /// A setting that failed to load: names the setting and the problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -691,7 +668,7 @@ impl Settings {
         let env_value = |key: &str| -> Result<Option<(String, Option<String>)>, ConfigError> {
             let name = key.to_uppercase();
             let own = env(&name);
-            let Some(alias) = go_env_alias(key) else {
+            let Some(alias) = go::env_alias(key) else {
                 return Ok(own.map(|v| (v, None)));
             };
             match (own, env(&alias)) {
@@ -971,18 +948,12 @@ impl FileValues {
                 keys.sort_by(|a, b| a.0.cmp(&b.0));
                 for (sub, value) in keys {
                     let path = format!("{key}.{sub}");
-                    let Some((_, _, setting)) =
-                        GO_KEYS.iter().find(|(s, k, _)| *s == key && *k == sub)
-                    else {
+                    let Some(&go::GoKey { setting, .. }) = go::key(&key, &sub) else {
                         return Err(ConfigError {
                             setting: path,
                             problem: format!(
                                 "unknown key in {file} (the Go service's keys: {}; or our flat settings at the top level, see the README)",
-                                GO_KEYS
-                                    .iter()
-                                    .map(|(s, k, _)| format!("{s}.{k}"))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
+                                go::known_keys()
                             ),
                         });
                     };
@@ -1032,15 +1003,6 @@ fn scalar(value: config::Value) -> Result<String, String> {
         config::ValueKind::Array(_) => Err("expected a single value, found a list".into()),
         _ => value.into_string().map_err(|e| e.to_string()),
     }
-}
-
-/// The Go service's environment name of `setting`, where it differs from ours.
-fn go_env_alias(setting: &str) -> Option<String> {
-    GO_KEYS
-        .iter()
-        .find(|(_, _, s)| *s == setting)
-        .map(|(section, key, _)| format!("{section}_{key}").to_uppercase())
-        .filter(|alias| *alias != setting.to_uppercase())
 }
 
 /// How a deployment template marks a value its operator must fill in.
