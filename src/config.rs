@@ -5,10 +5,12 @@
 //!
 //! A setting is one field of [`Settings`] or of one of its sections, whose serde
 //! name is the flat key, and its default with a one-line description in
-//! `config/default.yaml`. The Go service's file keys and environment names are
+//! `config/default.yaml`; `docs/configuration.md` is generated from both
+//! ([`docs::markdown`]). The Go service's file keys and environment names are
 //! mapped to ours in [`go`].
 
 mod de;
+pub mod docs;
 pub mod go;
 mod parse;
 mod sources;
@@ -561,13 +563,16 @@ mod tests {
     }
 
     #[test]
-    fn every_setting_is_documented_in_the_readme_and_the_yaml_file() {
-        let readme = include_str!("../README.md");
+    fn every_setting_is_documented_in_the_docs_and_the_yaml_file() {
+        let docs = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
+        )
+        .unwrap();
         let yaml = include_str!("../config/default.yaml");
         for (key, _, description) in SETTINGS.iter() {
             assert!(
-                readme.contains(&format!("`{}`", key.to_uppercase())),
-                "{key} missing from the README table"
+                docs.contains(&format!("`{}`", key.to_uppercase())),
+                "{key} missing from docs/configuration.md"
             );
             assert!(
                 yaml.contains(&format!("\n{key}:")),

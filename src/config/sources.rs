@@ -245,7 +245,7 @@ fn read_file(
                     return Err(ConfigError {
                         setting: path,
                         problem: format!(
-                            "unknown key in {file} (the Go service's keys: {}; or our flat settings at the top level, see the README)",
+                            "unknown key in {file} (the Go service's keys: {}; or our flat settings at the top level, see docs/configuration.md)",
                             go::known_keys()
                         ),
                     });
@@ -260,9 +260,7 @@ fn read_file(
             if !known(&key) {
                 return Err(ConfigError {
                     setting: key.to_uppercase(),
-                    problem: format!(
-                        "unknown setting in {file} (see the README's configuration table)"
-                    ),
+                    problem: format!("unknown setting in {file} (see docs/configuration.md)"),
                 });
             }
             let text = scalar(value).map_err(|problem| ConfigError {
