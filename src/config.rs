@@ -1,389 +1,33 @@
-//! Settings in layers: built-in defaults → `config/default.yaml` (or the file given
-//! with `--config`) → environment variables. Every setting has one flat name: the
-//! lowercase key in YAML, the uppercase name in the environment (`http_port` / `HTTP_PORT`).
+//! Settings in layers: built-in defaults (`config/default.yaml`, embedded) → a YAML
+//! file (`--config`, or `./config/default.yaml` when it exists) → environment
+//! variables. Every setting has one flat name: the lowercase key in YAML, the
+//! uppercase name in the environment (`http_port` / `HTTP_PORT`).
 //!
-//! The file may also be the Go service's: nested sections (`http: {port: 8080}`), each
-//! of its keys mapped to one of our settings by [`GO_KEYS`]; the Go service's
-//! environment names (`POSTGRES_DSN`, ...) are accepted as aliases of ours.
+//! A setting is one field of [`Settings`] or of one of its sections, whose serde
+//! name is the flat key, and its default with a one-line description in
+//! `config/default.yaml`; `docs/configuration.md` is generated from both
+//! ([`docs::markdown`]). The Go service's file keys and environment names are
+//! mapped to ours in [`go`].
+
+mod de;
+pub mod docs;
+pub mod go;
+mod parse;
+mod sources;
 
 use std::{
-    collections::HashMap,
     fmt,
     net::IpAddr,
     path::{Path, PathBuf},
-    str::FromStr,
     time::Duration,
 };
 
-use config::Source as _;
-use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use serde::Deserialize;
+use sqlx::postgres::PgConnectOptions;
 
-/// Every setting: key, built-in default, description. The README's table mirrors this.
-pub const SETTINGS: &[(&str, &str, &str)] = &[
-    (
-        "app_name",
-        "spacet",
-        "Service name, in logs and Pub/Sub attributes",
-    ),
-    (
-        "app_version",
-        env!("CARGO_PKG_VERSION"),
-        "Version reported in logs",
-    ),
-    (
-        "log_level",
-        "info",
-        "Level (`error`, `warn`, `info`, `debug`, `trace`, any case; the Go service's `warning` too) or tracing filter (`spacet=debug,sqlx=warn`)",
-    ),
-    (
-        "log_format",
-        "auto",
-        "`auto` (pretty on a terminal, JSON otherwise), `pretty`, `json`, or `gcp` (the JSON Cloud Logging reads: `severity`, `logging.googleapis.com/trace`, ...)",
-    ),
-    (
-        "log_gcp_project",
-        "",
-        "Google Cloud project named in the `logging.googleapis.com/trace` field of `LOG_FORMAT=gcp` lines; empty: `GOOGLE_CLOUD_PROJECT`, else `PUBSUB_PROJECT_ID` when set, else the bare trace id",
-    ),
-    ("bind_address", "0.0.0.0", "Address both servers listen on"),
-    (
-        "http_port",
-        "8080",
-        "HTTP port (gateway, probes, metrics); 0 picks a free port",
-    ),
-    ("grpc_port", "8081", "gRPC port; 0 picks a free port"),
-    (
-        "rockets_port",
-        "8088",
-        "Port of the challenge's ingestion listener: only `POST /messages`, without a token (keep it on a private network); 0 turns it off",
-    ),
-    (
-        "shutdown_grace_period",
-        "10s",
-        "Time in-flight requests get to finish after SIGTERM",
-    ),
-    (
-        "shutdown_drain_delay",
-        "0s",
-        "Time readiness reports 503 before the listeners close (give load balancers time)",
-    ),
-    (
-        "http_body_limit",
-        "65536",
-        "Largest accepted HTTP request body, in bytes",
-    ),
-    (
-        "http_header_timeout",
-        "5s",
-        "Time a client gets to send a request's headers (also counted from the moment a keep-alive connection goes idle); the connection is closed after it",
-    ),
-    (
-        "http_request_timeout",
-        "30s",
-        "Time an HTTP request may take to be answered; after it the answer is 504 DEADLINE_EXCEEDED",
-    ),
-    (
-        "http_idle_timeout",
-        "5s",
-        "An HTTP connection with no traffic this long is closed (after its current answer, if any)",
-    ),
-    (
-        "http_max_connections",
-        "4096",
-        "Open HTTP connections beyond which new ones are answered `503` with `Retry-After: 1` and closed",
-    ),
-    (
-        "grpc_request_timeout",
-        "30s",
-        "Longest time a gRPC call may take (a shorter client `grpc-timeout` wins); after it the call ends DEADLINE_EXCEEDED",
-    ),
-    (
-        "grpc_max_concurrent_streams",
-        "200",
-        "Concurrent calls (HTTP/2 streams) one gRPC connection may have open",
-    ),
-    (
-        "cors_allowed_origins",
-        "",
-        "Comma-separated origins allowed by CORS, `*` for any; empty turns CORS off",
-    ),
-    (
-        "pg_dsn",
-        "",
-        "PostgreSQL DSN (libpq key/value or postgres:// URL); empty starts an embedded PostgreSQL",
-    ),
-    (
-        "pg_pool_max",
-        "10",
-        "Largest number of pooled database connections",
-    ),
-    (
-        "pg_connect_timeout",
-        "60s",
-        "How long start-up waits for the database to come up",
-    ),
-    (
-        "pg_statement_timeout",
-        "10s",
-        "PostgreSQL `statement_timeout` of every connection: a longer statement is cancelled (UNAVAILABLE, HTTP 503)",
-    ),
-    (
-        "pg_lock_timeout",
-        "5s",
-        "PostgreSQL `lock_timeout` of every connection: a longer wait for a lock fails the statement (UNAVAILABLE, HTTP 503)",
-    ),
-    (
-        "pg_idle_in_transaction_timeout",
-        "30s",
-        "PostgreSQL `idle_in_transaction_session_timeout`: a session idle this long inside a transaction is ended, releasing its locks",
-    ),
-    (
-        "embedded_pg_dir",
-        "./.spacet/postgres",
-        "Data directory of the embedded PostgreSQL",
-    ),
-    ("seats_per_flight", "100", "Seats on each flight"),
-    (
-        "auth_mode",
-        "auto",
-        "`oidc` (tokens of AUTH_ISSUER), `dev` (tokens `spacet token` signs with AUTH_DEV_KEY_FILE), `none` (no authentication: every caller may do everything; for trusted networks and Go clients that send no token) or `auto` (`oidc` when AUTH_ISSUER is set; else `dev` with the embedded database; with an external PG_DSN and no issuer the service refuses to start)",
-    ),
-    (
-        "auth_issuer",
-        "",
-        "OIDC issuer URL (https, or http on a loopback host); its discovery document gives the keys (JWKS)",
-    ),
-    (
-        "auth_audience",
-        "",
-        "The `aud` tokens must carry (required with an issuer)",
-    ),
-    (
-        "auth_roles_claim",
-        "roles",
-        "Claim holding the caller's roles (`passenger`, `agent`, `admin`, `telemetry`): a list or a space/comma-separated string; a dotted path reaches a nested claim (`realm_access.roles`)",
-    ),
-    (
-        "auth_dev_key_file",
-        "./.spacet/auth-dev.key",
-        "Development signing key (created on first use, mode 0600), beside the embedded database",
-    ),
-    (
-        "auth_clock_skew",
-        "30s",
-        "Clock skew allowed on a token's `exp` and `nbf`",
-    ),
-    (
-        "auth_jwks_min_refresh",
-        "10s",
-        "Shortest time between two fetches of the issuer's keys (a token with an unknown key id triggers one)",
-    ),
-    (
-        "auth_jwks_max_age",
-        "1h",
-        "The issuer's keys are fetched again when older than this",
-    ),
-    (
-        "rockets_public_read",
-        "false",
-        "Let callers without a token read rocket state (`GET /rockets`, the dashboard, the gRPC RocketService reads)",
-    ),
-    (
-        "booking_rate_limit",
-        "30",
-        "Bookings one principal may make per minute (bursts up to it); beyond, RESOURCE_EXHAUSTED / 429 with Retry-After; 0 turns it off",
-    ),
-    (
-        "sync_rate_limit",
-        "2",
-        "Forced SpaceX syncs one principal may trigger per minute; 0 turns it off",
-    ),
-    (
-        "max_active_tickets_per_passenger",
-        "10",
-        "Confirmed tickets with a launch day from today on that one passenger may hold; the next booking is refused ACTIVE_TICKET_LIMIT",
-    ),
-    (
-        "metrics_port",
-        "0",
-        "Serve `/metrics` on its own listener on this port (and not on HTTP_PORT); 0 keeps it on HTTP_PORT",
-    ),
-    (
-        "grpc_reflection",
-        "true",
-        "Serve gRPC server reflection (v1 and v1alpha)",
-    ),
-    (
-        "spacex_api_url",
-        "https://api.spacexdata.com/v4",
-        "Base URL of the SpaceX v4 API",
-    ),
-    (
-        "spacex_sync_enabled",
-        "true",
-        "Run the scheduled SpaceX sync",
-    ),
-    (
-        "orchestrator_interval",
-        "1h",
-        "Time between SpaceX syncs (a bare number means hours)",
-    ),
-    (
-        "spacex_timeout",
-        "10s",
-        "Timeout of one SpaceX HTTP request",
-    ),
-    (
-        "spacex_retries",
-        "3",
-        "Retries of a SpaceX request after a 5xx, timeout or connection error",
-    ),
-    (
-        "spacex_retry_backoff",
-        "500ms",
-        "Delay before the first SpaceX retry, doubled for each further one (at most 10s), with jitter (a bare number means milliseconds)",
-    ),
-    (
-        "launchpads_max_age",
-        "24h",
-        "Launchpads are refreshed from SpaceX when older than this",
-    ),
-    (
-        "spacex_allow_http",
-        "false",
-        "Allow a plain `http://` SPACEX_API_URL (local fakes); otherwise https only, and no redirect to another scheme",
-    ),
-    (
-        "spacex_max_response_bytes",
-        "16777216",
-        "Largest SpaceX answer read, in bytes (16 MiB); a larger or endless one is cut there and fails the sync",
-    ),
-    (
-        "spacex_max_launches",
-        "10000",
-        "Most upcoming launches a sync accepts from SpaceX; more fails the sync",
-    ),
-    (
-        "spacex_max_cancellations",
-        "500",
-        "A sync that would cancel more tickets than this, or unblock every day SpaceX blocks, is held until an admin confirms it (`spacet sync --confirm`)",
-    ),
-    (
-        "pubsub_enabled",
-        "false",
-        "Publish events to Pub/Sub (otherwise they are logged); when neither the file nor the environment sets it, a non-empty PUBSUB_EMULATOR_HOST turns it on",
-    ),
-    (
-        "pubsub_emulator_host",
-        "",
-        "host:port of a Pub/Sub emulator; anonymous credentials, topic created if missing",
-    ),
-    (
-        "pubsub_project_id",
-        "spacet",
-        "Google Cloud project of the topic",
-    ),
-    (
-        "pubsub_launches_topic",
-        "launches",
-        "Topic the ticket events go to",
-    ),
-    (
-        "events_format",
-        "v1",
-        "What goes to the launches topic: `v1` (TicketBooked / TicketCancelled, one per ticket), `legacy` (only the Go service's BookingsCancelled, one per SpaceX sync that cancelled tickets) or `both`",
-    ),
-    (
-        "pubsub_publish_timeout",
-        "5s",
-        "Bound on one publish (the client's own retries can hang for minutes)",
-    ),
-    (
-        "notifications_batch_size_max",
-        "100",
-        "Outbox rows claimed per relay round",
-    ),
-    (
-        "notifications_interval",
-        "5s",
-        "Outbox poll interval besides LISTEN/NOTIFY wake-ups (a bare number means seconds)",
-    ),
-    (
-        "notifications_max_attempts",
-        "10",
-        "Failed publishes of one event before it is parked",
-    ),
-    (
-        "outbox_relay_enabled",
-        "true",
-        "Run the outbox relay in this instance (several instances share the work safely)",
-    ),
-    (
-        "outbox_retry_backoff",
-        "1s",
-        "Delay before an event's first retry after a failed publish; doubles per attempt",
-    ),
-    (
-        "outbox_retry_backoff_max",
-        "1m",
-        "Longest delay between two publish attempts of one event",
-    ),
-    (
-        "outbox_retention",
-        "24h",
-        "How long published events are kept before deletion",
-    ),
-    (
-        "outbox_backlog_threshold",
-        "1000",
-        "Unpublished events above which /liveness reports the outbox degraded",
-    ),
-    (
-        "outbox_backlog_max_age",
-        "5m",
-        "Age of the oldest unpublished event above which the outbox is degraded",
-    ),
-    (
-        "rockets_write_timeout",
-        "5s",
-        "Longest time POST /messages waits for the rocket writer (queueing and commit); after it the answer is 503 and a resend is safe",
-    ),
-    (
-        "rockets_max_watchers",
-        "200",
-        "Concurrent WatchRockets streams; the next one is refused RESOURCE_EXHAUSTED",
-    ),
-    (
-        "rocket_message_retention",
-        "30d",
-        "Rocket messages received longer ago are deleted (the rockets' states are kept)",
-    ),
-];
-
-/// The Go service's nested config file: `(section, key)` → our setting. Its
-/// environment names are the same path in upper case (`POSTGRES_DSN`), accepted as
-/// aliases where they differ from ours (`PG_DSN`). Numbers keep the Go service's
-/// units: `orchestrator.interval` in hours, `notifications.interval` in seconds
-/// (the bare-number units of those two settings).
-pub const GO_KEYS: &[(&str, &str, &str)] = &[
-    ("app", "name", "app_name"),
-    ("app", "version", "app_version"),
-    ("app", "log_level", "log_level"),
-    ("http", "port", "http_port"),
-    ("grpc", "port", "grpc_port"),
-    ("orchestrator", "interval", "orchestrator_interval"),
-    ("postgres", "pool_max", "pg_pool_max"),
-    ("postgres", "dsn", "pg_dsn"),
-    ("pubsub", "enabled", "pubsub_enabled"),
-    ("pubsub", "project_id", "pubsub_project_id"),
-    ("pubsub", "launches_topic", "pubsub_launches_topic"),
-    ("notifications", "interval", "notifications_interval"),
-    (
-        "notifications",
-        "batch_size_max",
-        "notifications_batch_size_max",
-    ),
-];
+pub use go::GO_KEYS;
+pub use parse::{parse_dsn, parse_duration, parse_log_level};
+pub use sources::SETTINGS;
 
 /// A setting that failed to load: names the setting and the problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -405,8 +49,12 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// How a deployment template marks a value its operator must fill in.
+pub const PLACEHOLDER: &str = "REPLACE_ME";
+
 /// What the relay publishes to the launches topic (`EVENTS_FORMAT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum EventsFormat {
     /// This service's events: TicketBooked and TicketCancelled, one per ticket.
     V1,
@@ -429,8 +77,22 @@ impl EventsFormat {
     }
 }
 
+impl TryFrom<String> for EventsFormat {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<EventsFormat, String> {
+        match text.trim().to_lowercase().as_str() {
+            "v1" => Ok(EventsFormat::V1),
+            "legacy" => Ok(EventsFormat::Legacy),
+            "both" => Ok(EventsFormat::Both),
+            other => Err(format!("{other:?} is not one of v1, legacy, both")),
+        }
+    }
+}
+
 /// How callers are authenticated (`AUTH_MODE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum AuthMode {
     /// Tokens of an OIDC issuer.
     Oidc,
@@ -443,22 +105,46 @@ pub enum AuthMode {
     Missing,
 }
 
+impl TryFrom<String> for AuthMode {
+    type Error = String;
+
+    /// `auto` reads as `Missing`, which [`Settings::load`] then resolves.
+    fn try_from(text: String) -> Result<AuthMode, String> {
+        match text.trim().to_lowercase().as_str() {
+            "oidc" => Ok(AuthMode::Oidc),
+            "dev" => Ok(AuthMode::Dev),
+            "none" => Ok(AuthMode::None),
+            "auto" | "" => Ok(AuthMode::Missing),
+            other => Err(format!("{other:?} is not one of auto, oidc, dev, none")),
+        }
+    }
+}
+
 /// Authentication and per-principal limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct AuthSettings {
+    #[serde(rename = "auth_mode")]
     pub mode: AuthMode,
+    #[serde(rename = "auth_issuer", deserialize_with = "de::trimmed")]
     pub issuer: String,
+    #[serde(rename = "auth_audience", deserialize_with = "de::trimmed")]
     pub audience: String,
+    #[serde(rename = "auth_roles_claim", deserialize_with = "de::non_empty")]
     pub roles_claim: String,
+    #[serde(rename = "auth_dev_key_file", deserialize_with = "de::non_empty_path")]
     pub dev_key_file: PathBuf,
+    #[serde(rename = "auth_clock_skew", deserialize_with = "de::seconds")]
     pub clock_skew: Duration,
+    #[serde(rename = "auth_jwks_min_refresh", deserialize_with = "de::seconds")]
     pub jwks_min_refresh: Duration,
+    #[serde(rename = "auth_jwks_max_age", deserialize_with = "de::seconds")]
     pub jwks_max_age: Duration,
     pub rockets_public_read: bool,
     /// Bookings per principal per minute; 0 is no limit.
     pub booking_rate_limit: u32,
     /// Forced syncs per principal per minute; 0 is no limit.
     pub sync_rate_limit: u32,
+    #[serde(deserialize_with = "de::positive")]
     pub max_active_tickets_per_passenger: i64,
 }
 
@@ -478,7 +164,8 @@ impl AuthSettings {
 }
 
 /// Output format of the logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum LogFormat {
     Auto,
     Pretty,
@@ -487,8 +174,23 @@ pub enum LogFormat {
     Gcp,
 }
 
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<LogFormat, String> {
+        match text.to_lowercase().as_str() {
+            "auto" | "" => Ok(LogFormat::Auto),
+            "pretty" | "text" => Ok(LogFormat::Pretty),
+            "json" => Ok(LogFormat::Json),
+            "gcp" => Ok(LogFormat::Gcp),
+            other => Err(format!("{other:?} is not one of auto, pretty, json, gcp")),
+        }
+    }
+}
+
 /// Where the database is.
-#[derive(Clone)]
+#[derive(Clone, Deserialize)]
+#[serde(from = "DatabaseSettings")]
 // Built once at start-up: the size difference costs nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum Database {
@@ -496,6 +198,23 @@ pub enum Database {
     External(Box<PgConnectOptions>),
     /// An embedded PostgreSQL started from the system binaries in this directory.
     Embedded(PathBuf),
+}
+
+/// The settings [`Database`] is made of.
+#[derive(Deserialize)]
+struct DatabaseSettings {
+    #[serde(deserialize_with = "de::dsn")]
+    pg_dsn: Option<Box<PgConnectOptions>>,
+    embedded_pg_dir: PathBuf,
+}
+
+impl From<DatabaseSettings> for Database {
+    fn from(settings: DatabaseSettings) -> Database {
+        match settings.pg_dsn {
+            Some(options) => Database::External(options),
+            None => Database::Embedded(settings.embedded_pg_dir),
+        }
+    }
 }
 
 impl fmt::Debug for Database {
@@ -515,28 +234,41 @@ impl fmt::Debug for Database {
 }
 
 /// All settings, parsed and checked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
+    #[serde(deserialize_with = "de::non_empty")]
     pub app_name: String,
+    #[serde(deserialize_with = "de::version")]
     pub app_version: String,
+    #[serde(deserialize_with = "de::log_level")]
     pub log_level: String,
     pub log_format: LogFormat,
     /// The project of `LOG_FORMAT=gcp`'s trace field, when known.
+    #[serde(deserialize_with = "de::optional")]
     pub log_gcp_project: Option<String>,
+    #[serde(deserialize_with = "de::parsed")]
     pub bind_address: IpAddr,
     pub http_port: u16,
     pub grpc_port: u16,
     /// `ROCKETS_PORT`; `None` when it is 0 (no ingestion listener).
+    #[serde(deserialize_with = "de::port_or_off")]
     pub rockets_port: Option<u16>,
+    #[serde(deserialize_with = "de::seconds")]
     pub shutdown_grace_period: Duration,
+    #[serde(deserialize_with = "de::seconds_or_off")]
     pub shutdown_drain_delay: Option<Duration>,
+    #[serde(deserialize_with = "de::positive")]
     pub http_body_limit: usize,
     pub server_limits: ServerLimits,
+    #[serde(deserialize_with = "de::comma_list")]
     pub cors_allowed_origins: Vec<String>,
     pub database: Database,
+    #[serde(deserialize_with = "de::positive")]
     pub pg_pool_max: u32,
+    #[serde(deserialize_with = "de::seconds")]
     pub pg_connect_timeout: Duration,
     pub pg_session_limits: PgSessionLimits,
+    #[serde(deserialize_with = "de::positive")]
     pub seats_per_flight: i32,
     pub spacex: SpaceXSettings,
     pub pubsub: PubSubSettings,
@@ -544,90 +276,141 @@ pub struct Settings {
     pub rockets: RocketSettings,
     pub auth: AuthSettings,
     /// `/metrics` on a listener of its own.
+    #[serde(deserialize_with = "de::port_or_off")]
     pub metrics_port: Option<u16>,
     pub grpc_reflection: bool,
 }
 
 /// Rocket telemetry settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct RocketSettings {
     /// Bound on queueing a message and waiting for its commit.
+    #[serde(rename = "rockets_write_timeout", deserialize_with = "de::seconds")]
     pub write_timeout: Duration,
     /// Concurrent WatchRockets streams.
+    #[serde(rename = "rockets_max_watchers", deserialize_with = "de::positive")]
     pub max_watchers: usize,
     /// Age (by `received_at`) past which messages are deleted.
+    #[serde(rename = "rocket_message_retention", deserialize_with = "de::seconds")]
     pub message_retention: Duration,
 }
 
 /// Server-side limits set on every database connection (`PG_STATEMENT_TIMEOUT`,
 /// `PG_LOCK_TIMEOUT`, `PG_IDLE_IN_TRANSACTION_TIMEOUT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct PgSessionLimits {
+    #[serde(rename = "pg_statement_timeout", deserialize_with = "de::seconds")]
     pub statement_timeout: Duration,
+    #[serde(rename = "pg_lock_timeout", deserialize_with = "de::seconds")]
     pub lock_timeout: Duration,
+    #[serde(
+        rename = "pg_idle_in_transaction_timeout",
+        deserialize_with = "de::seconds"
+    )]
     pub idle_in_transaction_timeout: Duration,
 }
 
 /// What one client may hold of the HTTP and gRPC servers (`HTTP_HEADER_TIMEOUT`,
 /// `HTTP_REQUEST_TIMEOUT`, `HTTP_IDLE_TIMEOUT`, `HTTP_MAX_CONNECTIONS`,
 /// `GRPC_REQUEST_TIMEOUT`, `GRPC_MAX_CONCURRENT_STREAMS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct ServerLimits {
+    #[serde(deserialize_with = "de::seconds")]
     pub http_header_timeout: Duration,
+    #[serde(deserialize_with = "de::seconds")]
     pub http_request_timeout: Duration,
+    #[serde(deserialize_with = "de::seconds")]
     pub http_idle_timeout: Duration,
+    #[serde(deserialize_with = "de::positive")]
     pub http_max_connections: usize,
+    #[serde(deserialize_with = "de::seconds")]
     pub grpc_request_timeout: Duration,
+    #[serde(deserialize_with = "de::positive")]
     pub grpc_max_concurrent_streams: u32,
 }
 
 /// SpaceX sync settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct SpaceXSettings {
+    #[serde(rename = "spacex_api_url", deserialize_with = "de::http_url")]
     pub api_url: String,
+    #[serde(rename = "spacex_sync_enabled")]
     pub sync_enabled: bool,
+    #[serde(rename = "orchestrator_interval", deserialize_with = "de::hours")]
     pub interval: Duration,
+    #[serde(rename = "spacex_timeout", deserialize_with = "de::seconds")]
     pub timeout: Duration,
+    #[serde(rename = "spacex_retries")]
     pub retries: u32,
     /// Delay before the first retry; doubled for each further one.
+    #[serde(rename = "spacex_retry_backoff", deserialize_with = "de::millis")]
     pub retry_backoff: Duration,
+    #[serde(deserialize_with = "de::hours")]
     pub launchpads_max_age: Duration,
     /// A plain `http://` API URL is allowed (local fakes).
+    #[serde(rename = "spacex_allow_http")]
     pub allow_http: bool,
     /// Largest answer read, in bytes.
+    #[serde(
+        rename = "spacex_max_response_bytes",
+        deserialize_with = "de::positive"
+    )]
     pub max_response_bytes: usize,
     /// Most upcoming launches accepted.
+    #[serde(rename = "spacex_max_launches", deserialize_with = "de::positive")]
     pub max_launches: usize,
     /// More ticket cancellations than this hold a sync until it is confirmed.
+    #[serde(rename = "spacex_max_cancellations")]
     pub max_cancellations: usize,
     /// Which events a sync's cancellations write (`EVENTS_FORMAT`).
     pub events_format: EventsFormat,
 }
 
 /// Pub/Sub settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct PubSubSettings {
+    /// `auto` is decided by [`Settings::load`] from the emulator host.
+    #[serde(rename = "pubsub_enabled")]
     pub enabled: bool,
+    #[serde(rename = "pubsub_emulator_host", deserialize_with = "de::optional")]
     pub emulator_host: Option<String>,
+    #[serde(rename = "pubsub_project_id", deserialize_with = "de::non_empty")]
     pub project_id: String,
+    #[serde(rename = "pubsub_launches_topic", deserialize_with = "de::non_empty")]
     pub topic: String,
+    #[serde(rename = "pubsub_publish_timeout", deserialize_with = "de::seconds")]
     pub publish_timeout: Duration,
 }
 
 /// Outbox relay settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct OutboxSettings {
+    #[serde(rename = "outbox_relay_enabled")]
     pub relay_enabled: bool,
     /// Which events the relay publishes; it marks the others done unsent (booking
     /// writes its per-ticket events whatever the format).
     pub events_format: EventsFormat,
+    #[serde(
+        rename = "notifications_batch_size_max",
+        deserialize_with = "de::positive"
+    )]
     pub batch_size_max: i64,
+    #[serde(rename = "notifications_interval", deserialize_with = "de::seconds")]
     pub interval: Duration,
+    #[serde(
+        rename = "notifications_max_attempts",
+        deserialize_with = "de::positive"
+    )]
     pub max_attempts: i32,
+    #[serde(rename = "outbox_retry_backoff", deserialize_with = "de::seconds")]
     pub retry_backoff: Duration,
+    #[serde(rename = "outbox_retry_backoff_max", deserialize_with = "de::seconds")]
     pub retry_backoff_max: Duration,
+    #[serde(rename = "outbox_retention", deserialize_with = "de::hours")]
     pub retention: Duration,
+    #[serde(rename = "outbox_backlog_threshold", deserialize_with = "de::positive")]
     pub backlog_threshold: i64,
+    #[serde(rename = "outbox_backlog_max_age", deserialize_with = "de::seconds")]
     pub backlog_max_age: Duration,
 }
 
@@ -639,148 +422,51 @@ impl Settings {
         config_file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
-        let mut builder = config::Config::builder();
-        for (key, default, _) in SETTINGS {
-            builder = builder
-                .set_default(*key, *default)
-                .expect("static defaults are valid");
+        let mut values = sources::Values::load(config_file, &env)?;
+        Settings::read(&mut values)?.check(&values, &env)
+    }
+
+    /// Every field from the setting of its name.
+    fn read(values: &mut sources::Values) -> Result<Settings, ConfigError> {
+        // As in the Go service's minimal environment: only PUBSUB_EMULATOR_HOST.
+        let auto = values.raw("pubsub_enabled").trim();
+        if auto.eq_ignore_ascii_case("auto") {
+            let emulator = !values.raw("pubsub_emulator_host").trim().is_empty();
+            values.replace("pubsub_enabled", emulator.to_string());
         }
-        let file = match config_file {
-            Some(path) => {
-                if !path.is_file() {
-                    return Err(ConfigError {
-                        setting: "--config".into(),
-                        problem: format!("file {} does not exist", path.display()),
-                    });
-                }
-                let values = config::File::from(path)
-                    .required(true)
-                    .collect()
-                    .map_err(|e| ConfigError {
-                        setting: "--config".into(),
-                        problem: e.to_string(),
-                    })?;
-                FileValues::read(&path.display().to_string(), values)?
-            }
-            None => {
-                let values = config::File::with_name("config/default")
-                    .required(false)
-                    .collect()
-                    .map_err(|e| ConfigError {
-                        setting: "--config".into(),
-                        problem: e.to_string(),
-                    })?;
-                FileValues::read("config/default.yaml", values)?
-            }
-        };
-        // Where a value came from when it is not the setting's own name: named in errors.
-        let mut origins: HashMap<String, String> = HashMap::new();
-        for (key, value, origin) in &file.values {
-            builder = builder
-                .set_override(key.as_str(), value.as_str())
-                .expect("string overrides are valid");
-            if let Some(origin) = origin {
-                origins.insert(key.clone(), origin.clone());
+        Settings::deserialize(de::Reader { values, key: "" })
+    }
+
+    /// Loads from the process environment.
+    pub fn from_env(config_file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Settings::load(config_file, |name| std::env::var(name).ok())
+    }
+
+    /// The rules between settings, and the values that depend on others.
+    fn check(
+        mut self,
+        values: &sources::Values,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let auth = &mut self.auth;
+        // `auto`. Development tokens only where nothing can be a deployment: the
+        // embedded database. An external database without an issuer is a
+        // deployment that forgot AUTH_ISSUER, and must not start on keys each
+        // replica makes up for itself; it stays `Missing`, refused by whatever
+        // verifies tokens (`spacet migrate` and `spacet sync` need none).
+        if auth.mode == AuthMode::Missing {
+            if !auth.issuer.is_empty() {
+                auth.mode = AuthMode::Oidc;
+            } else if matches!(self.database, Database::Embedded(_)) {
+                auth.mode = AuthMode::Dev;
             }
         }
-        // A setting's environment value, and the Go service's name it came from.
-        let env_value = |key: &str| -> Result<Option<(String, Option<String>)>, ConfigError> {
-            let name = key.to_uppercase();
-            let own = env(&name);
-            let Some(alias) = go_env_alias(key) else {
-                return Ok(own.map(|v| (v, None)));
-            };
-            match (own, env(&alias)) {
-                (Some(own), Some(go)) if own != go => Err(ConfigError {
-                    problem: format!(
-                        "{name} and {alias} (the Go service's name) are both set, to different values"
-                    ),
-                    setting: name,
-                }),
-                (Some(own), _) => Ok(Some((own, None))),
-                (None, Some(go)) => Ok(Some((go, Some(alias)))),
-                (None, None) => Ok(None),
-            }
-        };
-        let mut pubsub_enabled_set = file.values.iter().any(|(k, _, _)| k == "pubsub_enabled");
-        for (key, _, _) in SETTINGS {
-            if let Some((value, alias)) = env_value(key)? {
-                pubsub_enabled_set |= *key == "pubsub_enabled";
-                match alias {
-                    Some(alias) => origins.insert(key.to_string(), alias),
-                    None => origins.remove(*key),
-                };
-                builder = builder
-                    .set_override(*key, value)
-                    .expect("string overrides are valid");
-            }
-        }
-        let raw = builder.build().map_err(|e| ConfigError {
-            setting: "--config".into(),
-            problem: e.to_string(),
-        })?;
-        let r = Reader { raw, origins };
-        let pg_dsn = r.string("pg_dsn")?;
-        let database = if pg_dsn.trim().is_empty() {
-            Database::Embedded(PathBuf::from(r.string("embedded_pg_dir")?))
-        } else {
-            Database::External(Box::new(parse_dsn(&pg_dsn).map_err(|problem| {
-                ConfigError {
-                    setting: "PG_DSN".into(),
-                    problem,
-                }
-            })?))
-        };
-        let events_format = match r.string("events_format")?.trim().to_lowercase().as_str() {
-            "v1" => EventsFormat::V1,
-            "legacy" => EventsFormat::Legacy,
-            "both" => EventsFormat::Both,
-            other => {
-                return Err(r.error(
-                    "events_format",
-                    format!("{other:?} is not one of v1, legacy, both"),
-                ))
-            }
-        };
-        let auth = AuthSettings {
-            mode: match r.string("auth_mode")?.trim().to_lowercase().as_str() {
-                "oidc" => AuthMode::Oidc,
-                "dev" => AuthMode::Dev,
-                "none" => AuthMode::None,
-                // Development tokens only where nothing can be a deployment: the
-                // embedded database. An external database without an issuer is a
-                // deployment that forgot AUTH_ISSUER, and must not start on keys
-                // each replica makes up for itself.
-                "auto" | "" if !r.string("auth_issuer")?.trim().is_empty() => AuthMode::Oidc,
-                "auto" | "" if matches!(database, Database::Embedded(_)) => AuthMode::Dev,
-                // Refused by whatever verifies tokens (serving, `spacet token`);
-                // `spacet migrate` and `spacet sync` need no authentication.
-                "auto" | "" => AuthMode::Missing,
-                other => {
-                    return Err(r.error(
-                        "auth_mode",
-                        format!("{other:?} is not one of auto, oidc, dev, none"),
-                    ))
-                }
-            },
-            issuer: r.string("auth_issuer")?.trim().to_string(),
-            audience: r.string("auth_audience")?.trim().to_string(),
-            roles_claim: r.non_empty("auth_roles_claim")?.trim().to_string(),
-            dev_key_file: PathBuf::from(r.non_empty("auth_dev_key_file")?),
-            clock_skew: r.duration("auth_clock_skew", Duration::from_secs(1))?,
-            jwks_min_refresh: r.duration("auth_jwks_min_refresh", Duration::from_secs(1))?,
-            jwks_max_age: r.duration("auth_jwks_max_age", Duration::from_secs(1))?,
-            rockets_public_read: r.bool("rockets_public_read")?,
-            booking_rate_limit: r.parse("booking_rate_limit")?,
-            sync_rate_limit: r.parse("sync_rate_limit")?,
-            max_active_tickets_per_passenger: r.positive("max_active_tickets_per_passenger")?,
-        };
         if auth.mode == AuthMode::Oidc {
             if auth.issuer.is_empty() {
-                return Err(r.error("auth_issuer", "is required with AUTH_MODE=oidc"));
+                return Err(values.error("auth_issuer", "is required with AUTH_MODE=oidc"));
             }
-            if !issuer_url_allowed(&auth.issuer) {
-                return Err(r.error(
+            if !parse::issuer_url_allowed(&auth.issuer) {
+                return Err(values.error(
                     "auth_issuer",
                     format!(
                         "{:?} is not an https URL (plain http is accepted on a loopback host only)",
@@ -789,543 +475,41 @@ impl Settings {
                 ));
             }
             if auth.audience.is_empty() {
-                return Err(r.error("auth_audience", "is required with an issuer"));
+                return Err(values.error("auth_audience", "is required with an issuer"));
             }
         }
-        let settings = Settings {
-            auth,
-            metrics_port: Some(r.parse::<u16>("metrics_port")?).filter(|&port| port != 0),
-            grpc_reflection: r.bool("grpc_reflection")?,
-            app_name: r.non_empty("app_name")?,
-            app_version: r.non_empty("app_version")?,
-            log_level: {
-                let value = r.non_empty("log_level")?;
-                parse_log_level(&value).map_err(|problem| r.error("log_level", problem))?
-            },
-            log_format: match r.string("log_format")?.to_lowercase().as_str() {
-                "auto" | "" => LogFormat::Auto,
-                "pretty" | "text" => LogFormat::Pretty,
-                "json" => LogFormat::Json,
-                "gcp" => LogFormat::Gcp,
-                other => {
-                    return Err(r.error(
-                        "log_format",
-                        format!("{other:?} is not one of auto, pretty, json, gcp"),
-                    ))
-                }
-            },
-            log_gcp_project: [
-                Some(r.string("log_gcp_project")?),
-                std::env::var("GOOGLE_CLOUD_PROJECT").ok(),
-                std::env::var("PUBSUB_PROJECT_ID").ok(),
-            ]
-            .into_iter()
-            .flatten()
-            .map(|p| p.trim().to_string())
-            .find(|p| !p.is_empty()),
-            bind_address: r.parse("bind_address")?,
-            http_port: r.parse("http_port")?,
-            grpc_port: r.parse("grpc_port")?,
-            rockets_port: Some(r.parse::<u16>("rockets_port")?).filter(|&port| port != 0),
-            shutdown_grace_period: r.duration("shutdown_grace_period", Duration::from_secs(1))?,
-            shutdown_drain_delay: {
-                let value = r.string("shutdown_drain_delay")?;
-                if matches!(value.trim(), "0" | "0s" | "") {
-                    None
-                } else {
-                    Some(r.duration("shutdown_drain_delay", Duration::from_secs(1))?)
-                }
-            },
-            http_body_limit: r.positive("http_body_limit")?,
-            server_limits: ServerLimits {
-                http_header_timeout: r.duration("http_header_timeout", Duration::from_secs(1))?,
-                http_request_timeout: r.duration("http_request_timeout", Duration::from_secs(1))?,
-                http_idle_timeout: r.duration("http_idle_timeout", Duration::from_secs(1))?,
-                http_max_connections: r.positive("http_max_connections")?,
-                grpc_request_timeout: r.duration("grpc_request_timeout", Duration::from_secs(1))?,
-                grpc_max_concurrent_streams: r.positive("grpc_max_concurrent_streams")?,
-            },
-            cors_allowed_origins: r
-                .string("cors_allowed_origins")?
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
-            database,
-            pg_pool_max: r.positive("pg_pool_max")?,
-            pg_connect_timeout: r.duration("pg_connect_timeout", Duration::from_secs(1))?,
-            pg_session_limits: PgSessionLimits {
-                statement_timeout: r.duration("pg_statement_timeout", Duration::from_secs(1))?,
-                lock_timeout: r.duration("pg_lock_timeout", Duration::from_secs(1))?,
-                idle_in_transaction_timeout: r
-                    .duration("pg_idle_in_transaction_timeout", Duration::from_secs(1))?,
-            },
-            seats_per_flight: r.positive("seats_per_flight")?,
-            spacex: SpaceXSettings {
-                api_url: {
-                    let url = r.non_empty("spacex_api_url")?;
-                    if !(url.starts_with("http://") || url.starts_with("https://")) {
-                        return Err(
-                            r.error("spacex_api_url", format!("{url:?} is not an http(s) URL"))
-                        );
-                    }
-                    if url.starts_with("http://") && !r.bool("spacex_allow_http")? {
-                        return Err(r.error(
-                            "spacex_api_url",
-                            format!("{url:?} is not https (set SPACEX_ALLOW_HTTP=true for a local fake)"),
-                        ));
-                    }
-                    url.trim_end_matches('/').to_string()
-                },
-                sync_enabled: r.bool("spacex_sync_enabled")?,
-                interval: r.duration("orchestrator_interval", Duration::from_secs(3600))?,
-                timeout: r.duration("spacex_timeout", Duration::from_secs(1))?,
-                retries: r.parse("spacex_retries")?,
-                retry_backoff: r.duration("spacex_retry_backoff", Duration::from_millis(1))?,
-                launchpads_max_age: r.duration("launchpads_max_age", Duration::from_secs(3600))?,
-                allow_http: r.bool("spacex_allow_http")?,
-                max_response_bytes: r.positive("spacex_max_response_bytes")?,
-                max_launches: r.positive("spacex_max_launches")?,
-                max_cancellations: r.parse("spacex_max_cancellations")?,
-                events_format,
-            },
-            pubsub: {
-                let emulator_host = Some(r.string("pubsub_emulator_host")?.trim().to_string())
-                    .filter(|s| !s.is_empty());
-                PubSubSettings {
-                    // The Go service's minimal environment: only PUBSUB_EMULATOR_HOST.
-                    enabled: if pubsub_enabled_set {
-                        r.bool("pubsub_enabled")?
-                    } else {
-                        emulator_host.is_some()
-                    },
-                    emulator_host,
-                    project_id: r.non_empty("pubsub_project_id")?,
-                    topic: r.non_empty("pubsub_launches_topic")?,
-                    publish_timeout: r
-                        .duration("pubsub_publish_timeout", Duration::from_secs(1))?,
-                }
-            },
-            outbox: OutboxSettings {
-                relay_enabled: r.bool("outbox_relay_enabled")?,
-                events_format,
-                batch_size_max: r.positive("notifications_batch_size_max")?,
-                interval: r.duration("notifications_interval", Duration::from_secs(1))?,
-                max_attempts: r.positive("notifications_max_attempts")?,
-                retry_backoff: r.duration("outbox_retry_backoff", Duration::from_secs(1))?,
-                retry_backoff_max: {
-                    let max = r.duration("outbox_retry_backoff_max", Duration::from_secs(1))?;
-                    if max < r.duration("outbox_retry_backoff", Duration::from_secs(1))? {
-                        return Err(r.error(
-                            "outbox_retry_backoff_max",
-                            "must not be shorter than OUTBOX_RETRY_BACKOFF",
-                        ));
-                    }
-                    max
-                },
-                retention: r.duration("outbox_retention", Duration::from_secs(3600))?,
-                backlog_threshold: r.positive("outbox_backlog_threshold")?,
-                backlog_max_age: r.duration("outbox_backlog_max_age", Duration::from_secs(1))?,
-            },
-            rockets: RocketSettings {
-                write_timeout: r.duration("rockets_write_timeout", Duration::from_secs(1))?,
-                max_watchers: r.positive("rockets_max_watchers")?,
-                message_retention: r
-                    .duration("rocket_message_retention", Duration::from_secs(1))?,
-            },
-        };
-        Ok(settings)
-    }
-
-    /// Loads from the process environment.
-    pub fn from_env(config_file: Option<&Path>) -> Result<Settings, ConfigError> {
-        Settings::load(config_file, |name| std::env::var(name).ok())
-    }
-}
-
-/// An issuer URL we fetch keys from: https, or http to this machine.
-fn issuer_url_allowed(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return url.starts_with("https://") && url.len() > "https://".len();
-    };
-    let host = rest.split(['/', '?']).next().unwrap_or_default();
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => host,
-    };
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
-}
-
-/// The settings a file gives, flattened: `(setting, value, origin)`, where origin
-/// names the Go service's key (`http.port in FILE`) when the file is nested.
-struct FileValues {
-    values: Vec<(String, String, Option<String>)>,
-}
-
-impl FileValues {
-    /// Flattens our flat file or the Go service's nested one (or a mix: top-level
-    /// keys are ours, sections the Go service's). Any key neither knows is an error
-    /// naming it.
-    fn read(
-        file: &str,
-        map: config::Map<String, config::Value>,
-    ) -> Result<FileValues, ConfigError> {
-        let mut values = Vec::new();
-        let mut entries: Vec<(String, config::Value)> = map.into_iter().collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        for (key, value) in entries {
-            if let config::ValueKind::Table(section) = value.kind {
-                let mut keys: Vec<(String, config::Value)> = section.into_iter().collect();
-                keys.sort_by(|a, b| a.0.cmp(&b.0));
-                for (sub, value) in keys {
-                    let path = format!("{key}.{sub}");
-                    let Some((_, _, setting)) =
-                        GO_KEYS.iter().find(|(s, k, _)| *s == key && *k == sub)
-                    else {
-                        return Err(ConfigError {
-                            setting: path,
-                            problem: format!(
-                                "unknown key in {file} (the Go service's keys: {}; or our flat settings at the top level, see the README)",
-                                GO_KEYS
-                                    .iter()
-                                    .map(|(s, k, _)| format!("{s}.{k}"))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        });
-                    };
-                    let text = scalar(value).map_err(|problem| ConfigError {
-                        setting: setting.to_uppercase(),
-                        problem: format!("{path} in {file}: {problem}"),
-                    })?;
-                    values.push((setting.to_string(), text, Some(format!("{path} in {file}"))));
-                }
-            } else {
-                if !SETTINGS.iter().any(|(s, _, _)| *s == key) {
-                    return Err(ConfigError {
-                        setting: key.to_uppercase(),
-                        problem: format!(
-                            "unknown setting in {file} (see the README's configuration table)"
-                        ),
-                    });
-                }
-                let text = scalar(value).map_err(|problem| ConfigError {
-                    setting: key.to_uppercase(),
-                    problem: format!("in {file}: {problem}"),
-                })?;
-                values.push((key, text, None));
-            }
-        }
-        // A setting given twice (`http_port` and `http.port`) would be ambiguous.
-        for (i, (key, _, origin)) in values.iter().enumerate() {
-            if let Some((_, _, other)) = values[..i].iter().find(|(k, _, _)| k == key) {
-                let name =
-                    |o: &Option<String>| o.clone().unwrap_or_else(|| format!("{key} in {file}"));
-                return Err(ConfigError {
-                    setting: key.to_uppercase(),
-                    problem: format!("set twice: by {} and by {}", name(other), name(origin)),
-                });
-            }
-        }
-        Ok(FileValues { values })
-    }
-}
-
-/// One value of a file as text: YAML numbers and booleans as written, an empty key
-/// as the empty string.
-fn scalar(value: config::Value) -> Result<String, String> {
-    match value.kind {
-        config::ValueKind::Nil => Ok(String::new()),
-        config::ValueKind::Table(_) => Err("expected a single value, found a section".into()),
-        config::ValueKind::Array(_) => Err("expected a single value, found a list".into()),
-        _ => value.into_string().map_err(|e| e.to_string()),
-    }
-}
-
-/// The Go service's environment name of `setting`, where it differs from ours.
-fn go_env_alias(setting: &str) -> Option<String> {
-    GO_KEYS
-        .iter()
-        .find(|(_, _, s)| *s == setting)
-        .map(|(section, key, _)| format!("{section}_{key}").to_uppercase())
-        .filter(|alias| *alias != setting.to_uppercase())
-}
-
-/// `LOG_LEVEL`: a level in any case (the Go service's `warning` is `warn`), or a
-/// tracing filter with directives (`spacet=debug,sqlx=warn`). A lone word that is
-/// not a level is refused: tracing would read it as a target and log nothing else.
-pub fn parse_log_level(value: &str) -> Result<String, String> {
-    let value = value.trim();
-    let lower = value.to_ascii_lowercase();
-    let level = match lower.as_str() {
-        "warning" => "warn".to_string(),
-        "error" | "warn" | "info" | "debug" | "trace" | "off" => lower,
-        _ if !value.contains(['=', ',', '[']) => {
-            return Err(format!(
-                "{value:?} is not a level (error, warn, warning, info, debug, trace, off) nor a filter such as spacet=debug,sqlx=warn"
-            ))
-        }
-        _ => value.to_string(),
-    };
-    tracing_subscriber::EnvFilter::try_new(&level)
-        .map_err(|e| format!("{value:?} is not a valid tracing filter: {e}"))?;
-    Ok(level)
-}
-
-/// How a deployment template marks a value its operator must fill in.
-pub const PLACEHOLDER: &str = "REPLACE_ME";
-
-struct Reader {
-    raw: config::Config,
-    /// Where a value came from, when not from the setting's own name.
-    origins: HashMap<String, String>,
-}
-
-impl Reader {
-    fn error(&self, key: &str, problem: impl Into<String>) -> ConfigError {
-        let mut problem = problem.into();
-        if let Some(origin) = self.origins.get(key) {
-            problem = format!("{problem} (set by {origin})");
-        }
-        ConfigError {
-            setting: key.to_uppercase(),
-            problem,
-        }
-    }
-
-    /// The value, refused when it is still a deployment template's placeholder
-    /// (`REPLACE_ME...`): such a value must never reach a running service.
-    fn string(&self, key: &str) -> Result<String, ConfigError> {
-        let value = self
-            .raw
-            .get_string(key)
-            .map_err(|e| self.error(key, e.to_string()))?;
-        if value.trim_start().starts_with(PLACEHOLDER) {
-            return Err(self.error(
-                key,
-                format!("is still the placeholder {value:?}: set it to the real value"),
+        let spacex = &self.spacex;
+        if spacex.api_url.starts_with("http://") && !spacex.allow_http {
+            return Err(values.error(
+                "spacex_api_url",
+                format!(
+                    "{:?} is not https (set SPACEX_ALLOW_HTTP=true for a local fake)",
+                    spacex.api_url
+                ),
             ));
         }
-        Ok(value)
-    }
-
-    fn non_empty(&self, key: &str) -> Result<String, ConfigError> {
-        let value = self.string(key)?;
-        if value.trim().is_empty() {
-            return Err(self.error(key, "must not be empty"));
+        if self.outbox.retry_backoff_max < self.outbox.retry_backoff {
+            return Err(values.error(
+                "outbox_retry_backoff_max",
+                "must not be shorter than OUTBOX_RETRY_BACKOFF",
+            ));
         }
-        Ok(value.trim().to_string())
-    }
-
-    fn parse<T: FromStr>(&self, key: &str) -> Result<T, ConfigError>
-    where
-        T::Err: fmt::Display,
-    {
-        let value = self.string(key)?;
-        value
-            .trim()
-            .parse()
-            .map_err(|e| self.error(key, format!("{value:?}: {e}")))
-    }
-
-    fn positive<T: FromStr + PartialOrd + Default>(&self, key: &str) -> Result<T, ConfigError>
-    where
-        T::Err: fmt::Display,
-    {
-        let value: T = self.parse(key)?;
-        if value <= T::default() {
-            return Err(self.error(key, "must be greater than zero"));
+        if self.log_gcp_project.is_none() {
+            self.log_gcp_project = [env("GOOGLE_CLOUD_PROJECT"), env("PUBSUB_PROJECT_ID")]
+                .into_iter()
+                .flatten()
+                .map(|p| p.trim().to_string())
+                .find(|p| !p.is_empty());
         }
-        Ok(value)
-    }
-
-    fn bool(&self, key: &str) -> Result<bool, ConfigError> {
-        let value = self.string(key)?;
-        match value.trim().to_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => Ok(true),
-            "false" | "0" | "no" | "off" => Ok(false),
-            _ => Err(self.error(key, format!("{value:?} is not a boolean (true or false)"))),
-        }
-    }
-
-    fn duration(&self, key: &str, bare_unit: Duration) -> Result<Duration, ConfigError> {
-        let value = self.string(key)?;
-        parse_duration(&value, bare_unit)
-            .map_err(|problem| self.error(key, format!("{value:?}: {problem}")))
-    }
-}
-
-/// Parses `90s`, `30m`, `1h30m`, `1.5h`, `250ms`, or a bare number of `bare_unit`s
-/// (the Go service's form). Zero, negative, fractional overflow and garbage are errors.
-pub fn parse_duration(input: &str, bare_unit: Duration) -> Result<Duration, String> {
-    let s = input.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    let seconds = if let Ok(n) = s.parse::<f64>() {
-        n * bare_unit.as_secs_f64()
-    } else {
-        let mut total = 0.0;
-        let mut rest = s;
-        while !rest.is_empty() {
-            let number_len = rest
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .ok_or("missing unit (use ms, s, m, h or d)")?;
-            if number_len == 0 {
-                return Err("expected a number such as 90s, 30m or 1h".into());
-            }
-            let number: f64 = rest[..number_len].parse().map_err(|_| "bad number")?;
-            rest = &rest[number_len..];
-            let unit_len = rest
-                .find(|c: char| c.is_ascii_digit() || c == '.')
-                .unwrap_or(rest.len());
-            let unit = match rest[..unit_len].trim() {
-                "ns" => 1e-9,
-                "us" | "µs" => 1e-6,
-                "ms" => 1e-3,
-                "s" | "sec" => 1.0,
-                "m" | "min" => 60.0,
-                "h" => 3600.0,
-                "d" => 86400.0,
-                other => return Err(format!("unknown unit {other:?} (use ms, s, m, h or d)")),
-            };
-            total += number * unit;
-            rest = &rest[unit_len..];
-        }
-        total
-    };
-    if !seconds.is_finite() || seconds <= 0.0 {
-        return Err("must be greater than zero".into());
-    }
-    let duration = Duration::try_from_secs_f64(seconds).map_err(|_| "too large".to_string())?;
-    if duration < Duration::from_millis(1) {
-        return Err("must be at least 1ms".into());
-    }
-    if duration > Duration::from_secs(10 * 365 * 86400) {
-        return Err("too large".into());
-    }
-    Ok(duration)
-}
-
-/// Parses a libpq key/value DSN (`host=... port=... user=... dbname=... password=...
-/// sslmode=...`) or a `postgres://` URL.
-pub fn parse_dsn(dsn: &str) -> Result<PgConnectOptions, String> {
-    let dsn = dsn.trim();
-    if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
-        return PgConnectOptions::from_str(dsn)
-            .map_err(|e| format!("not a valid postgres:// URL: {e}"));
-    }
-    let mut options = PgConnectOptions::new_without_pgpass()
-        .host("localhost")
-        .port(5432);
-    for (key, value) in split_key_values(dsn)? {
-        options = match key.as_str() {
-            "host" => options.host(&value),
-            "port" => options.port(value.parse().map_err(|_| format!("port {value:?} is not a number"))?),
-            "user" => options.username(&value),
-            "password" => options.password(&value),
-            "dbname" => options.database(&value),
-            "application_name" => options.application_name(&value),
-            "sslmode" => options.ssl_mode(
-                PgSslMode::from_str(&value).map_err(|_| format!("sslmode {value:?} is not a libpq sslmode"))?,
-            ),
-            "sslrootcert" => options.ssl_root_cert(&value),
-            "connect_timeout" => options,
-            other => {
-                return Err(format!(
-                    "unknown key {other:?} (known: host, port, user, password, dbname, sslmode, sslrootcert, application_name, connect_timeout)"
-                ))
-            }
-        };
-    }
-    Ok(options)
-}
-
-fn split_key_values(dsn: &str) -> Result<Vec<(String, String)>, String> {
-    let mut pairs = Vec::new();
-    let mut chars = dsn.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.peek().is_none() {
-            return Ok(pairs);
-        }
-        let key: String =
-            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.next() != Some('=') {
-            return Err(format!("expected key=value, found {key:?} without a value"));
-        }
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut value = String::new();
-        if chars.peek() == Some(&'\'') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('\\') => value.extend(chars.next()),
-                    Some('\'') => break,
-                    Some(c) => value.push(c),
-                    None => return Err(format!("unterminated quote in the value of {key:?}")),
-                }
-            }
-        } else {
-            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
-                if c == '\\' {
-                    value.extend(chars.next());
-                } else {
-                    value.push(c);
-                }
-            }
-        }
-        pairs.push((key, value));
+        Ok(self)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
-
-    #[test]
-    fn durations_accept_go_and_human_forms() {
-        let h = Duration::from_secs(3600);
-        assert_eq!(parse_duration("90s", h), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("30m", h), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("1h30m", h), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("1.5h", h), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("2", h), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_duration("0.5", h), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("250ms", h), Ok(Duration::from_millis(250)));
-    }
-
-    #[test]
-    fn zero_negative_and_garbage_durations_are_errors_not_panics() {
-        let s = Duration::from_secs(1);
-        for bad in [
-            "0",
-            "0s",
-            "-1",
-            "-5m",
-            "abc",
-            "5 parsecs",
-            "",
-            "1e400",
-            "NaN",
-            "inf",
-            "s",
-            "0.0000000001",
-        ] {
-            assert!(
-                parse_duration(bad, s).is_err(),
-                "{bad:?} should be rejected"
-            );
-        }
-    }
 
     fn load_env(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let env: HashMap<String, String> = vars
@@ -1379,33 +563,50 @@ mod tests {
     }
 
     #[test]
-    fn libpq_key_value_dsn_is_understood() {
-        let o = parse_dsn("host=db.internal port=6543 user=postgres dbname=spacet-db password='p w' sslmode=disable")
-            .unwrap();
-        assert_eq!(o.get_host(), "db.internal");
-        assert_eq!(o.get_port(), 6543);
-        assert_eq!(o.get_username(), "postgres");
-        assert_eq!(o.get_database(), Some("spacet-db"));
-        assert!(parse_dsn("host=x bogus=1").unwrap_err().contains("bogus"));
-        assert!(parse_dsn("host").is_err());
-        let url = parse_dsn("postgres://u:p@h:5433/d").unwrap();
-        assert_eq!((url.get_host(), url.get_port()), ("h", 5433));
+    fn every_setting_is_documented_in_the_docs_and_the_yaml_file() {
+        let docs = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
+        )
+        .unwrap();
+        let yaml = include_str!("../config/default.yaml");
+        for (key, _, description) in SETTINGS.iter() {
+            assert!(
+                docs.contains(&format!("`{}`", key.to_uppercase())),
+                "{key} missing from docs/configuration.md"
+            );
+            assert!(
+                yaml.contains(&format!("\n{key}:")),
+                "{key} missing from config/default.yaml"
+            );
+            assert!(!description.is_empty(), "{key} has no comment above it");
+        }
     }
 
     #[test]
-    fn every_setting_is_documented_in_the_readme_and_the_yaml_file() {
-        let readme = include_str!("../README.md");
-        let yaml = include_str!("../config/default.yaml");
-        for (key, _, _) in SETTINGS {
-            assert!(
-                readme.contains(&format!("`{}`", key.to_uppercase())),
-                "{key} missing from the README table"
-            );
-            assert!(
-                yaml.contains(&format!("# {key}:")),
-                "{key} missing from config/default.yaml"
-            );
-        }
+    fn every_field_has_a_default_and_every_default_a_field() {
+        let mut values = sources::Values::load(None, &|_| None).unwrap();
+        Settings::read(&mut values).unwrap();
+        assert_eq!(values.unread(), Vec::<&str>::new(), "keys no field reads");
+        assert_eq!(
+            load_env(&[]).unwrap().app_version,
+            env!("CARGO_PKG_VERSION"),
+            "an empty APP_VERSION is this build's"
+        );
+    }
+
+    #[test]
+    fn the_gcp_project_comes_from_the_setting_or_the_given_environment() {
+        assert_eq!(load_env(&[]).unwrap().log_gcp_project, None);
+        let project = |vars: &[(&str, &str)]| load_env(vars).unwrap().log_gcp_project;
+        assert_eq!(
+            project(&[("PUBSUB_PROJECT_ID", "p"), ("GOOGLE_CLOUD_PROJECT", " g ")]),
+            Some("g".into())
+        );
+        assert_eq!(project(&[("PUBSUB_PROJECT_ID", "p")]), Some("p".into()));
+        assert_eq!(
+            project(&[("LOG_GCP_PROJECT", "l"), ("GOOGLE_CLOUD_PROJECT", "g")]),
+            Some("l".into())
+        );
     }
 
     /// A file with `text` in a temporary directory.

@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 /// SpaceT launch-booking service.
 ///
 /// Settings come from built-in defaults, then config/default.yaml (or --config),
-/// then environment variables (HTTP_PORT, GRPC_PORT, PG_DSN, ...: see the README).
+/// then environment variables (HTTP_PORT, GRPC_PORT, PG_DSN, ...: see
+/// docs/configuration.md).
 /// Without PG_DSN an embedded PostgreSQL is started from the system binaries.
 ///
 /// Exit codes: 0 success, 1 failure, 2 bad configuration or usage, 3 a sync held
