@@ -16,11 +16,6 @@ const FIRST_SCREEN_LINES: usize = 40;
 const REASONS_START: &str = "<!-- reasons:start -->";
 const REASONS_END: &str = "<!-- reasons:end -->";
 
-/// Files another test generates from the code (the configuration table). A link to
-/// one is accepted while it is absent, so this branch does not depend on the
-/// generator's; once the file exists it is checked like any other.
-const GENERATED_ELSEWHERE: &[&str] = &["docs/configuration.md"];
-
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -192,10 +187,7 @@ fn broken_links(root: &Path, document: &Path, markdown: &str) -> Vec<String> {
         };
         let on_disk = root.join(&target);
         if !on_disk.exists() {
-            let elsewhere = GENERATED_ELSEWHERE.iter().any(|g| Path::new(g) == target);
-            if !(elsewhere && anchor.is_none()) {
-                problems.push(format!("{}: {dest}: no such file", document.display()));
-            }
+            problems.push(format!("{}: {dest}: no such file", document.display()));
             continue;
         }
         let Some(anchor) = anchor else { continue };
