@@ -271,26 +271,13 @@ fn lex(text: &str) -> Lexed {
                 }
             }
             code.push(' ');
-        } else if !after_ident && (c == 'r' || ((c == 'b' || c == 'c') && next == Some('r'))) && {
-            // A raw string: r, br or cr, hashes, a quote.
-            let mut j = if c == 'r' { i + 1 } else { i + 2 };
-            while chars.get(j) == Some(&'#') {
-                j += 1;
-            }
-            chars.get(j) == Some(&'"')
-        } {
-            let mut j = if c == 'r' { i + 1 } else { i + 2 };
-            let hashes = chars[j..].iter().take_while(|&&h| h == '#').count();
-            j += hashes + 1;
-            let start = j;
+        } else if let Some((quote, hashes)) = raw_string_at(&chars, i).filter(|_| !after_ident) {
+            // Up to a quote followed by as many hashes.
+            let start = quote + 1;
+            let mut j = start;
             while j < chars.len()
                 && !(chars[j] == '"'
-                    && chars[j + 1..]
-                        .iter()
-                        .take(hashes)
-                        .filter(|&&h| h == '#')
-                        .count()
-                        == hashes)
+                    && chars[j + 1..].iter().take_while(|&&h| h == '#').count() >= hashes)
             {
                 j += 1;
             }
@@ -348,6 +335,18 @@ fn lex(text: &str) -> Lexed {
         }
     }
     Lexed { code, strings }
+}
+
+/// Where a raw string starting at `i` (`r"`, `r#"`, `br#"`, `cr"`, ...) has its
+/// opening quote, and its number of hashes.
+fn raw_string_at(chars: &[char], i: usize) -> Option<(usize, usize)> {
+    let r = match chars[i] {
+        'r' => i,
+        'b' | 'c' if chars.get(i + 1) == Some(&'r') => i + 1,
+        _ => return None,
+    };
+    let hashes = chars[r + 1..].iter().take_while(|&&h| h == '#').count();
+    (chars.get(r + 1 + hashes) == Some(&'"')).then_some((r + 1 + hashes, hashes))
 }
 
 /// The tokens of code: identifiers (and numbers), `::`, and single characters.
@@ -847,6 +846,14 @@ impl Crate {
             if matches!(module.last().map(String::as_str), Some("mod" | "lib")) {
                 module.pop();
             }
+            // A string or comment misread would unbalance the braces of the code.
+            let code = lex(&text).code;
+            assert_eq!(
+                code.matches('{').count(),
+                code.matches('}').count(),
+                "the lexer misread {}",
+                path.display()
+            );
             sources.push((module, text));
         }
         Crate::new(&sources)

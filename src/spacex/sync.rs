@@ -22,8 +22,8 @@
 //!    there are.
 //!    Before cancelling, the circuit breaker counts what the sync would cancel (a
 //!    read-only query in this transaction) and the plan decides
-//!    ([`Plan::hold_reason`](super::plan::Plan::hold_reason)): more than `SPACEX_MAX_CANCELLATIONS`
-//!    tickets, or every day SpaceX blocked (today or later) freed at once — the
+//!    ([`Plan::hold_reason`]): more than `SPACEX_MAX_CANCELLATIONS` tickets, or
+//!    every day SpaceX blocked (today or later) freed at once — the
 //!    mark of an empty or near-empty answer that is nonetheless consistent — and
 //!    the whole transaction is rolled back. The sync is *held*: recorded in
 //!    `sync_state` (resource [`HELD`]: when, and what it would do), shown on
