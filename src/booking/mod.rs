@@ -453,7 +453,7 @@ async fn cancel_in_transaction(
     Ok(ticket)
 }
 
-/// What [`cancel_flights_on_blocked_days`] cancelled.
+/// What [`cancel_flights_blocked_by_spacex`] cancelled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cancelled {
     pub flights: usize,
@@ -467,7 +467,7 @@ pub struct Cancelled {
 /// `TicketCancelled` per ticket (`SPACEX_CONFLICT`) for `v1`, the Go service's one
 /// `BookingsCancelled` message for them all ([`legacy`], ordered by `sync_id`) for
 /// `legacy`.
-pub async fn cancel_flights_on_blocked_days(
+pub async fn cancel_flights_blocked_by_spacex(
     conn: &mut PgConnection,
     blocked: &[(String, NaiveDate)],
     sync_id: Uuid,
@@ -543,9 +543,9 @@ pub async fn cancel_flights_on_blocked_days(
     })
 }
 
-/// What [`cancel_flights_on_blocked_days`] would cancel now, in the caller's
+/// What [`cancel_flights_blocked_by_spacex`] would cancel now, in the caller's
 /// transaction, without changing anything (the SpaceX sync's circuit breaker).
-pub async fn count_flights_on_blocked_days(
+pub async fn count_flights_blocked_by_spacex(
     conn: &mut PgConnection,
     blocked: &[(String, NaiveDate)],
 ) -> Result<Cancelled, sqlx::Error> {

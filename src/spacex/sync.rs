@@ -397,7 +397,7 @@ async fn apply(
     write(conn, &plan, now).await?;
 
     if let Some(max_tickets) = breaker {
-        let would = booking::count_flights_on_blocked_days(conn, &plan.blocked).await?;
+        let would = booking::count_flights_blocked_by_spacex(conn, &plan.blocked).await?;
         if let Some(reason) = plan.hold_reason(would, max_tickets) {
             report.skipped = Some(SkipReason::Held);
             report.flights_to_cancel = would.flights;
@@ -407,7 +407,7 @@ async fn apply(
         }
     }
     let cancelled =
-        booking::cancel_flights_on_blocked_days(conn, &plan.blocked, sync_id, events_format)
+        booking::cancel_flights_blocked_by_spacex(conn, &plan.blocked, sync_id, events_format)
             .await?;
     report.flights_cancelled = cancelled.flights;
     report.tickets_cancelled = cancelled.tickets;
