@@ -12,6 +12,7 @@ pub mod db;
 pub mod embedded_pg;
 pub mod health;
 pub mod healthcheck;
+pub mod launchpads;
 pub mod metrics;
 pub mod outbox;
 pub mod proto;

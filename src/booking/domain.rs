@@ -5,10 +5,11 @@
 use std::fmt;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use chrono_tz::Tz;
 use tonic_types::FieldViolation;
 use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
+
+use crate::launchpads::Launchpad;
 
 /// Where a flight goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -117,74 +118,6 @@ impl TicketStatus {
     }
 }
 
-/// Status of a launchpad, as SpaceX reports it; only `active` pads can be booked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LaunchpadStatus {
-    Active,
-    Inactive,
-    Unknown,
-    Retired,
-    Lost,
-    UnderConstruction,
-}
-
-impl LaunchpadStatus {
-    pub const ALL: [LaunchpadStatus; 6] = [
-        LaunchpadStatus::Active,
-        LaunchpadStatus::Inactive,
-        LaunchpadStatus::Unknown,
-        LaunchpadStatus::Retired,
-        LaunchpadStatus::Lost,
-        LaunchpadStatus::UnderConstruction,
-    ];
-
-    /// SpaceX's name, stored as it is.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LaunchpadStatus::Active => "active",
-            LaunchpadStatus::Inactive => "inactive",
-            LaunchpadStatus::Unknown => "unknown",
-            LaunchpadStatus::Retired => "retired",
-            LaunchpadStatus::Lost => "lost",
-            LaunchpadStatus::UnderConstruction => "under construction",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<LaunchpadStatus> {
-        LaunchpadStatus::ALL
-            .into_iter()
-            .find(|s| s.as_str() == name)
-    }
-
-    /// Only active launchpads take bookings.
-    pub fn is_bookable(self) -> bool {
-        self == LaunchpadStatus::Active
-    }
-}
-
-impl fmt::Display for LaunchpadStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A launchpad's IANA time zone, decoded once from its row: a zone chrono-tz does
-/// not know fails the row (no silent fallback to UTC, which would move pad days).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timezone(pub Tz);
-
-impl Timezone {
-    pub fn as_str(self) -> &'static str {
-        self.0.name()
-    }
-
-    pub fn parse(name: &str) -> Option<Timezone> {
-        name.parse().ok().map(Timezone)
-    }
-}
-
-crate::db::text_enum!(Timezone);
-
 /// Status of a flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlightStatus {
@@ -209,52 +142,10 @@ impl FlightStatus {
     }
 }
 
-/// How precisely SpaceX knows a launch date. Defined here because the schedule
-/// reads it; the SpaceX sync (which imports booking, never the reverse) parses it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DatePrecision {
-    Hour,
-    Day,
-    Month,
-    Quarter,
-    Half,
-    Year,
-}
-
-impl DatePrecision {
-    /// The name SpaceX (and our `spacex_launches.date_precision`) uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DatePrecision::Hour => "hour",
-            DatePrecision::Day => "day",
-            DatePrecision::Month => "month",
-            DatePrecision::Quarter => "quarter",
-            DatePrecision::Half => "half",
-            DatePrecision::Year => "year",
-        }
-    }
-
-    /// The precision of a stored name.
-    pub fn parse(name: &str) -> Option<DatePrecision> {
-        Some(match name {
-            "hour" => DatePrecision::Hour,
-            "day" => DatePrecision::Day,
-            "month" => DatePrecision::Month,
-            "quarter" => DatePrecision::Quarter,
-            "half" => DatePrecision::Half,
-            "year" => DatePrecision::Year,
-            _ => return None,
-        })
-    }
-}
-
-crate::db::text_enum!(DatePrecision);
 crate::db::text_enum!(Destination);
 crate::db::text_enum!(Gender);
 crate::db::text_enum!(TicketStatus);
 crate::db::text_enum!(CancellationReason);
-crate::db::text_enum!(LaunchpadStatus);
 crate::db::text_enum!(FlightStatus);
 
 /// Why a ticket (or flight) was cancelled.
@@ -335,22 +226,6 @@ impl PersonName {
     }
 }
 
-/// A launchpad id: SpaceX's 24 lowercase hex characters.
-pub fn is_launchpad_id(raw: &str) -> bool {
-    raw.len() == 24
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// What the parser needs to know about the requested launchpad.
-#[derive(Debug, Clone)]
-pub struct PadInfo {
-    pub id: String,
-    pub timezone: Tz,
-    pub status: LaunchpadStatus,
-}
-
 /// The fields of a booking request, before parsing (the proto at the edge fills it).
 #[derive(Debug, Clone, Default)]
 pub struct BookingFields {
@@ -412,7 +287,7 @@ impl NewBooking {
     /// request names (`None` when unknown); `now` comes from the injected clock.
     pub fn parse(
         fields: BookingFields,
-        pad: Option<&PadInfo>,
+        pad: Option<&Launchpad>,
         now: DateTime<Utc>,
     ) -> Result<NewBooking, Vec<FieldViolation>> {
         let mut violations = Vec::new();
@@ -484,11 +359,11 @@ impl NewBooking {
                 }
                 Ok(day) => match pad {
                     Some(pad) => {
-                        let today_at_pad = now.with_timezone(&pad.timezone).date_naive();
+                        let today_at_pad = now.with_timezone(&pad.tz()).date_naive();
                         if day <= today_at_pad {
                             violation(
                                 "launch_date",
-                                format!("must be after today at the launchpad ({today_at_pad} in {}), got {day}", pad.timezone),
+                                format!("must be after today at the launchpad ({today_at_pad} in {}), got {day}", pad.tz()),
                             );
                             None
                         } else {
@@ -632,10 +507,14 @@ mod tests {
 
     #[test]
     fn a_launch_date_past_year_9999_is_named() {
-        let pad = PadInfo {
+        let pad = Launchpad {
             id: "5e9e4502f509094188566f88".into(),
-            timezone: chrono_tz::UTC,
-            status: LaunchpadStatus::Active,
+            name: "KSC LC 39A".into(),
+            full_name: "Kennedy Space Center Historic Launch Complex 39A".into(),
+            locality: "Cape Canaveral".into(),
+            region: "Florida".into(),
+            timezone: crate::launchpads::Timezone(chrono_tz::UTC),
+            status: crate::launchpads::LaunchpadStatus::Active,
         };
         let far = NaiveDate::from_ymd_opt(10_000, 1, 1)
             .unwrap()

@@ -196,14 +196,7 @@ pub async fn resolve(
     // A pad id substring names a few of the (few) launchpads: resolved first, the
     // ticket query filters on whole ids and can use their indexes.
     let pads = match &query.launchpad {
-        Some(text) => Some(
-            sqlx::query_scalar!(
-                "SELECT id FROM launchpads WHERE strpos(lower(id), lower($1)) > 0 ORDER BY id",
-                text.trim()
-            )
-            .fetch_all(pool)
-            .await?,
-        ),
+        Some(text) => Some(crate::launchpads::ids_containing(pool, text.trim()).await?),
         None => None,
     };
     let mut query = query.clone();

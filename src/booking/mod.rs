@@ -17,7 +17,16 @@ use uuid::Uuid;
 
 pub use domain::*;
 
-use crate::{config::EventsFormat, outbox};
+use crate::{
+    config::EventsFormat,
+    launchpads::{self, Availability, LaunchpadStatus},
+    outbox,
+};
+
+// Launchpad items the gRPC edge still reaches through `booking`: they belong to
+// `crate::launchpads`. Kept only until the edge calls the booking use cases
+// (issue 28's other part), which reach them directly.
+pub use crate::launchpads::{find as find_pad, is_launchpad_id, DatePrecision};
 
 /// Why a booking or cancellation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -103,25 +112,6 @@ macro_rules! query_ticket {
             $(, $arg)*
         )
     };
-}
-
-/// What [`NewBooking::parse`] needs to know about a launchpad, if it exists.
-pub async fn find_pad(pool: &PgPool, id: &str) -> Result<Option<PadInfo>, sqlx::Error> {
-    if !is_launchpad_id(id.trim()) {
-        return Ok(None);
-    }
-    let row = sqlx::query!(
-        r#"SELECT id, timezone AS "timezone: Timezone", status AS "status: LaunchpadStatus"
-           FROM launchpads WHERE id = $1"#,
-        id.trim()
-    )
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|row| PadInfo {
-        id: row.id,
-        timezone: row.timezone.0,
-        status: row.status,
-    }))
 }
 
 /// The outcome of a booking.
@@ -248,34 +238,24 @@ async fn book_once(
         }
     }
 
-    // KEY SHARE on the pad serialises us with the SpaceX sync (which takes FOR
-    // UPDATE on the pads it changes) without serialising bookings among themselves:
-    // either the sync sees our flight, or we see its launch.
-    let status = sqlx::query_scalar!(
-        r#"SELECT status AS "status: LaunchpadStatus" FROM launchpads WHERE id = $1 FOR KEY SHARE"#,
-        pad
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    if !status.is_bookable() {
-        return Err(BookingError::LaunchpadInactive {
-            pad: pad.to_string(),
-            status,
-        });
-    }
-    let spacex = sqlx::query_scalar!(
-        "SELECT name FROM spacex_launches WHERE launchpad_id = $1 AND blocked_day = $2 AND upcoming LIMIT 1",
-        pad,
-        day
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(launch) = spacex {
-        return Err(BookingError::SpacexConflict {
-            pad: pad.to_string(),
-            day,
-            launch,
-        });
+    // Holds the pad against a SpaceX sync that would block its day, then looks
+    // for a SpaceX launch on it: either the sync sees our flight, or we see its
+    // launch (see `launchpads::hold_for_booking`).
+    match launchpads::hold_for_booking(&mut tx, pad, day).await? {
+        Availability::Free => {}
+        Availability::Inactive(status) => {
+            return Err(BookingError::LaunchpadInactive {
+                pad: pad.to_string(),
+                status,
+            })
+        }
+        Availability::SpacexLaunch(launch) => {
+            return Err(BookingError::SpacexConflict {
+                pad: pad.to_string(),
+                day,
+                launch,
+            })
+        }
     }
 
     let flight_id = take_seat(&mut tx, booking, limits.seats_per_flight).await?;
@@ -481,29 +461,27 @@ pub struct Cancelled {
 }
 
 /// Cancels, in the caller's transaction (the SpaceX sync's), every scheduled flight
-/// on a pad and day an upcoming SpaceX launch blocks, from today at its pad on (a
-/// flight whose day has passed has flown), with its confirmed tickets, and the
-/// events `events_format` selects: one `TicketCancelled` per ticket
-/// (`SPACEX_CONFLICT`) for `v1`, the Go service's one `BookingsCancelled` message for
-/// them all ([`legacy`], ordered by `sync_id`) for `legacy`. `today_at_pad` is each
-/// launchpad's current local day.
+/// on one of the `blocked` pads and days (the days upcoming SpaceX launches block,
+/// from today at each pad on: a flight whose day has passed has flown), with its
+/// confirmed tickets, and the events `events_format` selects: one
+/// `TicketCancelled` per ticket (`SPACEX_CONFLICT`) for `v1`, the Go service's one
+/// `BookingsCancelled` message for them all ([`legacy`], ordered by `sync_id`) for
+/// `legacy`.
 pub async fn cancel_flights_blocked_by_spacex(
     conn: &mut PgConnection,
-    today_at_pad: &[(String, NaiveDate)],
+    blocked: &[(String, NaiveDate)],
     sync_id: Uuid,
     events_format: EventsFormat,
 ) -> Result<Cancelled, sqlx::Error> {
     let (pads, days): (Vec<&str>, Vec<NaiveDate>) =
-        today_at_pad.iter().map(|(p, d)| (p.as_str(), *d)).unzip();
+        blocked.iter().map(|(p, d)| (p.as_str(), *d)).unzip();
     let started = Instant::now();
     let flights: Vec<Uuid> = sqlx::query_scalar!(
         "SELECT DISTINCT f.id
-         FROM spacex_launches s
-         JOIN flights f ON f.launchpad_id = s.launchpad_id AND f.launch_day = s.blocked_day
-         JOIN UNNEST($1::text[], $2::date[]) AS today(launchpad_id, day)
-              ON today.launchpad_id = f.launchpad_id
-         WHERE s.upcoming AND s.blocked_day IS NOT NULL
-           AND f.status = 'scheduled' AND f.launch_day >= today.day",
+         FROM flights f
+         JOIN UNNEST($1::text[], $2::date[]) AS blocked(launchpad_id, day)
+              ON f.launchpad_id = blocked.launchpad_id AND f.launch_day = blocked.day
+         WHERE f.status = 'scheduled'",
         // text[] checks as `&[String]`; the override binds the borrowed names as text[].
         &pads[..] as &[&str],
         &days
@@ -569,19 +547,17 @@ pub async fn cancel_flights_blocked_by_spacex(
 /// transaction, without changing anything (the SpaceX sync's circuit breaker).
 pub async fn count_flights_blocked_by_spacex(
     conn: &mut PgConnection,
-    today_at_pad: &[(String, NaiveDate)],
+    blocked: &[(String, NaiveDate)],
 ) -> Result<Cancelled, sqlx::Error> {
     let (pads, days): (Vec<&str>, Vec<NaiveDate>) =
-        today_at_pad.iter().map(|(p, d)| (p.as_str(), *d)).unzip();
+        blocked.iter().map(|(p, d)| (p.as_str(), *d)).unzip();
     let counts = sqlx::query!(
         r#"WITH blocked AS (
                SELECT DISTINCT f.id
-               FROM spacex_launches s
-               JOIN flights f ON f.launchpad_id = s.launchpad_id AND f.launch_day = s.blocked_day
-               JOIN UNNEST($1::text[], $2::date[]) AS today(launchpad_id, day)
-                    ON today.launchpad_id = f.launchpad_id
-               WHERE s.upcoming AND s.blocked_day IS NOT NULL
-                 AND f.status = 'scheduled' AND f.launch_day >= today.day)
+               FROM flights f
+               JOIN UNNEST($1::text[], $2::date[]) AS blocked(launchpad_id, day)
+                    ON f.launchpad_id = blocked.launchpad_id AND f.launch_day = blocked.day
+               WHERE f.status = 'scheduled')
            SELECT (SELECT count(*) FROM blocked) AS "flights!",
                   (SELECT count(*) FROM tickets t JOIN blocked b ON t.flight_id = b.id
                    WHERE t.status = 'CONFIRMED') AS "tickets!""#,

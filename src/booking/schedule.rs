@@ -1,61 +1,25 @@
-//! Launchpads and their day-by-day schedule: what a booking page needs to offer
-//! only trips that can be booked.
+//! A launchpad's day-by-day schedule: what a booking page needs to offer only
+//! trips that can be booked. Our flights are booking's; the launchpad and its
+//! SpaceX launches come from [`crate::launchpads`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Datelike, Days, Months, NaiveDate, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, Days, NaiveDate, Utc};
 use sqlx::PgPool;
 
-use super::{week_start, DatePrecision, Destination, LaunchpadStatus, Timezone};
+use super::{week_start, Destination};
+use crate::launchpads::launches;
 
 /// Longest schedule window, in days.
 pub const MAX_WINDOW_DAYS: i64 = 90;
 /// Window when the request gives no end.
 pub const DEFAULT_WINDOW_DAYS: u64 = 28;
 
-/// A launchpad as stored.
-#[derive(Debug, Clone)]
-pub struct Launchpad {
-    pub id: String,
-    pub name: String,
-    pub full_name: String,
-    pub locality: String,
-    pub region: String,
-    pub timezone: Timezone,
-    pub status: LaunchpadStatus,
-}
+pub use crate::launchpads::{Launchpad, SpacexLaunch};
 
-impl Launchpad {
-    pub fn tz(&self) -> Tz {
-        self.timezone.0
-    }
-}
-
-/// Every launchpad, by name.
-pub async fn launchpads(pool: &PgPool) -> Result<Vec<Launchpad>, sqlx::Error> {
-    sqlx::query_as!(
-        Launchpad,
-        r#"SELECT id, name, full_name, locality, region, timezone AS "timezone: Timezone",
-                  status AS "status: LaunchpadStatus"
-           FROM launchpads ORDER BY name, id"#
-    )
-    .fetch_all(pool)
-    .await
-}
-
-/// One launchpad.
-pub async fn launchpad(pool: &PgPool, id: &str) -> Result<Option<Launchpad>, sqlx::Error> {
-    sqlx::query_as!(
-        Launchpad,
-        r#"SELECT id, name, full_name, locality, region, timezone AS "timezone: Timezone",
-                  status AS "status: LaunchpadStatus"
-           FROM launchpads WHERE id = $1"#,
-        id
-    )
-    .fetch_optional(pool)
-    .await
-}
+// The names the gRPC edge still calls through `schedule`: `crate::launchpads`'s
+// `find` and `all`. Kept only until the edge calls the booking use cases.
+pub use crate::launchpads::{all as launchpads, find as launchpad};
 
 /// Our flight on a day.
 #[derive(Debug, Clone)]
@@ -63,40 +27,6 @@ pub struct FlightSummary {
     pub destination: Destination,
     pub seats_booked: i32,
     pub seats_left: i32,
-}
-
-/// A SpaceX launch as last synced.
-#[derive(Debug, Clone)]
-pub struct SpacexLaunch {
-    pub id: String,
-    pub name: String,
-    pub date_utc: DateTime<Utc>,
-    pub date_precision: DatePrecision,
-    pub blocked_day: Option<NaiveDate>,
-}
-
-impl SpacexLaunch {
-    /// Days the launch may happen on: one day when firm; the whole month,
-    /// quarter, half or year while tentative.
-    pub fn possible_days(&self) -> (NaiveDate, NaiveDate) {
-        if let Some(day) = self.blocked_day {
-            return (day, day);
-        }
-        let start = self.date_utc.date_naive();
-        let months = match self.date_precision {
-            DatePrecision::Hour | DatePrecision::Day => 0,
-            DatePrecision::Month => 1,
-            DatePrecision::Quarter => 3,
-            DatePrecision::Half => 6,
-            DatePrecision::Year => 12,
-        };
-        let first = start.with_day(1).unwrap_or(start);
-        let end = first
-            .checked_add_months(Months::new(months))
-            .and_then(|d| d.checked_sub_days(Days::new(1)))
-            .unwrap_or(start);
-        (first.min(start), end.max(start))
-    }
 }
 
 /// One pad-local day of a schedule.
@@ -130,20 +60,7 @@ pub async fn schedule(
     )
     .fetch_all(pool)
     .await?;
-    let launches = sqlx::query_as!(
-        SpacexLaunch,
-        r#"SELECT id, name, date_utc, date_precision AS "date_precision: DatePrecision", blocked_day
-           FROM spacex_launches
-           WHERE launchpad_id = $1 AND upcoming
-             AND (blocked_day BETWEEN $2 AND $3
-                  OR (blocked_day IS NULL AND date_utc < ($3::date + 1) AND date_utc >= ($2::date - interval '1 year')))
-           ORDER BY date_utc"#,
-        pad.id,
-        from,
-        to
-    )
-    .fetch_all(pool)
-    .await?;
+    let launches = launches::on_pad_between(pool, &pad.id, from, to).await?;
 
     let mut by_day: BTreeMap<NaiveDate, FlightSummary> = BTreeMap::new();
     let mut used_by_week: BTreeMap<NaiveDate, BTreeSet<Destination>> = BTreeMap::new();

@@ -7,7 +7,7 @@ use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use tonic_types::FieldViolation;
 use uuid::Uuid;
 
-use super::{state::Status, store::Rocket};
+use super::state::Status;
 use crate::proto;
 
 /// Page size when the request gives none.
@@ -61,54 +61,10 @@ impl Sort {
         Sort::ALL
     }
 
-    /// The SQL expression sorted on: never NULL (rockets without a launch sort
-    /// first in ascending order), so that the keyset comparison is total.
-    pub(super) fn expression(self) -> &'static str {
-        match self {
-            Sort::Channel => "channel",
-            Sort::Type => "COALESCE(rocket_type, '')",
-            Sort::Speed => super::store::SPEED_SQL,
-            Sort::Mission => "COALESCE(mission, '')",
-            Sort::Status => super::store::STATUS_SQL,
-            Sort::LaunchedAt => "COALESCE(launched_at, '-infinity')",
-            Sort::UpdatedAt => "updated_at",
-        }
-    }
-
-    /// The SQL type of [`Sort::expression`], which the cursor's key is cast to.
-    pub(super) fn sql_type(self) -> &'static str {
-        match self {
-            Sort::Channel => "uuid",
-            Sort::Type | Sort::Mission | Sort::Status => "text",
-            Sort::Speed => "int8",
-            Sort::LaunchedAt | Sort::UpdatedAt => "timestamptz",
-        }
-    }
-
-    /// The value of [`Sort::expression`] for a rocket, as text PostgreSQL casts back.
-    pub(super) fn key_of(self, rocket: &Rocket) -> SortKey {
-        let key = match self {
-            Sort::Channel => rocket.channel.to_string(),
-            Sort::Type => rocket.rocket_type.clone().unwrap_or_default(),
-            Sort::Speed => rocket.speed.to_string(),
-            Sort::Mission => rocket.mission.clone().unwrap_or_default(),
-            Sort::Status => rocket.status.as_str().to_string(),
-            Sort::LaunchedAt => rocket
-                .launched_at
-                .map_or_else(|| "-infinity".to_string(), time),
-            Sort::UpdatedAt => time(rocket.updated_at),
-        };
-        SortKey {
-            sort: self,
-            descending: false,
-            key,
-            channel: rocket.channel,
-        }
-    }
-
-    /// A cursor's key rewritten as [`Sort::key_of`] writes it, or `None` when it is
-    /// no value of this sort's expression: the key is cast to [`Sort::sql_type`] in
-    /// SQL, so anything the cast could refuse is refused here first.
+    /// A cursor's key rewritten as the store writes a rocket's key, or `None` when
+    /// it is no value of this sort's SQL expression: the key is cast to the
+    /// expression's type in SQL ([`super::store`]), so anything the cast could
+    /// refuse is refused here first.
     fn canonical_key(self, raw: &str) -> Option<String> {
         match self {
             Sort::Channel => Uuid::try_parse(raw).ok().map(|c| c.to_string()),
@@ -129,7 +85,7 @@ impl Sort {
 }
 
 /// A time as a cursor key: RFC 3339 in UTC with microseconds, as PostgreSQL stores it.
-fn time(t: DateTime<Utc>) -> String {
+pub(super) fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 

@@ -6,7 +6,8 @@
 //! - [`message`]: the message contract and its validation;
 //! - [`state`]: the state as a pure, order-independent fold of the messages;
 //! - [`writer`]: group commit of concurrent messages;
-//! - [`store`]: the SQL; [`list`]: sorting and paging;
+//! - [`store`]: the SQL, the list query included; [`list`]: list requests, sorts
+//!   and cursors (no SQL: the store depends on it, never the reverse);
 //! - [`retention`]: deletes old messages, never a rocket's state.
 //!
 //! The HTTP and gRPC edges live in `api`.

@@ -8,7 +8,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::{
-    list::{ListQuery, Sort, SortKey},
+    list::{self, ListQuery, Sort, SortKey},
     message::Message,
     state::{Status, Summary},
 };
@@ -37,9 +37,9 @@ pub struct Rocket {
 /// [`Summary::speed`] in SQL, over a `rockets` row. The statements checked at build
 /// time ([`get`], [`write`]) spell it out, as they take only literals; a test keeps
 /// the copies equal.
-pub(super) const SPEED_SQL: &str = "(COALESCE(launch_speed, 0) + speed_delta)";
+const SPEED_SQL: &str = "(COALESCE(launch_speed, 0) + speed_delta)";
 /// [`Summary::status`] in SQL.
-pub(super) const STATUS_SQL: &str = "(CASE WHEN exploded_number IS NOT NULL THEN 'exploded' WHEN launch_number IS NOT NULL THEN 'launched' ELSE 'unknown' END)";
+const STATUS_SQL: &str = "(CASE WHEN exploded_number IS NOT NULL THEN 'exploded' WHEN launch_number IS NOT NULL THEN 'launched' ELSE 'unknown' END)";
 
 /// Columns of [`Rocket`], for the SQL [`list`] assembles at run time.
 static ROCKET_COLUMNS: LazyLock<String> = LazyLock::new(|| {
@@ -342,7 +342,7 @@ pub async fn list(
     if let Some(channel) = query.channel {
         sql.push(" AND channel = ").push_bind(channel);
     }
-    let expression = query.sort.expression();
+    let expression = sort_expression(query.sort);
     let (cmp, direction) = if query.descending {
         ("<", "DESC")
     } else {
@@ -357,7 +357,7 @@ pub async fn list(
         // The key travels as text and is cast back to the column's type.
         sql.push(format!(" AND ({expression}, channel) {cmp} ("))
             .push_bind(after.key.clone())
-            .push(format!("::{}, ", query.sort.sql_type()))
+            .push(format!("::{}, ", sort_sql_type(query.sort)))
             .push_bind(after.channel)
             .push(")");
     }
@@ -375,11 +375,56 @@ pub async fn list(
     let next = match query.limit {
         Some(limit) if rockets.len() as i64 > limit => {
             rockets.truncate(limit as usize);
-            rockets.last().map(|r| query.sort.key_of(r))
+            rockets.last().map(|r| key_of(query.sort, r))
         }
         _ => None,
     };
     Ok((rockets, next))
+}
+
+/// The SQL expression `sort` sorts on: never NULL (rockets without a launch sort
+/// first in ascending order), so that the keyset comparison is total.
+fn sort_expression(sort: Sort) -> &'static str {
+    match sort {
+        Sort::Channel => "channel",
+        Sort::Type => "COALESCE(rocket_type, '')",
+        Sort::Speed => SPEED_SQL,
+        Sort::Mission => "COALESCE(mission, '')",
+        Sort::Status => STATUS_SQL,
+        Sort::LaunchedAt => "COALESCE(launched_at, '-infinity')",
+        Sort::UpdatedAt => "updated_at",
+    }
+}
+
+/// The SQL type of [`sort_expression`], which the cursor's key is cast to.
+fn sort_sql_type(sort: Sort) -> &'static str {
+    match sort {
+        Sort::Channel => "uuid",
+        Sort::Type | Sort::Mission | Sort::Status => "text",
+        Sort::Speed => "int8",
+        Sort::LaunchedAt | Sort::UpdatedAt => "timestamptz",
+    }
+}
+
+/// The value of [`sort_expression`] for a rocket, as text PostgreSQL casts back.
+fn key_of(sort: Sort, rocket: &Rocket) -> SortKey {
+    let key = match sort {
+        Sort::Channel => rocket.channel.to_string(),
+        Sort::Type => rocket.rocket_type.clone().unwrap_or_default(),
+        Sort::Speed => rocket.speed.to_string(),
+        Sort::Mission => rocket.mission.clone().unwrap_or_default(),
+        Sort::Status => rocket.status.as_str().to_string(),
+        Sort::LaunchedAt => rocket
+            .launched_at
+            .map_or_else(|| "-infinity".to_string(), list::time),
+        Sort::UpdatedAt => list::time(rocket.updated_at),
+    };
+    SortKey {
+        sort,
+        descending: false,
+        key,
+        channel: rocket.channel,
+    }
 }
 
 /// At most this many missing ranges are listed for a rocket (the lowest ones);

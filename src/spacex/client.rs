@@ -36,20 +36,7 @@ const MAX_LAUNCHPADS: usize = 1000;
 /// Most redirects followed (all within one scheme).
 const MAX_REDIRECTS: usize = 5;
 
-pub use crate::booking::DatePrecision;
-
-/// A launchpad as SpaceX describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Launchpad {
-    pub id: String,
-    pub name: String,
-    pub full_name: String,
-    pub locality: String,
-    pub region: String,
-    /// IANA zone, checked to be one chrono-tz knows.
-    pub timezone: String,
-    pub status: String,
-}
+use crate::launchpads::{self, DatePrecision, Launchpad, LaunchpadStatus, Timezone};
 
 /// An upcoming launch as SpaceX describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -529,31 +516,23 @@ fn decode_launchpad(doc: &Value) -> Result<Launchpad, String> {
         status: String,
     }
     let raw = Raw::deserialize(doc).map_err(|e| e.to_string())?;
-    if !crate::booking::is_launchpad_id(&raw.id) {
+    if !launchpads::is_launchpad_id(&raw.id) {
         return Err(format!("{:?} is not a launchpad id", raw.id));
     }
-    if raw.timezone.parse::<chrono_tz::Tz>().is_err() {
+    let Some(timezone) = Timezone::parse(&raw.timezone) else {
         return Err(format!("{:?} is not an IANA time zone", raw.timezone));
-    }
-    const STATUSES: [&str; 6] = [
-        "active",
-        "inactive",
-        "unknown",
-        "retired",
-        "lost",
-        "under construction",
-    ];
-    if !STATUSES.contains(&raw.status.as_str()) {
+    };
+    let Some(status) = LaunchpadStatus::parse(&raw.status) else {
         return Err(format!("{:?} is not a launchpad status", raw.status));
-    }
+    };
     Ok(Launchpad {
         full_name: raw.full_name.unwrap_or_else(|| raw.name.clone()),
         id: raw.id,
         name: raw.name,
         locality: raw.locality.unwrap_or_default(),
         region: raw.region.unwrap_or_default(),
-        timezone: raw.timezone,
-        status: raw.status,
+        timezone,
+        status,
     })
 }
 

@@ -3,6 +3,8 @@
 //!
 //! - [`client`]: the SpaceX v4 HTTP client (timeouts, retries, tolerant decoding).
 //! - [`sync`]: one sync — fetch, then apply in one transaction, one replica at a time.
+//! - [`plan`]: what a sync writes and cancels, and whether it is held, decided
+//!   without a database.
 //! - Here: the scheduled worker (a sync at start-up, then every
 //!   `ORCHESTRATOR_INTERVAL`), the forced sync and the `/liveness` check.
 //!
@@ -12,10 +14,12 @@
 //! join (it may be skipped as fresh); it and a forced one are serialised by the
 //! apply transaction's advisory lock, like replicas.
 //!
-//! Which day a launch blocks depends on SpaceX's `date_precision`: see
-//! [`sync::blocked_day`].
+//! The launchpads and launches the sync keeps are [`crate::launchpads`]'s; which
+//! day a launch blocks depends on SpaceX's `date_precision`: see
+//! [`crate::launchpads::blocked_day`].
 
 pub mod client;
+pub mod plan;
 pub mod sync;
 
 use std::{
@@ -36,8 +40,8 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use client::{DatePrecision, SpaceXClient, SpaceXError};
-pub use sync::{blocked_day, SkipReason, SyncError, SyncReport, Trigger};
+pub use client::{SpaceXClient, SpaceXError};
+pub use sync::{SkipReason, SyncError, SyncReport, Trigger};
 
 use crate::metrics;
 

@@ -7,9 +7,12 @@
 //!    the connection that took it, whatever happens to this task.
 //! 2. Freshness, under that lock (scheduled syncs only): a sync that succeeded less
 //!    than [`FRESH_FRACTION`] of the interval ago → skip ("fresh").
-//! 3. `SELECT … FOR UPDATE` on the launchpads whose days this sync starts blocking
-//!    or whose row it changes (see [`lock_launchpads`] for why).
-//! 4. Launchpads upserted (when fetched), launches upserted by id, launches no
+//! 3. What we hold is read ([`crate::launchpads`]) and compared with SpaceX's answer
+//!    by a pure [`plan`](super::plan::plan): launchpads and launches to write,
+//!    launches to retire, pads to lock, blocked days.
+//! 4. `SELECT … FOR UPDATE` on the launchpads whose days this sync starts blocking
+//!    or whose row it changes (see [`launchpads::lock_for_sync`] for why), then
+//!    launchpads upserted (when fetched), launches upserted by id, launches no
 //!    longer listed marked `upcoming = false`.
 //! 5. Every scheduled flight, today or later at its pad, on a blocked pad and day
 //!    is cancelled with its confirmed tickets (`SPACEX_CONFLICT`), and the events
@@ -18,8 +21,9 @@
 //!    sync's id (`legacy`) — a handful of set-based statements however many tickets
 //!    there are.
 //!    Before cancelling, the circuit breaker counts what the sync would cancel (a
-//!    read-only query in this transaction): more than `SPACEX_MAX_CANCELLATIONS`
-//!    tickets, or every day SpaceX blocked (today or later) freed at once — the
+//!    read-only query in this transaction) and the plan decides
+//!    ([`Plan::hold_reason`]): more than `SPACEX_MAX_CANCELLATIONS` tickets, or
+//!    every day SpaceX blocked (today or later) freed at once — the
 //!    mark of an empty or near-empty answer that is nonetheless consistent — and
 //!    the whole transaction is rolled back. The sync is *held*: recorded in
 //!    `sync_state` (resource [`HELD`]: when, and what it would do), shown on
@@ -27,21 +31,23 @@
 //!    (`spacet sync --confirm`, `TriggerSync {confirm: true}`).
 //! 6. `sync_state` records the success (and clears a held sync).
 
-use std::{
-    collections::{BTreeSet, HashMap, HashSet},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, NaiveDate, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{
-    client::{DatePrecision, Launchpad, SpaceXClient, SpaceXError, Upcoming},
+    client::{SpaceXClient, SpaceXError, Upcoming},
+    plan::{self, Plan},
     SyncDeps,
 };
-use crate::{booking, config::EventsFormat, metrics};
+use crate::{
+    booking,
+    config::EventsFormat,
+    launchpads::{self, launches, Launchpad},
+    metrics,
+};
 
 /// Key of the transaction-level advisory lock held while a sync is applied
 /// ("SPACEX" in ASCII, then 1).
@@ -162,31 +168,6 @@ impl SyncError {
             SyncError::Database(e) => SyncError::Database(sqlx::Error::Protocol(e.to_string())),
             SyncError::Interrupted => SyncError::Interrupted,
         }
-    }
-}
-
-/// The pad-local day a launch blocks, from how precisely SpaceX knows its date:
-/// - `hour`: `date_utc` is the instant; it blocks the day it falls on at the pad
-///   (`2049-11-03T03:24Z` at Cape Canaveral, UTC−4, blocks November 2nd). `None`
-///   when the pad's zone is unknown (a pad we do not have cannot be booked).
-/// - `day`: SpaceX names a date and writes it as midnight UTC of that date, so the
-///   UTC date as written is the day (`2049-11-08T00:00Z` blocks November 8th);
-///   converting it to pad-local time would wrongly move it to the evening before at
-///   every American pad.
-/// - `month`, `quarter`, `half`, `year`: no day is known; nothing is blocked until
-///   SpaceX narrows it. The launch is stored and shown as tentative.
-pub fn blocked_day(
-    date_utc: DateTime<Utc>,
-    precision: DatePrecision,
-    pad_timezone: Option<Tz>,
-) -> Option<NaiveDate> {
-    match precision {
-        DatePrecision::Hour => pad_timezone.map(|tz| date_utc.with_timezone(&tz).date_naive()),
-        DatePrecision::Day => Some(date_utc.date_naive()),
-        DatePrecision::Month
-        | DatePrecision::Quarter
-        | DatePrecision::Half
-        | DatePrecision::Year => None,
     }
 }
 
@@ -377,31 +358,11 @@ async fn last_successes(
     Ok((get(LAUNCHES), get(LAUNCHPADS)))
 }
 
-/// A row of `spacex_launches`, as stored or as it is about to be.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct LaunchRow {
-    id: String,
-    name: String,
-    launchpad_id: String,
-    date_utc: DateTime<Utc>,
-    date_precision: DatePrecision,
-    upcoming: bool,
-    blocked_day: Option<NaiveDate>,
-}
-
-impl LaunchRow {
-    /// The pad and day this launch blocks now.
-    fn blocks(&self) -> Option<(&str, NaiveDate)> {
-        self.blocked_day
-            .filter(|_| self.upcoming)
-            .map(|day| (self.launchpad_id.as_str(), day))
-    }
-}
-
-/// Writes SpaceX's view in the caller's transaction; returns what changed. With a
-/// `breaker` (the most tickets it may cancel), a sync that would cancel more, or
-/// free every day SpaceX blocks, stops before cancelling anything and returns a
-/// report with `held_reason`: the caller rolls the transaction back.
+/// Applies SpaceX's view in the caller's transaction; returns what changed. Reads
+/// what we hold, plans, writes the plan, then cancels the flights on the days it
+/// blocks. With a `breaker` (the most tickets it may cancel), a sync the plan
+/// holds stops before cancelling anything and returns a report with
+/// `held_reason`: the caller rolls the transaction back.
 async fn apply(
     conn: &mut PgConnection,
     launchpads: Option<&[Launchpad]>,
@@ -411,269 +372,60 @@ async fn apply(
     sync_id: Uuid,
     events_format: EventsFormat,
 ) -> Result<SyncReport, sqlx::Error> {
+    let stored_pads = launchpads::all(&mut *conn).await?;
+    let listed: Vec<&str> = upcoming.launches.iter().map(|l| l.id.as_str()).collect();
+    let stored_launches = launches::upcoming_or_listed(conn, &listed).await?;
+    let plan = plan::plan(launchpads, upcoming, &stored_pads, &stored_launches, now);
+    for (launch_id, launchpad_id) in &plan.on_unknown_pads {
+        tracing::warn!(
+            %launch_id,
+            %launchpad_id,
+            "spacex launch on a launchpad we do not know: it blocks no day"
+        );
+    }
     let mut report = SyncReport {
         launches_seen: upcoming.seen,
         launches_skipped: upcoming.skipped,
+        launchpads_added: plan.launchpads_added,
+        launchpads_updated: plan.launchpads_updated,
+        launches_added: plan.launches_added,
+        launches_updated: plan.launches_updated,
+        launches_removed: plan.removed.len(),
         ..SyncReport::default()
     };
 
-    // Launchpads: what changes, and every pad's zone once the refresh is applied.
-    let stored_pads: HashMap<String, Launchpad> = sqlx::query_as!(
-        Launchpad,
-        "SELECT id, name, full_name, locality, region, timezone, status FROM launchpads"
-    )
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|pad| (pad.id.clone(), pad))
-    .collect();
-    let mut timezones: HashMap<&str, Option<Tz>> = stored_pads
-        .values()
-        .map(|p| (p.id.as_str(), p.timezone.parse().ok()))
-        .collect();
-    let mut to_lock: BTreeSet<&str> = BTreeSet::new();
-    for pad in launchpads.unwrap_or_default() {
-        match stored_pads.get(&pad.id) {
-            None => report.launchpads_added += 1,
-            Some(stored) if stored == pad => {}
-            Some(_) => {
-                report.launchpads_updated += 1;
-                to_lock.insert(&pad.id);
-            }
-        }
-        timezones.insert(&pad.id, pad.timezone.parse().ok());
-    }
-
-    // Launches: the rows as they should be, compared with the rows we have.
-    let fetched_ids: Vec<&str> = upcoming.launches.iter().map(|l| l.id.as_str()).collect();
-    let stored: Vec<LaunchRow> = sqlx::query_as!(
-        LaunchRow,
-        r#"SELECT id, name, launchpad_id, date_utc,
-                  date_precision AS "date_precision: DatePrecision", upcoming, blocked_day
-           FROM spacex_launches WHERE upcoming OR id = ANY($1)"#,
-        &fetched_ids as &[&str]
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let stored: HashMap<&str, &LaunchRow> = stored.iter().map(|r| (r.id.as_str(), r)).collect();
-    let mut changed: Vec<LaunchRow> = Vec::new();
-    for launch in &upcoming.launches {
-        let timezone = timezones
-            .get(launch.launchpad_id.as_str())
-            .copied()
-            .flatten();
-        if timezone.is_none() && launch.date_precision == DatePrecision::Hour {
-            tracing::warn!(
-                launch_id = %launch.id,
-                launchpad_id = %launch.launchpad_id,
-                "spacex launch on a launchpad we do not know: it blocks no day"
-            );
-        }
-        let row = LaunchRow {
-            id: launch.id.clone(),
-            name: launch.name.clone(),
-            launchpad_id: launch.launchpad_id.clone(),
-            date_utc: launch.date_utc,
-            date_precision: launch.date_precision,
-            upcoming: launch.upcoming,
-            blocked_day: blocked_day(launch.date_utc, launch.date_precision, timezone),
-        };
-        let before = stored.get(launch.id.as_str()).copied();
-        match before {
-            None => report.launches_added += 1,
-            Some(before) if *before == row => continue,
-            Some(_) => report.launches_updated += 1,
-        }
-        changed.push(row);
-    }
-    for row in &changed {
-        let before = stored.get(row.id.as_str()).and_then(|b| b.blocks());
-        if let Some(blocks) = row.blocks().filter(|b| Some(*b) != before) {
-            to_lock.insert(blocks.0);
-        }
-    }
-    let listed: HashSet<&str> = fetched_ids.iter().copied().collect();
-    let removed: Vec<&str> = stored
-        .values()
-        .filter(|r| r.upcoming)
-        .map(|r| r.id.as_str())
-        .filter(|id| !listed.contains(id) && !upcoming.unreadable_ids.contains(*id))
-        .collect();
-    report.launches_removed = removed.len();
-
-    // Each pad's current day: blocks before it have passed.
-    let today: Vec<(String, NaiveDate)> = timezones
-        .iter()
-        .map(|(id, tz)| {
-            let day = tz.map_or(now.date_naive(), |tz| now.with_timezone(&tz).date_naive());
-            (id.to_string(), day)
-        })
-        .collect();
-    let today_at: HashMap<&str, NaiveDate> =
-        today.iter().map(|(id, day)| (id.as_str(), *day)).collect();
-    let ahead = |(pad, day): &(&str, NaiveDate)| {
-        *day >= today_at.get(pad).copied().unwrap_or(now.date_naive())
-    };
-    // The days blocked now and after this sync, from today on.
-    let blocked_before: HashSet<(&str, NaiveDate)> = stored
-        .values()
-        .filter_map(|r| r.blocks())
-        .filter(ahead)
-        .collect();
-    let replaced: HashSet<&str> = changed.iter().map(|r| r.id.as_str()).collect();
-    let removed_ids: HashSet<&str> = removed.iter().copied().collect();
-    let blocked_after: HashSet<(&str, NaiveDate)> = stored
-        .values()
-        .filter(|r| !replaced.contains(r.id.as_str()) && !removed_ids.contains(r.id.as_str()))
-        .filter_map(|r| r.blocks())
-        .chain(changed.iter().filter_map(LaunchRow::blocks))
-        .filter(ahead)
-        .collect();
-    let frees_every_day = !blocked_before.is_empty() && blocked_before.is_disjoint(&blocked_after);
-
-    lock_launchpads(conn, &to_lock).await?;
-    if let Some(pads) = launchpads {
-        upsert_launchpads(conn, pads, now).await?;
-    }
-    upsert_launches(conn, &changed, now).await?;
-    if !removed.is_empty() {
-        // Kept for the record, no longer blocking: the day is free again.
-        sqlx::query!(
-            "UPDATE spacex_launches SET upcoming = false, synced_at = $2 WHERE id = ANY($1)",
-            &removed as &[&str],
-            now
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
+    write(conn, &plan, now).await?;
 
     if let Some(max_tickets) = breaker {
-        let would = booking::count_flights_blocked_by_spacex(conn, &today).await?;
-        let mut reasons = Vec::new();
-        if would.tickets > max_tickets {
-            reasons.push(format!(
-                "it would cancel {} tickets on {} flights, more than SPACEX_MAX_CANCELLATIONS ({max_tickets})",
-                would.tickets, would.flights
-            ));
-        }
-        if frees_every_day {
-            reasons.push(format!(
-                "it would free all {} days SpaceX blocks (an empty or near-empty answer)",
-                blocked_before.len()
-            ));
-        }
-        if !reasons.is_empty() {
+        let would = booking::count_flights_blocked_by_spacex(conn, &plan.blocked).await?;
+        if let Some(reason) = plan.hold_reason(would, max_tickets) {
             report.skipped = Some(SkipReason::Held);
             report.flights_to_cancel = would.flights;
             report.tickets_to_cancel = would.tickets;
-            report.held_reason = Some(format!(
-                "sync held: {}; apply it with `spacet sync --confirm` or TriggerSync {{confirm: true}}",
-                reasons.join(", and ")
-            ));
+            report.held_reason = Some(reason);
             return Ok(report);
         }
     }
     let cancelled =
-        booking::cancel_flights_blocked_by_spacex(conn, &today, sync_id, events_format).await?;
+        booking::cancel_flights_blocked_by_spacex(conn, &plan.blocked, sync_id, events_format)
+            .await?;
     report.flights_cancelled = cancelled.flights;
     report.tickets_cancelled = cancelled.tickets;
     Ok(report)
 }
 
-/// Locks, `FOR UPDATE`, the launchpads on which this sync starts blocking a day or
-/// whose row it changes, before it writes any launch.
-///
-/// A booking first takes `FOR KEY SHARE` on its launchpad, then looks for a SpaceX
-/// launch on its pad and day, then opens or joins the flight. `FOR UPDATE` is the
-/// only row lock that conflicts with `FOR KEY SHARE` (`FOR NO KEY UPDATE`, which a
-/// plain `UPDATE` takes, does not), so:
-/// - a booking that locked the pad first makes us wait until it commits, and our
-///   cancellation statement, which runs after this lock in its own snapshot, sees
-///   its flight and ticket and cancels them;
-/// - a booking that comes second waits for our commit, and its look for a SpaceX
-///   launch, a later statement, sees the launch we wrote and refuses.
-///
-/// Either the sync sees the booking or the booking sees the launch. Pads whose
-/// blocks do not change are not locked, so a sync that changes nothing never holds
-/// up a booking. Locks are taken in id order.
-async fn lock_launchpads(conn: &mut PgConnection, ids: &BTreeSet<&str>) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<&str> = ids.iter().copied().collect();
-    sqlx::query!(
-        "SELECT id FROM launchpads WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        &ids as &[&str]
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn upsert_launchpads(
+/// Writes a plan: locks its pads first (before any launch is written), then the
+/// launchpads, the launches, and the launches it retires.
+async fn write(
     conn: &mut PgConnection,
-    pads: &[Launchpad],
+    plan: &Plan,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    if pads.is_empty() {
-        return Ok(());
-    }
-    let column = |f: fn(&Launchpad) -> &str| pads.iter().map(f).collect::<Vec<&str>>();
-    sqlx::query!(
-        "INSERT INTO launchpads (id, name, full_name, locality, region, timezone, status, refreshed_at)
-         SELECT u.*, $8 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-              AS u(id, name, full_name, locality, region, timezone, status)
-         ON CONFLICT (id) DO UPDATE SET
-             name = EXCLUDED.name, full_name = EXCLUDED.full_name, locality = EXCLUDED.locality,
-             region = EXCLUDED.region, timezone = EXCLUDED.timezone, status = EXCLUDED.status,
-             refreshed_at = EXCLUDED.refreshed_at",
-        &column(|p| &p.id) as &[&str],
-        &column(|p| &p.name) as &[&str],
-        &column(|p| &p.full_name) as &[&str],
-        &column(|p| &p.locality) as &[&str],
-        &column(|p| &p.region) as &[&str],
-        &column(|p| &p.timezone) as &[&str],
-        &column(|p| &p.status) as &[&str],
-        now
-    )
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Inserts new launches and rewrites changed ones (a moved launch gets its new
-/// date, precision, pad and blocked day). `synced_at` is when the row last changed.
-async fn upsert_launches(
-    conn: &mut PgConnection,
-    rows: &[LaunchRow],
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let text = |f: fn(&LaunchRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
-    let date_utc: Vec<DateTime<Utc>> = rows.iter().map(|r| r.date_utc).collect();
-    let upcoming: Vec<bool> = rows.iter().map(|r| r.upcoming).collect();
-    let blocked_day: Vec<Option<NaiveDate>> = rows.iter().map(|r| r.blocked_day).collect();
-    sqlx::query!(
-        "INSERT INTO spacex_launches (id, name, launchpad_id, date_utc, date_precision, upcoming, blocked_day, synced_at)
-         SELECT u.*, $8 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::boolean[], $7::date[])
-              AS u(id, name, launchpad_id, date_utc, date_precision, upcoming, blocked_day)
-         ON CONFLICT (id) DO UPDATE SET
-             name = EXCLUDED.name, launchpad_id = EXCLUDED.launchpad_id, date_utc = EXCLUDED.date_utc,
-             date_precision = EXCLUDED.date_precision, upcoming = EXCLUDED.upcoming,
-             blocked_day = EXCLUDED.blocked_day, synced_at = EXCLUDED.synced_at",
-        &text(|r| &r.id) as &[&str],
-        &text(|r| &r.name) as &[&str],
-        &text(|r| &r.launchpad_id) as &[&str],
-        date_utc.as_slice(),
-        &text(|r| r.date_precision.as_str()) as &[&str],
-        upcoming.as_slice(),
-        &blocked_day as &[Option<NaiveDate>],
-        now
-    )
-    .execute(&mut *conn)
-    .await?;
+    launchpads::lock_for_sync(conn, &plan.to_lock).await?;
+    launchpads::upsert(conn, &plan.launchpads, now).await?;
+    launches::upsert(conn, &plan.launches, now).await?;
+    // Kept for the record, no longer blocking: the day is free again.
+    launches::retire(conn, &plan.removed, now).await?;
     Ok(())
 }
 
@@ -743,58 +495,6 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-
-    fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    fn day(s: &str) -> Option<NaiveDate> {
-        Some(NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap())
-    }
-
-    #[test]
-    fn an_hour_blocks_the_pad_local_day_of_the_instant() {
-        let cape = Some(chrono_tz::America::New_York);
-        // The issue's example: 23:24 on November 2nd at the Cape.
-        assert_eq!(
-            blocked_day(at("2049-11-03T03:24:00Z"), DatePrecision::Hour, cape),
-            day("2049-11-02")
-        );
-        assert_eq!(
-            blocked_day(at("2049-11-03T12:00:00Z"), DatePrecision::Hour, cape),
-            day("2049-11-03")
-        );
-        // Kwajalein is ahead of UTC: the evening in UTC is the next day there.
-        assert_eq!(
-            blocked_day(
-                at("2049-03-01T20:00:00Z"),
-                DatePrecision::Hour,
-                Some(chrono_tz::Pacific::Kwajalein)
-            ),
-            day("2049-03-02")
-        );
-        assert_eq!(
-            blocked_day(at("2049-11-03T03:24:00Z"), DatePrecision::Hour, None),
-            None
-        );
-    }
-
-    #[test]
-    fn a_day_is_the_utc_date_as_written_and_coarser_blocks_nothing() {
-        let cape = Some(chrono_tz::America::New_York);
-        assert_eq!(
-            blocked_day(at("2049-11-08T00:00:00Z"), DatePrecision::Day, cape),
-            day("2049-11-08")
-        );
-        for coarse in [
-            DatePrecision::Month,
-            DatePrecision::Quarter,
-            DatePrecision::Half,
-            DatePrecision::Year,
-        ] {
-            assert_eq!(blocked_day(at("2049-12-01T00:00:00Z"), coarse, cape), None);
-        }
-    }
 
     #[test]
     fn a_sync_is_fresh_for_most_of_an_interval() {
