@@ -240,7 +240,7 @@ impl App {
             sync: sync.clone(),
             health: health.clone(),
             shutdown: shutdown.clone(),
-            limits: Arc::new(api::auth::RateLimits::new(&settings.auth)),
+            limits: Arc::new(crate::auth::RateLimits::new(&settings.auth)),
             auth,
         };
 

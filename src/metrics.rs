@@ -12,6 +12,37 @@ use prometheus::{
     IntGaugeVec, TextEncoder,
 };
 
+/// Declares a metric's label set as an enum: each variant's label value
+/// (`as_str`) and `ALL`, the values started at zero — so the set that starts at
+/// zero is, by construction, the set the code can record.
+macro_rules! label_set {
+    (
+        $(#[$doc:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$variant_doc:meta])* $variant:ident = $label:literal, )*
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        $vis enum $name {
+            $( $(#[$variant_doc])* $variant, )*
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            /// The label value.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)*
+                }
+            }
+        }
+    };
+}
+pub(crate) use label_set;
+
 /// The `method` label of a request whose method is not a standard one.
 pub const OTHER_METHOD: &str = "OTHER";
 
@@ -20,20 +51,6 @@ const HTTP_METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];
 
-/// Outcomes of `spacet_bookings_total`: what `api::grpc` records, including the
-/// `FailedPrecondition` reasons of `api::error`.
-const BOOKING_OUTCOMES: &[&str] = &[
-    "confirmed",
-    "replayed",
-    "invalid",
-    "idempotency_conflict",
-    "error",
-    "LAUNCHPAD_DAY_TAKEN",
-    "DESTINATION_USED_THIS_WEEK",
-    "FLIGHT_FULL",
-    "SPACEX_CONFLICT",
-    "LAUNCHPAD_INACTIVE",
-];
 /// Results of a SpaceX sync (`spacex::sync`).
 const SYNC_RESULTS: &[&str] = &["applied", "skipped", "held", "failed"];
 /// Limits a SpaceX answer can hit (`spacex::client`).
@@ -81,7 +98,8 @@ static GRPC_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
     .unwrap()
 });
-/// Bookings by outcome (`confirmed`, `replayed`, or the refusal reason).
+/// Bookings by outcome: `booking::BookingOutcome`, whose every value the
+/// feature starts at zero (`booking::declare_metrics`).
 pub static BOOKINGS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "spacet_bookings_total",
@@ -282,9 +300,7 @@ static DECLARED: LazyLock<()> = LazyLock::new(|| {
     LazyLock::force(&HTTP_LATENCY);
     LazyLock::force(&GRPC_REQUESTS);
     LazyLock::force(&GRPC_LATENCY);
-    for outcome in BOOKING_OUTCOMES {
-        BOOKINGS.with_label_values(&[outcome]);
-    }
+    LazyLock::force(&BOOKINGS);
     for result in SYNC_RESULTS {
         SYNC_RUNS.with_label_values(&[result]);
         SYNC_DURATION.with_label_values(&[result]);

@@ -72,6 +72,8 @@ fn declare_series(protocol: Protocol) {
     static HTTP: Once = Once::new();
     static GRPC: Once = Once::new();
     crate::metrics::declare();
+    // The label sets the features define.
+    crate::booking::declare_metrics();
     match protocol {
         Protocol::Http => HTTP.call_once(|| {
             let routes = super::http_routes();

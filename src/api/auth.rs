@@ -1,31 +1,24 @@
-//! Authentication and authorisation at the edges. [`AuthLayer`] runs on both
-//! servers — around the tonic services and around the HTTP router, whose gateway
-//! calls the same services in-process and hands them the [`Caller`] — so every
-//! request is authenticated in one place, whichever door it came through. Each
-//! RPC then asks the caller for what it needs ([`Caller::require`],
-//! [`Caller::tickets`]). Per-principal rate limits live here too.
+//! Authentication at the edges. [`AuthLayer`] runs on both servers — around
+//! the tonic services and around the HTTP router — so every request is
+//! authenticated in one place, whichever door it came through, and carries its
+//! [`Caller`]. A handler turns the caller into the [`Requester`] a use case
+//! takes ([`Caller::into_requester`]: UNAUTHENTICATED without a valid token);
+//! what the requester may do is the use case's decision.
 
 use std::{
     future::Future,
-    num::NonZeroU32,
     pin::Pin,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 
 use axum::{extract::FromRequestParts, http::request::Parts};
-use governor::{clock::Clock as _, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{header::AUTHORIZATION, Request};
 use tower::{Layer, Service};
 
 use crate::{
     api::error::{ApiError, Reason},
-    auth::{Authenticator, Principal, Role, TokenError},
-    config::AuthSettings,
+    auth::{Authenticator, Principal, Requester, Role, TokenError},
 };
 
 /// Who sent a request, as [`AuthLayer`] found out.
@@ -40,15 +33,6 @@ pub enum Caller {
     Trusted,
     /// A verified token.
     Principal(Principal),
-}
-
-/// Whose tickets a caller may list, read and cancel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TicketScope {
-    /// Every ticket (agents, admins, trusted callers).
-    All,
-    /// The tickets this passenger owns.
-    Owner(String),
 }
 
 impl Caller {
@@ -82,6 +66,18 @@ impl Caller {
         }
     }
 
+    /// The requester a use case acts for: the principal of a valid token, or
+    /// the trusted caller; UNAUTHENTICATED without a valid token.
+    pub fn into_requester(self) -> Result<Requester, ApiError> {
+        match self {
+            Caller::Trusted => Ok(Requester::Trusted),
+            Caller::Principal(principal) => Ok(Requester::Principal(principal)),
+            refused => Err(refused
+                .authenticated()
+                .expect_err("neither trusted nor a principal")),
+        }
+    }
+
     /// The principal, when it holds one of `roles` (`None` for a trusted caller);
     /// UNAUTHENTICATED without a valid token, PERMISSION_DENIED without the role.
     pub fn require(&self, roles: &[Role]) -> Result<Option<&Principal>, ApiError> {
@@ -96,16 +92,6 @@ impl Caller {
                 .with("roles", names.join(",")))
             }
             _ => Ok(principal),
-        }
-    }
-
-    /// Whose tickets the caller may see: agents and admins every ticket, a
-    /// passenger its own.
-    pub fn tickets(&self) -> Result<TicketScope, ApiError> {
-        match self.require(&[Role::Passenger, Role::Agent, Role::Admin])? {
-            None => Ok(TicketScope::All),
-            Some(p) if p.has(Role::Agent) || p.has(Role::Admin) => Ok(TicketScope::All),
-            Some(p) => Ok(TicketScope::Owner(p.subject.clone())),
         }
     }
 
@@ -215,73 +201,6 @@ fn refusal_label(error: &TokenError) -> &'static str {
     }
 }
 
-/// Per-principal rate limits (`BOOKING_RATE_LIMIT`, `SYNC_RATE_LIMIT`): a GCRA
-/// bucket per token subject, refilled over a minute. Trusted callers (no
-/// principal: `AUTH_MODE=none`) are not limited; concurrent forced syncs still
-/// share one fetch (see `spacex::sync_now`).
-pub struct RateLimits {
-    booking: Option<Keyed>,
-    sync: Option<Keyed>,
-    checks: AtomicU64,
-}
-
-type Keyed = DefaultKeyedRateLimiter<String>;
-
-/// Forget idle principals' buckets every this many checks, so the map stays
-/// bounded by the principals active within a minute.
-const RETAIN_EVERY: u64 = 4096;
-
-impl RateLimits {
-    pub fn new(settings: &AuthSettings) -> RateLimits {
-        let keyed = |per_minute: u32| {
-            NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n)))
-        };
-        RateLimits {
-            booking: keyed(settings.booking_rate_limit),
-            sync: keyed(settings.sync_rate_limit),
-            checks: AtomicU64::new(0),
-        }
-    }
-
-    /// One booking by `principal` (none for a trusted caller: not limited).
-    pub fn booking(&self, principal: Option<&Principal>) -> Result<(), ApiError> {
-        match principal {
-            Some(p) => self.check(self.booking.as_ref(), &p.subject, "bookings"),
-            None => Ok(()),
-        }
-    }
-
-    /// One forced sync by `principal` (none for a trusted caller: not limited).
-    pub fn sync(&self, principal: Option<&Principal>) -> Result<(), ApiError> {
-        match principal {
-            Some(p) => self.check(self.sync.as_ref(), &p.subject, "forced syncs"),
-            None => Ok(()),
-        }
-    }
-
-    fn check(&self, limiter: Option<&Keyed>, key: &str, what: &str) -> Result<(), ApiError> {
-        let Some(limiter) = limiter else {
-            return Ok(());
-        };
-        if self.checks.fetch_add(1, Ordering::Relaxed) % RETAIN_EVERY == RETAIN_EVERY - 1 {
-            limiter.retain_recent();
-        }
-        limiter.check_key(&key.to_string()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            crate::metrics::RATE_LIMITED
-                .with_label_values(&[what])
-                .inc();
-            ApiError::RateLimited {
-                message: format!(
-                    "too many {what} by this caller; retry in {} s",
-                    wait.as_secs() + 1
-                ),
-                retry_after: wait.max(Duration::from_secs(1)),
-            }
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,69 +213,27 @@ mod tests {
     }
 
     #[test]
-    fn each_role_sees_the_tickets_it_may_and_the_rest_is_refused() {
+    fn a_valid_token_or_a_trusted_caller_is_a_requester_and_the_rest_is_refused() {
         assert_eq!(
-            principal("p", &[Role::Passenger]).tickets().unwrap(),
-            TicketScope::Owner("p".into())
+            principal("p", &[Role::Passenger]).into_requester().unwrap(),
+            Requester::Principal(Principal {
+                subject: "p".into(),
+                roles: vec![Role::Passenger],
+            })
         );
         assert_eq!(
-            principal("a", &[Role::Passenger, Role::Agent])
-                .tickets()
-                .unwrap(),
-            TicketScope::All
+            Caller::Trusted.into_requester().unwrap(),
+            Requester::Trusted
         );
-        assert_eq!(
-            principal("x", &[Role::Admin]).tickets().unwrap(),
-            TicketScope::All
-        );
-        assert_eq!(Caller::Trusted.tickets().unwrap(), TicketScope::All);
-        let denied = principal("t", &[Role::Telemetry]).tickets().unwrap_err();
-        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
-        assert_eq!(
-            Caller::Anonymous.tickets().unwrap_err().code(),
-            tonic::Code::Unauthenticated
-        );
-        assert_eq!(
-            Caller::Refused(TokenError::Expired)
-                .tickets()
-                .unwrap_err()
-                .code(),
-            tonic::Code::Unauthenticated
-        );
+        let missing = Caller::Anonymous.into_requester().unwrap_err();
+        assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+        assert_eq!(missing.reason(), Reason::TokenMissing);
+        let refused = Caller::Refused(TokenError::Expired)
+            .into_requester()
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        assert_eq!(refused.reason(), Reason::TokenInvalid);
         assert!(!principal("a", &[Role::Agent]).is_admin());
         assert!(principal("x", &[Role::Admin]).is_admin());
-    }
-
-    #[test]
-    fn a_principal_beyond_its_rate_is_told_when_to_retry_and_others_are_not_affected() {
-        let settings = crate::config::Settings::load(None, |k| {
-            (k == "BOOKING_RATE_LIMIT").then(|| "2".to_string())
-        })
-        .unwrap()
-        .auth;
-        let limits = RateLimits::new(&settings);
-        let alice = Principal {
-            subject: "alice".into(),
-            roles: vec![Role::Passenger],
-        };
-        let bob = Principal {
-            subject: "bob".into(),
-            roles: vec![Role::Passenger],
-        };
-        limits.booking(Some(&alice)).unwrap();
-        limits.booking(Some(&alice)).unwrap();
-        match limits.booking(Some(&alice)) {
-            Err(ApiError::RateLimited { retry_after, .. }) => {
-                assert!(
-                    retry_after >= Duration::from_secs(1) && retry_after <= Duration::from_secs(30)
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-        limits.booking(Some(&bob)).unwrap();
-        // Trusted callers (AUTH_MODE=none) are not limited on bookings.
-        for _ in 0..10 {
-            limits.booking(None).unwrap();
-        }
     }
 }

@@ -590,6 +590,22 @@ impl GatewayError {
     }
 }
 
+impl From<crate::auth::Forbidden> for ApiError {
+    fn from(error: crate::auth::Forbidden) -> ApiError {
+        let roles: Vec<&str> = error.roles.iter().map(|r| r.as_str()).collect();
+        ApiError::refused(Reason::RoleRequired, error.message).with("roles", roles.join(","))
+    }
+}
+
+impl From<crate::auth::RateLimited> for ApiError {
+    fn from(error: crate::auth::RateLimited) -> ApiError {
+        ApiError::RateLimited {
+            message: error.message,
+            retry_after: error.retry_after,
+        }
+    }
+}
+
 impl From<crate::booking::BookingError> for ApiError {
     fn from(error: crate::booking::BookingError) -> ApiError {
         use crate::booking::BookingError as E;
@@ -664,7 +680,13 @@ impl From<crate::booking::BookingError> for ApiError {
             E::ActiveTicketLimit { limit } => {
                 refused(Reason::ActiveTicketLimit, &[("limit", limit.to_string())])
             }
-            E::Database(_) => match error {
+            E::LaunchpadNotFound(pad) => {
+                refused(Reason::LaunchpadNotFound, &[("launchpad_id", pad.clone())])
+            }
+            E::Invalid(_) | E::Forbidden(_) | E::RateLimited(_) | E::Database(_) => match error {
+                E::Invalid(violations) => ApiError::InvalidArgument(violations),
+                E::Forbidden(e) => e.into(),
+                E::RateLimited(e) => e.into(),
                 E::Database(e) => ApiError::database(e),
                 _ => unreachable!(),
             },
@@ -685,6 +707,17 @@ impl From<crate::spacex::SyncError> for ApiError {
             E::Interrupted => {
                 ApiError::unavailable(Reason::ShuttingDown, "the service is shutting down")
             }
+        }
+    }
+}
+
+impl From<crate::spacex::TriggerError> for ApiError {
+    fn from(error: crate::spacex::TriggerError) -> ApiError {
+        use crate::spacex::TriggerError as E;
+        match error {
+            E::Forbidden(e) => e.into(),
+            E::RateLimited(e) => e.into(),
+            E::Sync(e) => e.into(),
         }
     }
 }
@@ -786,6 +819,60 @@ mod tests {
             assert_eq!(last["@type"], "type.googleapis.com/google.rpc.ErrorInfo");
             assert_eq!(last["reason"], reason.as_str());
         }
+    }
+
+    #[test]
+    fn a_booking_refusal_is_counted_under_its_error_reason() {
+        use crate::booking::{BookingError as E, BookingOutcome, Destination};
+        let day = chrono::NaiveDate::from_ymd_opt(2049, 4, 5).unwrap();
+        let pad = || "5e9e4502f509094188566f88".to_string();
+        let refusals = [
+            E::LaunchpadDayTaken {
+                pad: pad(),
+                day,
+                taken_by: Destination::Moon,
+            },
+            E::DestinationUsedThisWeek {
+                pad: pad(),
+                day,
+                destination: Destination::Moon,
+                flown_on: day,
+            },
+            E::FlightFull {
+                pad: pad(),
+                day,
+                destination: Destination::Moon,
+                seats: 2,
+            },
+            E::SpacexConflict {
+                pad: pad(),
+                day,
+                launch: "Starlink".into(),
+            },
+            E::LaunchpadInactive {
+                pad: pad(),
+                status: crate::launchpads::LaunchpadStatus::Retired,
+            },
+            E::ActiveTicketLimit { limit: 10 },
+        ];
+        let mut counted = HashSet::new();
+        for refusal in refusals {
+            let result = Err(refusal);
+            let outcome = BookingOutcome::of(&result);
+            let Err(refusal) = result else { unreachable!() };
+            let reason = ApiError::from(refusal).reason();
+            assert_eq!(reason.code(), Code::FailedPrecondition, "{reason:?}");
+            assert_eq!(outcome.as_str(), reason.as_str());
+            counted.insert(outcome);
+        }
+        // Every outcome named as a reason is one of these refusals.
+        let named: HashSet<BookingOutcome> = BookingOutcome::ALL
+            .iter()
+            .copied()
+            .filter(|o| Reason::parse(o.as_str()).is_some())
+            .collect();
+        assert_eq!(counted, named);
+        assert!(counted.contains(&BookingOutcome::ActiveTicketLimit));
     }
 
     #[test]

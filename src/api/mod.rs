@@ -62,7 +62,19 @@ pub struct ApiState {
     /// Verifies bearer tokens (or says authentication is off).
     pub auth: Arc<crate::auth::Authenticator>,
     /// Per-principal rate limits.
-    pub limits: Arc<auth::RateLimits>,
+    pub limits: Arc<crate::auth::RateLimits>,
+}
+
+impl ApiState {
+    /// What a booking is held to: `SEATS_PER_FLIGHT`,
+    /// `MAX_ACTIVE_TICKETS_PER_PASSENGER` and `BOOKING_RATE_LIMIT`.
+    pub fn booking_limits(&self) -> crate::booking::BookingLimits<'_> {
+        crate::booking::BookingLimits {
+            seats_per_flight: self.settings.seats_per_flight,
+            max_active_tickets_per_owner: self.settings.auth.max_active_tickets_per_passenger,
+            rate: &self.limits.booking,
+        }
+    }
 }
 
 /// Every HTTP route: (method, path template). The OpenAPI document must list exactly these.

@@ -1,13 +1,24 @@
 //! Who is calling. Bearer JWTs are verified against an OIDC issuer's published
 //! keys (production) or against a development key kept beside the embedded
 //! database (`spacet token` mints tokens with it), and carry the caller's roles.
-//! The edges (`api::auth`) turn the outcome into a [`Caller`]-dependent answer.
+//! The edges (`api::auth`) turn the outcome into a [`Requester`], whose roles
+//! the use cases read to decide what it may do, within the per-principal
+//! [`RateLimits`] they check.
 
 pub mod dev;
 pub mod oidc;
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    num::NonZeroU32,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
+use governor::{clock::Clock as _, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::{Map, Value};
 
 use crate::config::{AuthMode, AuthSettings};
@@ -61,6 +72,140 @@ pub struct Principal {
 impl Principal {
     pub fn has(&self, role: Role) -> bool {
         self.roles.contains(&role)
+    }
+}
+
+/// Who a use case acts for. The edges authenticate: a request without a valid
+/// token never becomes one. The features decide what it may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requester {
+    /// Authentication is off (`AUTH_MODE=none`) or the listener is trusted
+    /// (`ROCKETS_PORT`): may do everything, owns nothing.
+    Trusted,
+    /// A verified token's subject and roles.
+    Principal(Principal),
+}
+
+impl Requester {
+    /// The principal (`None` for a trusted requester).
+    pub fn principal(&self) -> Option<&Principal> {
+        match self {
+            Requester::Trusted => None,
+            Requester::Principal(principal) => Some(principal),
+        }
+    }
+
+    /// The principal, when it holds one of `roles` (`None` for a trusted
+    /// requester, which holds them all).
+    pub fn require(&self, roles: &[Role]) -> Result<Option<&Principal>, Forbidden> {
+        match self.principal() {
+            Some(p) if !roles.iter().any(|r| p.has(*r)) => Err(Forbidden::needs(roles)),
+            principal => Ok(principal),
+        }
+    }
+}
+
+/// A call refused for want of a role: why, and the roles that would do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Forbidden {
+    pub message: String,
+    pub roles: Vec<Role>,
+}
+
+impl Forbidden {
+    /// "this call needs the role a or b".
+    pub fn needs(roles: &[Role]) -> Forbidden {
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        Forbidden {
+            message: format!("this call needs the role {}", names.join(" or ")),
+            roles: roles.to_vec(),
+        }
+    }
+}
+
+/// Per-principal rate limits of the use cases that have one, which check them:
+/// a GCRA bucket per token subject, refilled over a minute. Trusted requesters
+/// (no principal: `AUTH_MODE=none`) are not limited; concurrent forced syncs
+/// still share one fetch (see `spacex::sync_now`).
+#[derive(Debug)]
+pub struct RateLimits {
+    /// Bookings per principal and minute (`BOOKING_RATE_LIMIT`).
+    pub booking: RateLimit,
+    /// Forced syncs per principal and minute (`SYNC_RATE_LIMIT`).
+    pub sync: RateLimit,
+}
+
+impl RateLimits {
+    pub fn new(settings: &AuthSettings) -> RateLimits {
+        RateLimits {
+            booking: RateLimit::per_minute(settings.booking_rate_limit, "bookings"),
+            sync: RateLimit::per_minute(settings.sync_rate_limit, "forced syncs"),
+        }
+    }
+}
+
+/// Calls of one kind per principal and minute (0: unlimited).
+pub struct RateLimit {
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    /// What is counted, in the message and the metrics label (`bookings`).
+    what: &'static str,
+    checks: AtomicU64,
+}
+
+/// Refused by a rate limit: retry after `retry_after` (`RATE_LIMITED`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RateLimited {
+    pub message: String,
+    pub retry_after: Duration,
+}
+
+/// Forget idle principals' buckets every this many checks, so the map stays
+/// bounded by the principals active within a minute.
+const RETAIN_EVERY: u64 = 4096;
+
+impl RateLimit {
+    /// `per_minute` calls of `what` per principal (0: unlimited).
+    pub fn per_minute(per_minute: u32, what: &'static str) -> RateLimit {
+        RateLimit {
+            limiter: NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+            what,
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// One call by `requester` (a trusted one is not limited).
+    pub fn check(&self, requester: &Requester) -> Result<(), RateLimited> {
+        let (Some(limiter), Some(principal)) = (&self.limiter, requester.principal()) else {
+            return Ok(());
+        };
+        if self.checks.fetch_add(1, Ordering::Relaxed) % RETAIN_EVERY == RETAIN_EVERY - 1 {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&principal.subject).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            crate::metrics::RATE_LIMITED
+                .with_label_values(&[self.what])
+                .inc();
+            RateLimited {
+                message: format!(
+                    "too many {} by this caller; retry in {} s",
+                    self.what,
+                    wait.as_secs() + 1
+                ),
+                retry_after: wait.max(Duration::from_secs(1)),
+            }
+        })
+    }
+}
+
+impl fmt::Debug for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("what", &self.what)
+            .field("limited", &self.limiter.is_some())
+            .finish()
     }
 }
 
@@ -254,5 +399,38 @@ mod tests {
         assert!(principal(&none, "roles").unwrap().roles.is_empty());
         let no_subject = claims(json!({"sub": "  ", "roles": ["admin"]}));
         assert_eq!(principal(&no_subject, "roles"), Err(TokenError::NoSubject));
+    }
+
+    #[test]
+    fn a_principal_beyond_its_rate_is_told_when_to_retry_and_others_are_not_affected() {
+        let settings = crate::config::Settings::load(None, |k| {
+            (k == "BOOKING_RATE_LIMIT").then(|| "2".to_string())
+        })
+        .unwrap()
+        .auth;
+        let limits = RateLimits::new(&settings);
+        let alice = Requester::Principal(Principal {
+            subject: "alice".into(),
+            roles: vec![Role::Passenger],
+        });
+        let bob = Requester::Principal(Principal {
+            subject: "bob".into(),
+            roles: vec![Role::Passenger],
+        });
+        limits.booking.check(&alice).unwrap();
+        limits.booking.check(&alice).unwrap();
+        match limits.booking.check(&alice) {
+            Err(RateLimited { retry_after, .. }) => {
+                assert!(
+                    retry_after >= Duration::from_secs(1) && retry_after <= Duration::from_secs(30)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        limits.booking.check(&bob).unwrap();
+        // Trusted callers (AUTH_MODE=none) are not limited on bookings.
+        for _ in 0..10 {
+            limits.booking.check(&Requester::Trusted).unwrap();
+        }
     }
 }

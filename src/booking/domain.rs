@@ -240,6 +240,9 @@ pub struct BookingFields {
     pub destination: Option<Destination>,
     pub request_id: String,
     pub idempotency_key_header: Option<String>,
+    /// The passenger an agent books for (empty: none named). Not parsed here:
+    /// [`crate::booking::book`] applies the owner rule to it first.
+    pub owner: String,
 }
 
 /// A valid booking request.

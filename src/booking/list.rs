@@ -8,7 +8,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use tonic_types::FieldViolation;
 use uuid::Uuid;
 
-use super::{Destination, Ticket, TicketStatus, TICKET_COLUMNS};
+use super::{Destination, Ticket, TicketScope, TicketStatus, TICKET_COLUMNS};
 
 /// Page size when the request gives none.
 pub const DEFAULT_LIMIT: i64 = 20;
@@ -108,8 +108,92 @@ pub fn both<T: PartialEq>(a: Option<Vec<T>>, b: Option<Vec<T>>) -> Option<Vec<T>
     }
 }
 
+/// The fields of a ListBookings request, before parsing (the edge fills them
+/// from its message: an enum number or a timestamp it could not read is an
+/// `Err` that says why).
+#[derive(Debug, Clone, Default)]
+pub struct ListFields {
+    pub limit: i32,
+    pub cursor: String,
+    /// An agent's filter on the owner (a passenger lists its own tickets).
+    pub owner: String,
+    pub destination_id: Option<Result<Destination, String>>,
+    pub ticket_status: Option<Result<TicketStatus, String>>,
+    pub launch_date_from: Option<Result<DateTime<Utc>, String>>,
+    pub launch_date_to: Option<Result<DateTime<Utc>, String>>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub launchpad_id: Option<String>,
+    pub destination: Option<String>,
+    pub status: Option<String>,
+}
+
 impl ListQuery {
-    /// Checks the paging fields; the filters come already typed from the edge.
+    /// Parses a request within `scope`: a passenger's list is its own tickets
+    /// whatever `owner` says; every violation is named (a bad `owner` alone).
+    pub fn parse(
+        fields: ListFields,
+        scope: &TicketScope,
+    ) -> Result<ListQuery, Vec<FieldViolation>> {
+        let owner = match scope {
+            TicketScope::Owner(owner) => Some(owner.clone()),
+            TicketScope::All => super::owner_field("owner", &fields.owner).map_err(|v| vec![v])?,
+        };
+        let mut violations = Vec::new();
+        let (limit, after) = ListQuery::page(fields.limit, &fields.cursor).unwrap_or_else(|v| {
+            violations.extend(v);
+            (0, None)
+        });
+        let destination_id =
+            given(&mut violations, "destination_id", fields.destination_id).map(|d| vec![d]);
+        let ticket_status =
+            given(&mut violations, "ticket_status", fields.ticket_status).map(|s| vec![s]);
+        let launch_from = given(&mut violations, "launch_date_from", fields.launch_date_from)
+            .map(|t| t.date_naive());
+        let launch_to =
+            given(&mut violations, "launch_date_to", fields.launch_date_to).map(|t| t.date_naive());
+        let mut text = |field: &str, value: Option<String>| {
+            let value = value?.trim().to_string();
+            if value.chars().any(char::is_control) {
+                violations.push(FieldViolation::new(
+                    field,
+                    "must not contain control characters",
+                ));
+                None
+            } else if value.chars().count() > 100 {
+                violations.push(FieldViolation::new(field, "must be at most 100 characters"));
+                None
+            } else {
+                Some(value).filter(|v| !v.is_empty())
+            }
+        };
+        let first_name = text("first_name", fields.first_name);
+        let last_name = text("last_name", fields.last_name);
+        let launchpad = text("launchpad_id", fields.launchpad_id);
+        let destination = text("destination", fields.destination);
+        let status = text("status", fields.status);
+        if !violations.is_empty() {
+            return Err(violations);
+        }
+        Ok(ListQuery {
+            limit,
+            after,
+            first_name,
+            last_name,
+            launchpad,
+            destinations: both(
+                destination.as_deref().map(destinations_matching),
+                destination_id,
+            ),
+            statuses: both(status.as_deref().map(statuses_matching), ticket_status),
+            launch_from,
+            launch_to,
+            owner,
+            ..ListQuery::default()
+        })
+    }
+
+    /// Checks the paging fields.
     pub fn page(limit: i32, cursor: &str) -> Result<(i64, Option<Cursor>), Vec<FieldViolation>> {
         let mut violations = Vec::new();
         let limit = match limit {
@@ -136,6 +220,21 @@ impl ListQuery {
             Ok((limit, after))
         } else {
             Err(violations)
+        }
+    }
+}
+
+/// A field the edge decoded: its value, or `None` with its violation noted.
+fn given<T>(
+    violations: &mut Vec<FieldViolation>,
+    field: &str,
+    value: Option<Result<T, String>>,
+) -> Option<T> {
+    match value? {
+        Ok(value) => Some(value),
+        Err(e) => {
+            violations.push(FieldViolation::new(field, e));
+            None
         }
     }
 }

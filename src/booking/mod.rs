@@ -1,6 +1,12 @@
-//! Booking and cancelling tickets. The rules are enforced by the database's
-//! constraints (see `migrations/0001_bookings.sql`); this module maps their
-//! violations to the domain errors clients can act on.
+//! Booking and cancelling tickets. The use cases — [`book`], [`cancel`],
+//! [`get`], [`list_tickets`] and [`schedule::launchpad_schedule`] — take a
+//! [`Requester`] and the request's fields, and decide everything: who may act on
+//! whose tickets ([`TicketScope`], the owner rule), rate limits, parsing, limits
+//! and the outcome metrics. The edges (`api`) only decode, call and encode.
+//!
+//! The rules are enforced by the database's constraints (see
+//! `migrations/0001_bookings.sql`); this module maps their violations to the
+//! domain errors clients can act on.
 
 pub mod domain;
 pub mod events;
@@ -12,12 +18,15 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool};
+use tonic_types::FieldViolation;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
 pub use domain::*;
 
 use crate::{
+    auth::{Forbidden, RateLimit, RateLimited, Requester, Role},
+    clock::Clock,
     config::EventsFormat,
     launchpads::{self, Availability, LaunchpadStatus},
     outbox,
@@ -70,8 +79,209 @@ pub enum BookingError {
     IdempotencyKeyReused(String),
     #[error("the passenger already holds {limit} active tickets, the most one passenger may; cancel one or wait until one has flown")]
     ActiveTicketLimit { limit: i64 },
+    /// Fields of the request are invalid; every one is named.
+    #[error("invalid request: {} invalid field(s)", .0.len())]
+    Invalid(Vec<FieldViolation>),
+    #[error("launchpad {0} not found")]
+    LaunchpadNotFound(String),
+    /// The requester lacks a role (or books for another passenger).
+    #[error(transparent)]
+    Forbidden(#[from] Forbidden),
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+}
+
+crate::metrics::label_set! {
+    /// How a booking attempt ended: the `outcome` label of `spacet_bookings_total`.
+    /// The refusals a passenger can act on are named as their error reasons.
+    pub enum BookingOutcome {
+        Confirmed = "confirmed",
+        Replayed = "replayed",
+        Invalid = "invalid",
+        IdempotencyConflict = "idempotency_conflict",
+        Error = "error",
+        LaunchpadDayTaken = "LAUNCHPAD_DAY_TAKEN",
+        DestinationUsedThisWeek = "DESTINATION_USED_THIS_WEEK",
+        FlightFull = "FLIGHT_FULL",
+        SpacexConflict = "SPACEX_CONFLICT",
+        LaunchpadInactive = "LAUNCHPAD_INACTIVE",
+        ActiveTicketLimit = "ACTIVE_TICKET_LIMIT",
+    }
+}
+
+impl BookingOutcome {
+    /// The outcome of a booking attempt that got as far as parsing.
+    pub fn of(result: &Result<Booked, BookingError>) -> BookingOutcome {
+        use BookingError as E;
+        match result {
+            Ok(booked) if booked.replayed => BookingOutcome::Replayed,
+            Ok(_) => BookingOutcome::Confirmed,
+            Err(error) => match error {
+                E::Invalid(_) => BookingOutcome::Invalid,
+                E::IdempotencyKeyReused(_) => BookingOutcome::IdempotencyConflict,
+                E::LaunchpadDayTaken { .. } => BookingOutcome::LaunchpadDayTaken,
+                E::DestinationUsedThisWeek { .. } => BookingOutcome::DestinationUsedThisWeek,
+                E::FlightFull { .. } => BookingOutcome::FlightFull,
+                E::SpacexConflict { .. } => BookingOutcome::SpacexConflict,
+                E::LaunchpadInactive { .. } => BookingOutcome::LaunchpadInactive,
+                E::ActiveTicketLimit { .. } => BookingOutcome::ActiveTicketLimit,
+                E::TicketNotFound(_)
+                | E::LaunchpadNotFound(_)
+                | E::Forbidden(_)
+                | E::RateLimited(_)
+                | E::Database(_) => BookingOutcome::Error,
+            },
+        }
+    }
+}
+
+/// Starts every [`BookingOutcome`] of `spacet_bookings_total` at zero.
+pub fn declare_metrics() {
+    for outcome in BookingOutcome::ALL {
+        crate::metrics::BOOKINGS.with_label_values(&[outcome.as_str()]);
+    }
+}
+
+/// Whose tickets a requester acts on: the owner rule of every ticket use case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TicketScope {
+    /// Every ticket (agents, admins, trusted requesters); books for the
+    /// passenger it names, or for no one.
+    All,
+    /// The tickets this passenger owns; books for itself only.
+    Owner(String),
+}
+
+impl TicketScope {
+    /// Agents, admins and trusted requesters act on every ticket, a passenger on
+    /// its own; any other role on none.
+    pub fn of(requester: &Requester) -> Result<TicketScope, Forbidden> {
+        match requester.require(&[Role::Passenger, Role::Agent, Role::Admin])? {
+            Some(p) if !(p.has(Role::Agent) || p.has(Role::Admin)) => {
+                Ok(TicketScope::Owner(p.subject.clone()))
+            }
+            _ => Ok(TicketScope::All),
+        }
+    }
+
+    /// The owner the scope is limited to (`None`: every ticket).
+    pub fn owner(&self) -> Option<&str> {
+        match self {
+            TicketScope::All => None,
+            TicketScope::Owner(owner) => Some(owner),
+        }
+    }
+
+    /// The owner of a new ticket: a passenger books for itself; the others for
+    /// the passenger they name (or no one: the ticket is then visible to agents
+    /// only).
+    fn owner_of_new_ticket(self, named: Option<String>) -> Result<Option<String>, Forbidden> {
+        match self {
+            TicketScope::All => Ok(named),
+            TicketScope::Owner(own) if named.as_ref().is_some_and(|n| *n != own) => {
+                Err(Forbidden {
+                    message: "a passenger books for itself; naming another passenger needs the role agent or admin".into(),
+                    roles: vec![Role::Agent, Role::Admin],
+                })
+            }
+            TicketScope::Owner(own) => Ok(Some(own)),
+        }
+    }
+}
+
+/// A passenger named by an agent (`owner` of a booking or a list filter): a
+/// token subject, or `None` when blank.
+fn owner_field(field: &str, raw: &str) -> Result<Option<String>, FieldViolation> {
+    let owner = raw.trim();
+    if owner.is_empty() {
+        Ok(None)
+    } else if owner.chars().count() > 255 || owner.chars().any(char::is_control) {
+        Err(FieldViolation::new(
+            field,
+            "must be a token subject: at most 255 characters, no control characters",
+        ))
+    } else {
+        Ok(Some(owner.to_string()))
+    }
+}
+
+/// Books a seat for `requester` — for itself, or, for an agent, admin or
+/// trusted requester, for the passenger `fields.owner` names — once the owner
+/// rule, the rate limit (`BOOKING_RATE_LIMIT`) and every field allow it; counts
+/// the outcome in `spacet_bookings_total`.
+pub async fn book(
+    pool: &PgPool,
+    clock: &Clock,
+    requester: &Requester,
+    fields: BookingFields,
+    limits: BookingLimits<'_>,
+) -> Result<Booked, BookingError> {
+    let scope = TicketScope::of(requester)?;
+    let named = owner_field("owner", &fields.owner).map_err(|v| BookingError::Invalid(vec![v]))?;
+    let owner = scope.owner_of_new_ticket(named)?;
+    let booked_by = requester
+        .principal()
+        .map(|p| p.subject.clone())
+        .unwrap_or_default();
+    limits.rate.check(requester)?;
+    let pad = find_pad(pool, &fields.launchpad_id).await?;
+    let result = match NewBooking::parse(fields, pad.as_ref(), clock.now()) {
+        Ok(parsed) => {
+            let booking = NewBooking {
+                owner,
+                booked_by,
+                ..parsed
+            };
+            store_booking(pool, &booking, limits).await
+        }
+        Err(violations) => Err(BookingError::Invalid(violations)),
+    };
+    crate::metrics::BOOKINGS
+        .with_label_values(&[BookingOutcome::of(&result).as_str()])
+        .inc();
+    if let Ok(booked) = &result {
+        if !booked.replayed {
+            tracing::info!(ticket = %booked.ticket.id, pad = %booked.ticket.launchpad_id, day = %booked.ticket.launch_day, "ticket booked");
+        }
+    }
+    result
+}
+
+/// One ticket of the requester's [`TicketScope`] (another's is not found, so
+/// its existence does not leak).
+pub async fn get(pool: &PgPool, requester: &Requester, id: &str) -> Result<Ticket, BookingError> {
+    let scope = TicketScope::of(requester)?;
+    let id = ticket_id(id)?;
+    get_ticket(pool, id, scope.owner()).await
+}
+
+/// Cancels a ticket of the requester's [`TicketScope`] (see [`cancel_ticket`]).
+pub async fn cancel(
+    pool: &PgPool,
+    requester: &Requester,
+    id: &str,
+) -> Result<Ticket, BookingError> {
+    let scope = TicketScope::of(requester)?;
+    let id = ticket_id(id)?;
+    cancel_ticket(pool, id, scope.owner()).await
+}
+
+/// One page of the tickets of the requester's [`TicketScope`] that match the
+/// filters, and the cursor of the next page.
+pub async fn list_tickets(
+    pool: &PgPool,
+    requester: &Requester,
+    fields: list::ListFields,
+) -> Result<(Vec<Ticket>, Option<list::Cursor>), BookingError> {
+    let scope = TicketScope::of(requester)?;
+    let query = list::ListQuery::parse(fields, &scope).map_err(BookingError::Invalid)?;
+    Ok(list::list(pool, &query).await?)
+}
+
+fn ticket_id(raw: &str) -> Result<TicketId, BookingError> {
+    TicketId::parse("id", raw).map_err(|v| BookingError::Invalid(vec![v]))
 }
 
 /// A ticket as stored.
@@ -124,18 +334,20 @@ pub struct Booked {
 
 /// What a booking is held to besides the launchpad rules.
 #[derive(Debug, Clone, Copy)]
-pub struct BookingLimits {
+pub struct BookingLimits<'a> {
     pub seats_per_flight: i32,
     /// Active (confirmed, launch day from today on) tickets one owner may hold.
     pub max_active_tickets_per_owner: i64,
+    /// Bookings per principal and minute.
+    pub rate: &'a RateLimit,
 }
 
 /// Books one seat, in one transaction with its outbox event.
-#[tracing::instrument(skip_all, fields(pad = %booking.launchpad_id, day = %booking.launch_day, destination = %booking.destination))]
-pub async fn book(
+#[tracing::instrument(name = "book", skip_all, fields(pad = %booking.launchpad_id, day = %booking.launch_day, destination = %booking.destination))]
+async fn store_booking(
     pool: &PgPool,
     booking: &NewBooking,
-    limits: BookingLimits,
+    limits: BookingLimits<'_>,
 ) -> Result<Booked, BookingError> {
     if let Some(key) = &booking.idempotency_key {
         if let Some(existing) = replay(pool, key, booking).await? {
@@ -206,7 +418,7 @@ async fn replay(
 async fn book_once(
     pool: &PgPool,
     booking: &NewBooking,
-    limits: BookingLimits,
+    limits: BookingLimits<'_>,
 ) -> Result<Booked, BookingError> {
     let mut tx = pool.begin().await?;
     let pad = booking.launchpad_id.as_str();
@@ -381,7 +593,11 @@ const OWNER_LOCK_SPACE: i32 = 0x5350_0001;
 
 /// Returns one ticket; with `owner`, only a ticket of that owner (another's is
 /// not found, so its existence does not leak).
-pub async fn get(pool: &PgPool, id: TicketId, owner: Option<&str>) -> Result<Ticket, BookingError> {
+async fn get_ticket(
+    pool: &PgPool,
+    id: TicketId,
+    owner: Option<&str>,
+) -> Result<Ticket, BookingError> {
     query_ticket!(
         "SELECT",
         "FROM tickets WHERE id = $1 AND ($2::text IS NULL OR owner = $2)",
@@ -397,8 +613,8 @@ pub async fn get(pool: &PgPool, id: TicketId, owner: Option<&str>) -> Result<Tic
 /// nothing. The last confirmed ticket of a flight cancels the flight, freeing its
 /// day and destination. With `owner`, only a ticket of that owner (another's is
 /// not found).
-#[tracing::instrument(skip_all, fields(ticket = %id))]
-pub async fn cancel(
+#[tracing::instrument(name = "cancel", skip_all, fields(ticket = %id))]
+async fn cancel_ticket(
     pool: &PgPool,
     id: TicketId,
     owner: Option<&str>,
@@ -570,4 +786,64 @@ pub async fn count_flights_blocked_by_spacex(
         flights: counts.flights as usize,
         tickets: counts.tickets as usize,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Principal;
+
+    fn principal(subject: &str, roles: &[Role]) -> Requester {
+        Requester::Principal(Principal {
+            subject: subject.into(),
+            roles: roles.to_vec(),
+        })
+    }
+
+    #[test]
+    fn each_role_sees_the_tickets_it_may_and_the_rest_is_refused() {
+        assert_eq!(
+            TicketScope::of(&principal("p", &[Role::Passenger])).unwrap(),
+            TicketScope::Owner("p".into())
+        );
+        assert_eq!(
+            TicketScope::of(&principal("a", &[Role::Passenger, Role::Agent])).unwrap(),
+            TicketScope::All
+        );
+        assert_eq!(
+            TicketScope::of(&principal("x", &[Role::Admin])).unwrap(),
+            TicketScope::All
+        );
+        assert_eq!(
+            TicketScope::of(&Requester::Trusted).unwrap(),
+            TicketScope::All
+        );
+        let denied = TicketScope::of(&principal("t", &[Role::Telemetry])).unwrap_err();
+        assert_eq!(denied.roles, [Role::Passenger, Role::Agent, Role::Admin]);
+    }
+
+    #[test]
+    fn a_passenger_books_for_itself_and_an_agent_for_whom_it_names() {
+        let passenger = TicketScope::Owner("p".into());
+        assert_eq!(
+            passenger.clone().owner_of_new_ticket(None).unwrap(),
+            Some("p".into())
+        );
+        assert_eq!(
+            passenger
+                .clone()
+                .owner_of_new_ticket(Some("p".into()))
+                .unwrap(),
+            Some("p".into())
+        );
+        let refused = passenger.owner_of_new_ticket(Some("q".into())).unwrap_err();
+        assert_eq!(refused.roles, [Role::Agent, Role::Admin]);
+        assert_eq!(
+            TicketScope::All
+                .owner_of_new_ticket(Some("q".into()))
+                .unwrap(),
+            Some("q".into())
+        );
+        assert_eq!(TicketScope::All.owner_of_new_ticket(None).unwrap(), None);
+    }
 }

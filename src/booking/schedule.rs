@@ -7,8 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use sqlx::PgPool;
 
-use super::{week_start, Destination};
-use crate::launchpads::launches;
+use tonic_types::FieldViolation;
+
+use super::{week_start, BookingError, Destination};
+use crate::{clock::Clock, launchpads::launches};
 
 /// Longest schedule window, in days.
 pub const MAX_WINDOW_DAYS: i64 = 90;
@@ -16,6 +18,97 @@ pub const MAX_WINDOW_DAYS: i64 = 90;
 pub const DEFAULT_WINDOW_DAYS: u64 = 28;
 
 pub use crate::launchpads::{Launchpad, SpacexLaunch};
+
+/// The fields of a GetLaunchpadSchedule request, before parsing.
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleFields {
+    /// The launchpad's id.
+    pub id: String,
+    /// The first day (`YYYY-MM-DD`, or a time whose UTC day it is); empty:
+    /// tomorrow at the launchpad.
+    pub from: String,
+    /// The last day, included; empty: [`DEFAULT_WINDOW_DAYS`] from `from`.
+    pub to: String,
+}
+
+/// The launchpad `fields.id` names and its schedule over the asked window (at
+/// most [`MAX_WINDOW_DAYS`] days).
+pub async fn launchpad_schedule(
+    pool: &PgPool,
+    clock: &Clock,
+    fields: ScheduleFields,
+) -> Result<(Launchpad, Vec<ScheduleDay>), BookingError> {
+    let id = fields.id.trim();
+    if !super::is_launchpad_id(id) {
+        return Err(BookingError::Invalid(vec![FieldViolation::new(
+            "id",
+            format!("{:?} is not a launchpad id", fields.id),
+        )]));
+    }
+    let pad = launchpad(pool, id)
+        .await?
+        .ok_or_else(|| BookingError::LaunchpadNotFound(id.to_string()))?;
+    let now = clock.now();
+    let (from, to) = window(&pad, &fields, now).map_err(BookingError::Invalid)?;
+    let days = schedule(pool, &pad, from, to, now).await?;
+    Ok((pad, days))
+}
+
+/// The window's first and last pad-local days. Both ends stay within years
+/// 1–9999: the default window is cut at the last day.
+fn window(
+    pad: &Launchpad,
+    fields: &ScheduleFields,
+    now: DateTime<Utc>,
+) -> Result<(NaiveDate, NaiveDate), Vec<FieldViolation>> {
+    let mut violations = Vec::new();
+    let from = parse_day("from", &fields.from).unwrap_or_else(|v| {
+        violations.push(v);
+        None
+    });
+    let to = parse_day("to", &fields.to).unwrap_or_else(|v| {
+        violations.push(v);
+        None
+    });
+    let from = from.unwrap_or_else(|| {
+        let today = now.with_timezone(&pad.tz()).date_naive();
+        today.checked_add_days(Days::new(1)).unwrap_or(today)
+    });
+    let to = to.unwrap_or_else(|| {
+        from.checked_add_days(Days::new(DEFAULT_WINDOW_DAYS - 1))
+            .map_or(super::LAST_DAY, |day| day.min(super::LAST_DAY))
+    });
+    if violations.is_empty() {
+        if to < from {
+            violations.push(FieldViolation::new("to", "must not be before from"));
+        } else if (to - from).num_days() + 1 > MAX_WINDOW_DAYS {
+            violations.push(FieldViolation::new(
+                "to",
+                format!("the window must be at most {MAX_WINDOW_DAYS} days"),
+            ));
+        }
+    }
+    if violations.is_empty() {
+        Ok((from, to))
+    } else {
+        Err(violations)
+    }
+}
+
+/// A day (`YYYY-MM-DD`, or an RFC 3339 time's UTC day) in years 1–9999; `None`
+/// when blank.
+fn parse_day(field: &str, raw: &str) -> Result<Option<NaiveDate>, FieldViolation> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let day = NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .or_else(|_| chrono::DateTime::parse_from_rfc3339(raw).map(|t| t.naive_utc().date()))
+        .map_err(|_| FieldViolation::new(field, format!("{raw:?} is not a date (YYYY-MM-DD)")))?;
+    super::check_day(day)
+        .map(Some)
+        .map_err(|e| FieldViolation::new(field, e))
+}
 
 // The names the gRPC edge still calls through `schedule`: `crate::launchpads`'s
 // `find` and `all`. Kept only until the edge calls the booking use cases.

@@ -46,6 +46,7 @@ pub use sync::{SkipReason, SyncError, SyncReport, Trigger};
 use crate::metrics;
 
 use crate::{
+    auth::{Forbidden, RateLimit, RateLimited, Requester, Role},
     clock::Clock,
     config::SpaceXSettings,
     health::{CheckResult, HealthCheck},
@@ -136,6 +137,37 @@ pub async fn sync_now(deps: &SyncDeps) -> Result<SyncReport, SyncError> {
 /// confirmation of a held sync (`TriggerSync {confirm: true}`, `spacet sync --confirm`).
 pub async fn sync_confirmed(deps: &SyncDeps) -> Result<SyncReport, SyncError> {
     forced(deps, Trigger::Confirmed).await
+}
+
+/// Why a forced sync (`TriggerSync`) was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    /// Only admins (and trusted requesters) force a sync.
+    #[error(transparent)]
+    Forbidden(#[from] Forbidden),
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+}
+
+/// `TriggerSync`: a sync now for an admin (or a trusted requester), within its
+/// rate limit (`SYNC_RATE_LIMIT`); with `confirm`, applied whatever it cancels
+/// or frees ([`sync_confirmed`]), else [`sync_now`].
+pub async fn trigger(
+    deps: &SyncDeps,
+    requester: &Requester,
+    confirm: bool,
+    rate: &RateLimit,
+) -> Result<SyncReport, TriggerError> {
+    requester.require(&[Role::Admin])?;
+    rate.check(requester)?;
+    let report = if confirm {
+        sync_confirmed(deps).await
+    } else {
+        sync_now(deps).await
+    }?;
+    Ok(report)
 }
 
 async fn forced(deps: &SyncDeps, trigger: Trigger) -> Result<SyncReport, SyncError> {
