@@ -55,8 +55,6 @@ const HTTP_METHODS: [&str; 9] = [
 const SYNC_RESULTS: &[&str] = &["applied", "skipped", "held", "failed"];
 /// Limits a SpaceX answer can hit (`spacex::client`).
 const SPACEX_LIMITS: &[&str] = &["bytes", "launches", "time"];
-/// Outcomes of a rocket message (`rockets::http`).
-const ROCKET_OUTCOMES: &[&str] = &["stored", "duplicate", "conflict", "invalid", "error"];
 /// States of the database pool gauge.
 const POOL_STATES: &[&str] = &["idle", "in_use", "max"];
 
@@ -188,7 +186,8 @@ pub static OUTBOX_PARKED: LazyLock<IntCounter> = LazyLock::new(|| {
 pub static OUTBOX_BACKLOG: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("spacet_outbox_backlog", "Unpublished outbox events").unwrap()
 });
-/// Rocket messages by outcome (`stored`, `duplicate`, `conflict`, `invalid`).
+/// Rocket messages by outcome: `rockets::MessageOutcome`, whose every value the
+/// feature starts at zero (`rockets::declare_metrics`).
 pub static ROCKET_MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "spacet_rocket_messages_total",
@@ -313,9 +312,7 @@ static DECLARED: LazyLock<()> = LazyLock::new(|| {
     LazyLock::force(&OUTBOX_FAILED);
     LazyLock::force(&OUTBOX_PARKED);
     LazyLock::force(&OUTBOX_BACKLOG);
-    for outcome in ROCKET_OUTCOMES {
-        ROCKET_MESSAGES.with_label_values(&[outcome]);
-    }
+    LazyLock::force(&ROCKET_MESSAGES);
     for state in POOL_STATES {
         POOL.with_label_values(&[state]);
     }

@@ -74,6 +74,7 @@ fn declare_series(protocol: Protocol) {
     crate::metrics::declare();
     // The label sets the features define.
     crate::booking::declare_metrics();
+    crate::rockets::declare_metrics();
     match protocol {
         Protocol::Http => HTTP.call_once(|| {
             let routes = super::http_routes();

@@ -3,14 +3,18 @@
 //! every rocket's state exact whatever the arrival order, and serves it over HTTP
 //! and gRPC (including a stream of changes).
 //!
+//! - [`post`]: the use case of a posted message (who may post, the outcome
+//!   metrics), over [`Rockets::ingest`];
 //! - [`message`]: the message contract and its validation;
 //! - [`state`]: the state as a pure, order-independent fold of the messages;
 //! - [`writer`]: group commit of concurrent messages;
 //! - [`store`]: the SQL, the list query included; [`list`]: list requests, sorts
 //!   and cursors (no SQL: the store depends on it, never the reverse);
+//! - [`read`]: one rocket, a page of rockets, a page of a rocket's history;
+//! - [`watch`]: the change feed as streams (`WatchRockets`, the event stream);
 //! - [`retention`]: deletes old messages, never a rocket's state.
 //!
-//! The HTTP and gRPC edges live in `api`.
+//! The HTTP and gRPC edges live in `api`: they decode, call these and encode.
 //!
 //! Bounds: a message waits at most `ROCKETS_WRITE_TIMEOUT` for the writer (queueing
 //! and commit), then gets UNAVAILABLE; at most `ROCKETS_MAX_WATCHERS` change-feed
@@ -18,9 +22,11 @@
 
 pub mod list;
 pub mod message;
+pub mod read;
 pub mod retention;
 pub mod state;
 pub mod store;
+pub mod watch;
 pub mod writer;
 
 use std::{
@@ -36,7 +42,11 @@ use uuid::Uuid;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{clock::Clock, config::RocketSettings};
+use crate::{
+    auth::{Forbidden, Requester, Role},
+    clock::Clock,
+    config::RocketSettings,
+};
 use message::Message;
 use store::Rocket;
 use writer::{Job, Outcome, Sink, Writer};
@@ -58,6 +68,100 @@ pub enum RocketError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+}
+
+crate::metrics::label_set! {
+    /// How a posted message ended: the `outcome` label of
+    /// `spacet_rocket_messages_total`.
+    pub enum MessageOutcome {
+        Stored = "stored",
+        Duplicate = "duplicate",
+        Conflict = "conflict",
+        Invalid = "invalid",
+        Error = "error",
+    }
+}
+
+/// Starts every [`MessageOutcome`] of `spacet_rocket_messages_total` at zero.
+pub fn declare_metrics() {
+    for outcome in MessageOutcome::ALL {
+        crate::metrics::ROCKET_MESSAGES.with_label_values(&[outcome.as_str()]);
+    }
+}
+
+/// A message taken: whose and what became of it (stored, or a duplicate of one
+/// stored before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Posted {
+    pub channel: Uuid,
+    pub number: i64,
+    pub outcome: Outcome,
+}
+
+/// Why a posted message was not taken. `E` is why the edge could not read its
+/// body, passed back as it came.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError<E> {
+    /// Only telemetry (and trusted requesters) post messages.
+    #[error(transparent)]
+    Forbidden(#[from] Forbidden),
+    /// The edge could not read the body.
+    #[error("the message body could not be read")]
+    Unreadable(E),
+    /// The message breaks its contract; every violation is named.
+    #[error("invalid message: {} invalid field(s)", .0.len())]
+    Invalid(Vec<tonic_types::FieldViolation>),
+    #[error(transparent)]
+    Rocket(#[from] RocketError),
+}
+
+/// `POST /messages`: stores one message from telemetry (or a trusted
+/// requester); `body` is the message as JSON, or why the edge could not read
+/// it. Counts the outcome in `spacet_rocket_messages_total`.
+pub async fn post<E>(
+    rockets: &Rockets,
+    requester: &Requester,
+    body: Result<serde_json::Value, E>,
+) -> Result<Posted, PostError<E>> {
+    requester.require(&[Role::Telemetry])?;
+    let count = |outcome: MessageOutcome| {
+        crate::metrics::ROCKET_MESSAGES
+            .with_label_values(&[outcome.as_str()])
+            .inc()
+    };
+    let message = match body {
+        Err(unreadable) => {
+            count(MessageOutcome::Invalid);
+            return Err(PostError::Unreadable(unreadable));
+        }
+        Ok(body) => Message::parse(&body).map_err(|violations| {
+            count(MessageOutcome::Invalid);
+            PostError::Invalid(violations)
+        })?,
+    };
+    let (channel, number) = (message.channel, message.number);
+    match rockets.ingest(message).await {
+        Ok(outcome) => {
+            count(match outcome {
+                Outcome::Stored => MessageOutcome::Stored,
+                Outcome::Duplicate => MessageOutcome::Duplicate,
+            });
+            Ok(Posted {
+                channel,
+                number,
+                outcome,
+            })
+        }
+        Err(error) => {
+            if let RocketError::Conflict { .. } = error {
+                tracing::warn!(%channel, number, "conflicting duplicate refused, the first message is kept");
+                count(MessageOutcome::Conflict);
+            } else {
+                count(MessageOutcome::Error);
+            }
+            Err(error.into())
+        }
+    }
 }
 
 /// The rocket telemetry of one app: the writer's queue and the change feed.
