@@ -78,23 +78,6 @@ impl Caller {
         }
     }
 
-    /// The principal, when it holds one of `roles` (`None` for a trusted caller);
-    /// UNAUTHENTICATED without a valid token, PERMISSION_DENIED without the role.
-    pub fn require(&self, roles: &[Role]) -> Result<Option<&Principal>, ApiError> {
-        let principal = self.authenticated()?;
-        match principal {
-            Some(p) if !roles.iter().any(|r| p.has(*r)) => {
-                let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-                Err(ApiError::refused(
-                    Reason::RoleRequired,
-                    format!("this call needs the role {}", names.join(" or ")),
-                )
-                .with("roles", names.join(",")))
-            }
-            _ => Ok(principal),
-        }
-    }
-
     /// True for an admin or a trusted caller (for the operators' details).
     pub fn is_admin(&self) -> bool {
         match self {

@@ -1,6 +1,8 @@
-//! The one error table: every domain error becomes a gRPC status with a
-//! `google.rpc.ErrorInfo` (AIP-193) here, and the gateway turns a status into
-//! grpc-gateway's HTTP status and JSON body.
+//! The one error table: every domain error becomes an [`ApiError`] with a
+//! [`Reason`], which gives its gRPC code and its HTTP status. An `ApiError` is
+//! sent as a gRPC status with a `google.rpc.ErrorInfo` (AIP-193), or rendered
+//! straight to grpc-gateway's HTTP status and JSON body (the same details, in
+//! proto3 JSON).
 
 use std::{collections::HashMap, time::Duration};
 
@@ -9,7 +11,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tonic::Code;
 use tonic_types::{BadRequest, ErrorDetail, ErrorInfo, FieldViolation, RetryInfo, StatusExt};
 
@@ -288,25 +290,37 @@ impl ApiError {
 }
 
 /// A status with `reason`'s code, `message`, an `ErrorInfo` and the reason's
-/// retry advice, for errors that do not come from an [`ApiError`] (the server
+/// retry advice, for gRPC errors that do not come from a handler (the server
 /// limits and fallbacks).
 pub fn status(reason: Reason, message: impl Into<String>) -> tonic::Status {
     ApiError::refused(reason, message).into()
 }
 
-impl From<ApiError> for tonic::Status {
-    /// The details in a fixed order that keeps the index of the ones clients
-    /// read before every error had an `ErrorInfo`: `BadRequest`, then
-    /// `RetryInfo`, then `ErrorInfo` (first of a `FAILED_PRECONDITION`).
-    fn from(error: ApiError) -> tonic::Status {
+/// What a client is told of an error, whichever the protocol: the reason (which
+/// decides the gRPC code and the HTTP status), the message and the details.
+/// Internal causes are logged here, once, and never sent.
+struct Answer {
+    reason: Reason,
+    message: String,
+    violations: Vec<FieldViolation>,
+    retry: Option<Duration>,
+    metadata: HashMap<String, String>,
+}
+
+impl From<ApiError> for Answer {
+    fn from(error: ApiError) -> Answer {
         let reason = error.reason();
-        let mut details: Vec<ErrorDetail> = Vec::new();
-        let mut retry = reason.retry_after();
-        let (message, metadata) = match error {
+        let mut answer = Answer {
+            reason,
+            message: String::new(),
+            violations: Vec::new(),
+            retry: reason.retry_after(),
+            metadata: HashMap::new(),
+        };
+        match error {
             ApiError::InvalidArgument(violations) => {
-                let message = format!("invalid request: {}", describe(&violations));
-                details.push(BadRequest::new(violations).into());
-                (message, HashMap::new())
+                answer.message = format!("invalid request: {}", describe(&violations));
+                answer.violations = violations;
             }
             ApiError::Refused {
                 message, metadata, ..
@@ -314,25 +328,115 @@ impl From<ApiError> for tonic::Status {
                 if reason.code() == Code::Unavailable {
                     tracing::warn!(reason = reason.as_str(), %message, "dependency unavailable");
                 }
-                (message, metadata)
+                answer.message = message;
+                answer.metadata = metadata;
             }
             ApiError::RateLimited {
                 message,
                 retry_after,
             } => {
-                retry = Some(retry_after);
-                (message, HashMap::new())
+                answer.message = message;
+                answer.retry = Some(retry_after);
             }
             ApiError::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error");
-                ("internal error".to_string(), HashMap::new())
+                answer.message = "internal error".to_string();
             }
-        };
-        if let Some(delay) = retry {
+        }
+        answer
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    /// The details in a fixed order that keeps the index of the ones clients
+    /// read before every error had an `ErrorInfo`: `BadRequest`, then
+    /// `RetryInfo`, then `ErrorInfo` (first of a `FAILED_PRECONDITION`).
+    fn from(error: ApiError) -> tonic::Status {
+        let answer = Answer::from(error);
+        let mut details: Vec<ErrorDetail> = Vec::new();
+        if !answer.violations.is_empty() {
+            details.push(BadRequest::new(answer.violations).into());
+        }
+        if let Some(delay) = answer.retry {
             details.push(RetryInfo::new(Some(delay)).into());
         }
-        details.push(ErrorInfo::new(reason.as_str(), ERROR_DOMAIN, metadata).into());
-        tonic::Status::with_error_details_vec(reason.code(), message, details)
+        details.push(ErrorInfo::new(answer.reason.as_str(), ERROR_DOMAIN, answer.metadata).into());
+        tonic::Status::with_error_details_vec(answer.reason.code(), answer.message, details)
+    }
+}
+
+impl Answer {
+    /// grpc-gateway's body: `{"code", "message", "details"}`, the details of the
+    /// gRPC status in the same order, each in proto3 JSON with its `@type`.
+    fn body(&self) -> Value {
+        let mut details = Vec::new();
+        if !self.violations.is_empty() {
+            let violations: Vec<Value> = self
+                .violations
+                .iter()
+                .map(|v| json!({"field": v.field, "description": v.description}))
+                .collect();
+            details.push(json!({
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": violations,
+            }));
+        }
+        if let Some(delay) = self.retry {
+            details.push(json!({
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": duration_json(delay),
+            }));
+        }
+        details.push(json!({
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": self.reason.as_str(),
+            "domain": ERROR_DOMAIN,
+            "metadata": self.metadata,
+        }));
+        json!({
+            "code": self.reason.code() as i32,
+            "message": self.message,
+            "details": details,
+        })
+    }
+}
+
+impl ApiError {
+    /// grpc-gateway's JSON body of this error (see [`IntoResponse`]).
+    pub fn http_body(self) -> Value {
+        Answer::from(self).body()
+    }
+}
+
+impl IntoResponse for ApiError {
+    /// The reason's HTTP status and grpc-gateway's body, with `Retry-After` for
+    /// retry advice and, on a 401, the bearer challenge.
+    fn into_response(self) -> Response {
+        let answer = Answer::from(self);
+        let mut response = (answer.reason.http_status(), Json(answer.body())).into_response();
+        // A RetryInfo detail is `Retry-After` in HTTP: whole seconds, at least 1.
+        if let Some(delay) = answer.retry {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_seconds(delay)),
+            );
+        }
+        // RFC 6750: a 401 names the scheme, and why a token that was sent failed.
+        if answer.reason.code() == Code::Unauthenticated {
+            let challenge = match answer.reason {
+                Reason::TokenInvalid => format!(
+                    r#"Bearer realm="spacet", error="invalid_token", error_description="{}""#,
+                    answer.message.replace(['"', '\\'], "'")
+                ),
+                _ => r#"Bearer realm="spacet""#.to_string(),
+            };
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        response
     }
 }
 
@@ -374,220 +478,9 @@ fn duration_json(d: Duration) -> String {
     }
 }
 
-/// A `google.rpc.LocalizedMessage` in proto3 JSON (without its `@type`).
-fn localized_json(m: &tonic_types::LocalizedMessage) -> Value {
-    json!({"locale": m.locale, "message": m.message})
-}
-
-/// Inserts `value` under `key` unless it is proto3's default (empty).
-fn put(object: &mut Map<String, Value>, key: &str, value: Value) {
-    let empty = match &value {
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty(),
-        Value::Null => true,
-        Value::Number(n) => n.as_i64() == Some(0),
-        Value::Bool(b) => !b,
-    };
-    if !empty {
-        object.insert(key.to_string(), value);
-    }
-}
-
-/// One detail in proto3 JSON with its `@type`, as grpc-gateway renders an `Any`;
-/// `None` for a `DebugInfo` (stack entries are for our logs, never for clients).
-pub fn detail_json(detail: &ErrorDetail) -> Option<Value> {
-    let mut o = Map::new();
-    let type_name = match detail {
-        ErrorDetail::ErrorInfo(info) => {
-            o.insert("reason".into(), json!(info.reason));
-            o.insert("domain".into(), json!(info.domain));
-            o.insert("metadata".into(), json!(info.metadata));
-            "ErrorInfo"
-        }
-        ErrorDetail::BadRequest(bad) => {
-            let violations = bad.field_violations.iter().map(|v| {
-                let mut f = Map::new();
-                f.insert("field".into(), json!(v.field));
-                f.insert("description".into(), json!(v.description));
-                put(&mut f, "reason", json!(v.reason));
-                if let Some(m) = &v.localized_message {
-                    f.insert("localizedMessage".into(), localized_json(m));
-                }
-                Value::Object(f)
-            });
-            o.insert("fieldViolations".into(), violations.collect());
-            "BadRequest"
-        }
-        ErrorDetail::RetryInfo(retry) => {
-            if let Some(delay) = retry.retry_delay {
-                o.insert("retryDelay".into(), json!(duration_json(delay)));
-            }
-            "RetryInfo"
-        }
-        ErrorDetail::QuotaFailure(quota) => {
-            let violations = quota.violations.iter().map(|v| {
-                let mut q = Map::new();
-                put(&mut q, "subject", json!(v.subject));
-                put(&mut q, "description", json!(v.description));
-                put(&mut q, "apiService", json!(v.api_service));
-                put(&mut q, "quotaMetric", json!(v.quota_metric));
-                put(&mut q, "quotaId", json!(v.quota_id));
-                put(&mut q, "quotaDimensions", json!(v.quota_dimensions));
-                // int64 is a string in proto3 JSON.
-                if v.quota_value != 0 {
-                    q.insert("quotaValue".into(), json!(v.quota_value.to_string()));
-                }
-                if let Some(future) = v.futura_quota_value {
-                    q.insert("futureQuotaValue".into(), json!(future.to_string()));
-                }
-                Value::Object(q)
-            });
-            o.insert("violations".into(), violations.collect());
-            "QuotaFailure"
-        }
-        ErrorDetail::PreconditionFailure(failure) => {
-            let violations = failure.violations.iter().map(|v| {
-                let mut p = Map::new();
-                put(&mut p, "type", json!(v.r#type));
-                put(&mut p, "subject", json!(v.subject));
-                put(&mut p, "description", json!(v.description));
-                Value::Object(p)
-            });
-            o.insert("violations".into(), violations.collect());
-            "PreconditionFailure"
-        }
-        ErrorDetail::ResourceInfo(info) => {
-            put(&mut o, "resourceType", json!(info.resource_type));
-            put(&mut o, "resourceName", json!(info.resource_name));
-            put(&mut o, "owner", json!(info.owner));
-            put(&mut o, "description", json!(info.description));
-            "ResourceInfo"
-        }
-        ErrorDetail::RequestInfo(info) => {
-            put(&mut o, "requestId", json!(info.request_id));
-            put(&mut o, "servingData", json!(info.serving_data));
-            "RequestInfo"
-        }
-        ErrorDetail::Help(help) => {
-            let links = help
-                .links
-                .iter()
-                .map(|l| json!({"description": l.description, "url": l.url}));
-            o.insert("links".into(), links.collect());
-            "Help"
-        }
-        ErrorDetail::LocalizedMessage(m) => {
-            let Value::Object(m) = localized_json(m) else {
-                unreachable!("an object")
-            };
-            o.extend(m);
-            "LocalizedMessage"
-        }
-        ErrorDetail::DebugInfo(_) => return None,
-        other => {
-            tracing::debug!(detail = ?other, "error detail of an unknown type not rendered");
-            return None;
-        }
-    };
-    let mut object = Map::new();
-    object.insert(
-        "@type".into(),
-        json!(format!("type.googleapis.com/google.rpc.{type_name}")),
-    );
-    object.extend(o);
-    Some(Value::Object(object))
-}
-
-/// grpc-gateway's error body: `{"code", "message", "details": [{"@type", ...}]}`,
-/// every detail in proto3 JSON.
-pub fn error_body(status: &tonic::Status) -> Value {
-    let details: Vec<Value> = status
-        .get_error_details_vec()
-        .iter()
-        .filter_map(detail_json)
-        .collect();
-    json!({
-        "code": status.code() as i32,
-        "message": status.message(),
-        "details": details,
-    })
-}
-
-/// A gRPC status rendered the grpc-gateway way, as an HTTP response.
-#[derive(Debug)]
-pub struct GatewayError {
-    pub status: tonic::Status,
-}
-
-impl IntoResponse for GatewayError {
-    fn into_response(self) -> Response {
-        let reason = self.status.get_details_error_info();
-        // A transport problem with an HTTP status of its own (413, 405) says so by
-        // its reason; every other status gets grpc-gateway's for its code.
-        let http = reason
-            .as_ref()
-            .and_then(|info| Reason::parse(&info.reason))
-            .map(Reason::http_status)
-            .filter(|_| reason.as_ref().is_some_and(|i| i.domain == ERROR_DOMAIN))
-            .unwrap_or_else(|| http_status(self.status.code()));
-        let mut response = (http, Json(error_body(&self.status))).into_response();
-        // A RetryInfo detail is `Retry-After` in HTTP: whole seconds, at least 1.
-        if let Some(delay) = self
-            .status
-            .get_details_retry_info()
-            .and_then(|retry| retry.retry_delay)
-        {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after_seconds(delay)),
-            );
-        }
-        // RFC 6750: a 401 names the scheme, and why a token that was sent failed.
-        if self.status.code() == Code::Unauthenticated {
-            let challenge = match reason {
-                Some(info) if info.reason == Reason::TokenInvalid.as_str() => format!(
-                    r#"Bearer realm="spacet", error="invalid_token", error_description="{}""#,
-                    self.status.message().replace(['"', '\\'], "'")
-                ),
-                _ => r#"Bearer realm="spacet""#.to_string(),
-            };
-            if let Ok(value) = HeaderValue::from_str(&challenge) {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, value);
-            }
-        }
-        response
-    }
-}
-
 /// `Retry-After` for a retry delay: whole seconds, rounded up, at least 1.
 pub fn retry_after_seconds(delay: Duration) -> u64 {
     (delay.as_secs() + u64::from(delay.subsec_nanos() > 0)).max(1)
-}
-
-impl From<ApiError> for GatewayError {
-    fn from(error: ApiError) -> GatewayError {
-        GatewayError::from_status(error.into())
-    }
-}
-
-impl GatewayError {
-    /// A status with one field violation, for request decoding errors.
-    pub fn bad_request(field: &str, description: impl Into<String>) -> GatewayError {
-        ApiError::field(field, description).into()
-    }
-
-    /// An error with `reason` (its code, HTTP status and retry advice) and a message.
-    pub fn new(reason: Reason, message: impl Into<String>) -> GatewayError {
-        GatewayError::from_status(status(reason, message))
-    }
-
-    /// A status rendered with the HTTP status grpc-gateway gives its code.
-    pub fn from_status(status: tonic::Status) -> GatewayError {
-        GatewayError { status }
-    }
 }
 
 impl From<crate::auth::Forbidden> for ApiError {
@@ -740,11 +633,34 @@ impl From<crate::rockets::RocketError> for ApiError {
     }
 }
 
+impl From<crate::rockets::read::ReadError> for ApiError {
+    fn from(error: crate::rockets::read::ReadError) -> ApiError {
+        use crate::rockets::{read::ReadError as E, RocketError};
+        match error {
+            E::Invalid(violations) => ApiError::InvalidArgument(violations),
+            E::NotFound(channel) => RocketError::NotFound(channel).into(),
+            E::Database(e) => ApiError::database(e),
+        }
+    }
+}
+
+impl From<crate::rockets::PostError<ApiError>> for ApiError {
+    fn from(error: crate::rockets::PostError<ApiError>) -> ApiError {
+        use crate::rockets::PostError as E;
+        match error {
+            E::Forbidden(e) => e.into(),
+            E::Unreadable(e) => e,
+            E::Invalid(violations) => ApiError::InvalidArgument(violations),
+            E::Rocket(e) => e.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
 
-    use tonic_types::ErrorDetails;
+    use tonic_types::StatusExt;
 
     use super::*;
 
@@ -792,7 +708,7 @@ mod tests {
 
     #[test]
     fn every_api_error_carries_its_reason_and_retry_advice_on_unavailable_and_exhausted() {
-        for error in every_error() {
+        for (error, same) in every_error().into_iter().zip(every_error()) {
             let reason = error.reason();
             let internal = matches!(error, ApiError::Internal(_));
             let status = tonic::Status::from(error);
@@ -813,12 +729,99 @@ mod tests {
                 assert_eq!(status.message(), "internal error");
                 assert!(info.metadata.is_empty());
             }
-            let body = error_body(&status);
+            let body = same.http_body();
             assert_eq!(body["code"], reason.code() as i32);
             let last = body["details"].as_array().unwrap().last().cloned().unwrap();
             assert_eq!(last["@type"], "type.googleapis.com/google.rpc.ErrorInfo");
             assert_eq!(last["reason"], reason.as_str());
         }
+    }
+
+    /// grpc-gateway's rendering of a status: its code, message and details in
+    /// proto3 JSON, in order (the three detail types the service sends).
+    fn gateway_body(status: &tonic::Status) -> Value {
+        let details: Vec<Value> = status
+            .get_error_details_vec()
+            .iter()
+            .map(|detail| match detail {
+                ErrorDetail::BadRequest(bad) => json!({
+                    "@type": "type.googleapis.com/google.rpc.BadRequest",
+                    "fieldViolations": bad.field_violations.iter()
+                        .map(|v| json!({"field": v.field, "description": v.description}))
+                        .collect::<Vec<_>>(),
+                }),
+                ErrorDetail::RetryInfo(retry) => json!({
+                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retryDelay": duration_json(retry.retry_delay.unwrap()),
+                }),
+                ErrorDetail::ErrorInfo(info) => json!({
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": info.reason,
+                    "domain": info.domain,
+                    "metadata": info.metadata,
+                }),
+                other => panic!("the service does not send {other:?}"),
+            })
+            .collect();
+        json!({"code": status.code() as i32, "message": status.message(), "details": details})
+    }
+
+    #[test]
+    fn the_http_body_is_the_grpc_status_in_proto3_json() {
+        let mut errors: Vec<(ApiError, ApiError)> =
+            every_error().into_iter().zip(every_error()).collect();
+        let violations = || {
+            ApiError::InvalidArgument(vec![
+                FieldViolation::new("launch_date", "in the past"),
+                FieldViolation::new("first_name", "is required"),
+            ])
+        };
+        errors.push((violations(), violations()));
+        for (error, same) in errors {
+            let status = tonic::Status::from(error);
+            assert_eq!(same.http_body(), gateway_body(&status), "{status:?}");
+        }
+    }
+
+    #[test]
+    fn the_http_body_renders_each_detail_with_its_at_type_in_proto3_json() {
+        let body = ApiError::RateLimited {
+            message: "slow down".into(),
+            retry_after: Duration::from_millis(1500),
+        }
+        .http_body();
+        let by_type = |body: &Value, name: &str| {
+            body["details"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["@type"] == format!("type.googleapis.com/google.rpc.{name}"))
+                .cloned()
+                .unwrap_or_else(|| panic!("no {name} in {body}"))
+        };
+        assert_eq!(body["code"], 8);
+        assert_eq!(body["message"], "slow down");
+        assert_eq!(by_type(&body, "RetryInfo")["retryDelay"], "1.500s");
+        assert_eq!(by_type(&body, "ErrorInfo")["reason"], "RATE_LIMITED");
+
+        let body = ApiError::refused(Reason::FlightFull, "full")
+            .with("seats", 2)
+            .http_body();
+        assert_eq!(body["code"], 9);
+        assert_eq!(body["message"], "full");
+        assert_eq!(by_type(&body, "ErrorInfo")["reason"], "FLIGHT_FULL");
+        assert_eq!(by_type(&body, "ErrorInfo")["metadata"]["seats"], "2");
+        assert_eq!(body["details"].as_array().unwrap().len(), 1, "{body}");
+
+        let body = ApiError::field("launchDate", "in the past").http_body();
+        assert_eq!(
+            by_type(&body, "BadRequest")["fieldViolations"],
+            json!([{"field": "launchDate", "description": "in the past"}])
+        );
+
+        let body = ApiError::Internal(anyhow::anyhow!("secret cause")).http_body();
+        assert_eq!(body["message"], "internal error");
+        assert!(!body.to_string().contains("secret"));
     }
 
     #[test]
@@ -876,76 +879,6 @@ mod tests {
     }
 
     #[test]
-    fn the_http_body_renders_every_detail_type_with_its_at_type_in_proto3_json() {
-        use tonic_types::{HelpLink, PreconditionViolation, QuotaViolation};
-        let mut details = ErrorDetails::with_error_info(
-            "FLIGHT_FULL",
-            ERROR_DOMAIN,
-            HashMap::from([("seats".to_string(), "2".to_string())]),
-        );
-        details
-            .set_retry_info(Some(Duration::from_millis(1500)))
-            .set_bad_request(vec![FieldViolation::new("launchDate", "in the past")])
-            .set_debug_info(vec!["frame".to_string()], "secret")
-            .set_quota_failure(vec![QuotaViolation::new("user:ada", "daily bookings")])
-            .set_precondition_failure(vec![PreconditionViolation::new(
-                "TOS",
-                "spacet.v1/terms",
-                "not accepted",
-            )])
-            .set_request_info("req-1", "")
-            .set_resource_info("ticket", "tickets/42", "", "gone")
-            .set_help(vec![HelpLink::new(
-                "docs",
-                "https://example.invalid/errors",
-            )])
-            .set_localized_message("fr-FR", "vol complet");
-        let status = tonic::Status::with_error_details(Code::FailedPrecondition, "full", details);
-        let body = error_body(&status);
-        let by_type = |name: &str| {
-            body["details"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|d| d["@type"] == format!("type.googleapis.com/google.rpc.{name}"))
-                .cloned()
-                .unwrap_or_else(|| panic!("no {name} in {body}"))
-        };
-        assert_eq!(body["code"], 9);
-        assert_eq!(body["message"], "full");
-        assert_eq!(by_type("ErrorInfo")["reason"], "FLIGHT_FULL");
-        assert_eq!(by_type("ErrorInfo")["metadata"]["seats"], "2");
-        assert_eq!(by_type("RetryInfo")["retryDelay"], "1.500s");
-        assert_eq!(
-            by_type("BadRequest")["fieldViolations"],
-            json!([{"field": "launchDate", "description": "in the past"}])
-        );
-        assert_eq!(
-            by_type("QuotaFailure")["violations"],
-            json!([{"subject": "user:ada", "description": "daily bookings"}])
-        );
-        assert_eq!(
-            by_type("PreconditionFailure")["violations"],
-            json!([{"type": "TOS", "subject": "spacet.v1/terms", "description": "not accepted"}])
-        );
-        assert_eq!(
-            by_type("RequestInfo"),
-            json!({"@type": "type.googleapis.com/google.rpc.RequestInfo", "requestId": "req-1"})
-        );
-        assert_eq!(by_type("ResourceInfo")["resourceName"], "tickets/42");
-        assert_eq!(by_type("ResourceInfo")["description"], "gone");
-        assert_eq!(
-            by_type("Help")["links"],
-            json!([{"description": "docs", "url": "https://example.invalid/errors"}])
-        );
-        assert_eq!(by_type("LocalizedMessage")["locale"], "fr-FR");
-        assert_eq!(by_type("LocalizedMessage")["message"], "vol complet");
-        // Stack entries are for the logs: a DebugInfo is never rendered.
-        assert_eq!(body["details"].as_array().unwrap().len(), 9, "{body}");
-        assert!(!body.to_string().contains("secret"));
-    }
-
-    #[test]
     fn durations_are_written_as_proto3_json_and_retry_after_rounds_up() {
         assert_eq!(duration_json(Duration::from_secs(3)), "3s");
         assert_eq!(duration_json(Duration::from_millis(1500)), "1.500s");
@@ -958,13 +891,12 @@ mod tests {
 
     #[tokio::test]
     async fn transport_reasons_keep_their_own_http_status_and_retry_after() {
-        let response = GatewayError::new(Reason::BodyTooLarge, "too large").into_response();
+        let response = ApiError::refused(Reason::BodyTooLarge, "too large").into_response();
         assert_eq!(response.status(), 413);
         assert!(response.headers().get(header::RETRY_AFTER).is_none());
-        let response = GatewayError::new(Reason::MethodNotAllowed, "no").into_response();
+        let response = ApiError::refused(Reason::MethodNotAllowed, "no").into_response();
         assert_eq!(response.status(), 405);
-        let response = GatewayError::from(ApiError::unavailable(Reason::DatabaseTimeout, "slow"))
-            .into_response();
+        let response = ApiError::unavailable(Reason::DatabaseTimeout, "slow").into_response();
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     }

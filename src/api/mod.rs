@@ -1,8 +1,10 @@
-//! The service's edges: decode a request, call a feature, encode the answer.
-//! gRPC services (`grpc/`), the HTTP/JSON gateway, rocket routes and probes
-//! (`http/`), the one error table (`error`) and the proto ↔ domain conversions
-//! (`convert`). The edges read [`ApiState`], which `app` assembles; nothing here
-//! imports `app`.
+//! The service's edges: authenticate, decode a request, call a feature's use
+//! case, encode the answer — no business decision. One adapter per RPC
+//! (`grpc/`) serves both the gRPC services and the HTTP/JSON gateway, which
+//! registers them by hand (`http::gateway::RPCS`); rocket routes and probes are
+//! in `http/`, the one error table in `error`, the proto ↔ domain conversions
+//! in `convert`. The edges read [`ApiState`], which `app` assembles; nothing
+//! here imports `app`.
 
 pub mod access_log;
 pub mod auth;
@@ -185,7 +187,7 @@ async fn answer_within(
 ) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => error::GatewayError::new(
+        Err(_) => error::ApiError::refused(
             error::Reason::DeadlineExceeded,
             format!("the request was not answered within {limit:?}"),
         )
@@ -306,7 +308,7 @@ pub fn grpc_server(
             },
         ))
         .add_service(proto::rocket_service_server::RocketServiceServer::new(
-            grpc::rockets::RocketApi::new(state),
+            grpc::rockets::RocketApi { state },
         )))
 }
 
@@ -462,10 +464,10 @@ where
 
 /// INTERNAL with a generic message, as each protocol writes it.
 fn panic_response(protocol: Protocol) -> Response {
-    let status = error::status(error::Reason::Internal, "internal error");
+    let error = error::ApiError::refused(error::Reason::Internal, "internal error");
     match protocol {
-        Protocol::Http => error::GatewayError::from_status(status).into_response(),
-        Protocol::Grpc => status.into_http(),
+        Protocol::Http => error.into_response(),
+        Protocol::Grpc => tonic::Status::from(error).into_http(),
     }
 }
 

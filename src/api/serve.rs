@@ -40,11 +40,12 @@ fn shed_response() -> &'static [u8] {
     static RESPONSE: OnceLock<Vec<u8>> = OnceLock::new();
     RESPONSE.get_or_init(|| {
         use crate::api::error::{self, Reason};
-        let status = error::status(
+        let body = error::ApiError::refused(
             Reason::Overloaded,
             "service unavailable: the server has as many connections as it serves (HTTP_MAX_CONNECTIONS)",
-        );
-        let body = error::error_body(&status).to_string();
+        )
+        .http_body()
+        .to_string();
         let retry = Reason::Overloaded
             .retry_after()
             .map_or(1, error::retry_after_seconds);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::response::IntoResponse;
 use serde_json::{json, Value};
 use spacet::{
-    api::error::{ApiError, GatewayError},
+    api::error::ApiError,
     proto::{Destination, TicketId},
 };
 use sqlx::{Connection, Executor, PgConnection, PgPool};
@@ -309,11 +309,18 @@ async fn database_failures_map_to_unavailable_with_retry_advice_or_to_internal()
             error.as_database_error().and_then(|e| e.code()).as_deref(),
             Some(sqlstate)
         );
-        check_mapping(sqlstate, ApiError::database(error), expected).await;
+        // Raised twice: once answered over gRPC, once over HTTP.
+        let again = conn.execute(sql.as_str()).await.expect_err("raised");
+        check_mapping(
+            sqlstate,
+            [ApiError::database(error), ApiError::database(again)],
+            expected,
+        )
+        .await;
     }
     check_mapping(
         "pool acquire timeout",
-        ApiError::database(sqlx::Error::PoolTimedOut),
+        [sqlx::Error::PoolTimedOut, sqlx::Error::PoolTimedOut].map(ApiError::database),
         "DATABASE_OVERLOADED",
     )
     .await;
@@ -321,7 +328,7 @@ async fn database_failures_map_to_unavailable_with_retry_advice_or_to_internal()
 
 /// Checks one error over gRPC (code, reason, RetryInfo) and over HTTP (status,
 /// Retry-After, body), and prints the row.
-async fn check_mapping(what: &str, error: ApiError, reason: &str) {
+async fn check_mapping(what: &str, [error, same]: [ApiError; 2], reason: &str) {
     let status = tonic::Status::from(error);
     assert_reason(&status, reason);
     let expected = if reason == "INTERNAL" {
@@ -331,7 +338,7 @@ async fn check_mapping(what: &str, error: ApiError, reason: &str) {
     };
     assert_eq!(status.code(), expected, "{what}: {status:?}");
     let retry = status.get_details_retry_info();
-    let response = GatewayError::from_status(status.clone()).into_response();
+    let response = same.into_response();
     let http = response.status().as_u16();
     let retry_after = response
         .headers()

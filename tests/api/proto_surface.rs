@@ -1,7 +1,9 @@
 //! The proto is the one source of the HTTP surface: every `google.api.http`
-//! binding is routed as annotated, and the OpenAPI document is the generator's
-//! output with every message field under its JSON name. The bindings are read
-//! here from the descriptors directly, not through the service's own reader.
+//! binding is routed as annotated, the gateway's hand-written registration
+//! (`gateway::RPCS`) names exactly the annotated RPCs, and the OpenAPI document
+//! is the generator's output with every message field under its JSON name. The
+//! bindings are read here from the descriptors directly, not through the
+//! service's own reader.
 
 use std::collections::BTreeSet;
 
@@ -148,6 +150,30 @@ async fn every_annotated_rpc_is_routed_as_annotated_and_reaches_its_rpc() {
         assert!(keys.is_subset(&all), "{template}: {keys:?} ⊄ {all:?}");
         assert!(always.is_subset(&keys), "{template}: {always:?} ⊄ {keys:?}");
     }
+}
+
+/// Every annotated RPC has its handler in the gateway's registration, and the
+/// registration names no other: a handler nothing routes to would be dead code.
+#[test]
+fn the_gateway_registers_a_handler_for_exactly_the_annotated_rpcs() {
+    let annotated: BTreeSet<String> = annotated()
+        .iter()
+        .map(|(_, _, method)| method.full_name().to_string())
+        .collect();
+    let registered: Vec<&str> = spacet::api::http::gateway::RPCS
+        .iter()
+        .map(|(name, _)| *name)
+        .collect();
+    let unique: BTreeSet<String> = registered.iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        unique.len(),
+        registered.len(),
+        "registered twice: {registered:?}"
+    );
+    assert_eq!(
+        unique, annotated,
+        "gateway::RPCS must name exactly the RPCs with a google.api.http rule"
+    );
 }
 
 /// The committed document is the generator's; every message an operation

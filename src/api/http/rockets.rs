@@ -32,20 +32,18 @@ use super::gateway::{decode_body, decode_query, GatewayResult};
 use crate::{
     api::{
         auth::{self, Caller},
-        error::{ApiError, GatewayError, Reason},
-        grpc::rockets::RocketApi,
+        error::{ApiError, Reason},
         ApiState,
     },
-    auth::Role,
-    metrics::ROCKET_MESSAGES,
     proto,
     rockets::{
-        list::{ListQuery, Sort, SortKey},
-        message::Message,
+        self,
+        list::Sort,
+        read,
         state::Status as RocketState,
         store::{NumberRange, Rocket, StoredMessage},
+        watch::NoSlot,
         writer::Outcome,
-        RocketError,
     },
 };
 
@@ -71,36 +69,23 @@ pub fn router() -> axum::Router<ApiState> {
         .route("/v1/rockets:watch", get(rocket_events))
 }
 
+/// `POST /messages`: see [`rockets::post`]; 201 when stored, 200 when it was
+/// already stored.
 async fn post_message(
     State(state): State<ApiState>,
     caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> GatewayResult {
-    caller.require(&[Role::Telemetry])?;
-    let message = decode_body::<Value>(body)
-        .and_then(|body| Message::parse(&body).map_err(|v| ApiError::InvalidArgument(v).into()))
-        .inspect_err(|_| ROCKET_MESSAGES.with_label_values(&["invalid"]).inc())?;
-    let (channel, number) = (message.channel, message.number);
-    let result = state.rockets.ingest(message).await;
-    let (status, outcome) = match result {
-        Ok(Outcome::Stored) => (StatusCode::CREATED, "stored"),
-        Ok(Outcome::Duplicate) => (StatusCode::OK, "duplicate"),
-        Err(error) => {
-            let label = match &error {
-                RocketError::Conflict { .. } => {
-                    tracing::warn!(%channel, number, "conflicting duplicate refused, the first message is kept");
-                    "conflict"
-                }
-                _ => "error",
-            };
-            ROCKET_MESSAGES.with_label_values(&[label]).inc();
-            return Err(ApiError::from(error).into());
-        }
+    let requester = caller.into_requester()?;
+    let body = decode_body::<Value>(body);
+    let posted = rockets::post(&state.rockets, &requester, body).await?;
+    let (status, result) = match posted.outcome {
+        Outcome::Stored => (StatusCode::CREATED, rockets::MessageOutcome::Stored),
+        Outcome::Duplicate => (StatusCode::OK, rockets::MessageOutcome::Duplicate),
     };
-    ROCKET_MESSAGES.with_label_values(&[outcome]).inc();
     Ok((
         status,
-        Json(json!({"channel": channel, "messageNumber": number, "result": outcome})),
+        Json(json!({"channel": posted.channel, "messageNumber": posted.number, "result": result.as_str()})),
     )
         .into_response())
 }
@@ -197,7 +182,7 @@ async fn list_rockets(
     auth::read_rockets(&caller, &state)?;
     let query = plain_list_query(query)?;
     let req: proto::ListRocketsRequest = decode_query("spacet.v1.ListRocketsRequest", &query, &[])?;
-    let (rockets, next) = RocketApi::new(state).list(&req).await?;
+    let (rockets, next) = read::rockets(&state.pool, &req).await?;
     let rockets: Vec<RocketJson> = rockets.iter().map(RocketJson::from).collect();
     Ok(Json(json!({"rockets": rockets, "nextCursor": next})).into_response())
 }
@@ -206,7 +191,7 @@ async fn list_rockets(
 /// `status` take lowercase names (`speed`, `desc`, `launched`), which become the
 /// names of the proto enums before the query is decoded; an empty one is the
 /// default. A name that is none of them is a violation naming its parameter.
-fn plain_list_query(query: Vec<(String, String)>) -> Result<Vec<(String, String)>, GatewayError> {
+fn plain_list_query(query: Vec<(String, String)>) -> Result<Vec<(String, String)>, ApiError> {
     use proto::{RocketSort as S, RocketStatus as R, SortOrder as O};
     let mut violations = Vec::new();
     let mut translated = Vec::with_capacity(query.len());
@@ -258,7 +243,7 @@ fn plain_list_query(query: Vec<(String, String)>) -> Result<Vec<(String, String)
     if violations.is_empty() {
         Ok(translated)
     } else {
-        Err(ApiError::InvalidArgument(violations).into())
+        Err(ApiError::InvalidArgument(violations))
     }
 }
 
@@ -274,10 +259,7 @@ async fn get_rocket(
         &query,
         &[("channel", &channel)],
     )?;
-    let (rocket, ranges) = RocketApi::new(state)
-        .get_with_gaps(&req.channel)
-        .await
-        .map_err(GatewayError::from)?;
+    let (rocket, ranges) = read::rocket(&state.pool, &req.channel).await?;
     Ok(Json(RocketJson {
         missing_ranges: Some(ranges.iter().map(RangeJson::from).collect()),
         ..RocketJson::from(&rocket)
@@ -297,10 +279,7 @@ async fn list_messages(
         &query,
         &[("channel", &channel)],
     )?;
-    let (messages, next) = RocketApi::new(state)
-        .history(&req)
-        .await
-        .map_err(GatewayError::from)?;
+    let (messages, next) = read::history(&state.pool, &req).await?;
     let messages: Vec<MessageJson> = messages.iter().map(MessageJson::from).collect();
     Ok(Json(json!({"messages": messages, "nextAfter": next})).into_response())
 }
@@ -308,24 +287,16 @@ async fn list_messages(
 /// Keep-alive comment interval of an event stream: below the usual idle timeouts
 /// of proxies (and of `HTTP_IDLE_TIMEOUT`).
 const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
-/// Events held for a slow client before the stream waits for it.
-const EVENTS_BUFFER: usize = 64;
-/// Rockets replayed per query on resumption.
-const REPLAY_PAGE: i64 = 500;
 
 /// `GET /rockets/events`, `GET /v1/rockets:watch`: every rocket state change, as
-/// server-sent events. Each event's `data:` is the rocket in plain JSON and its
-/// `id:` the state's `updatedAt` in microseconds since the epoch.
+/// server-sent events (see [`Rockets::follow`](crate::rockets::Rockets::follow)).
+/// Each event's `data:` is the rocket in plain JSON and its `id:` the state's
+/// `updatedAt` in microseconds since the epoch.
 ///
-/// Resumption: with `Last-Event-ID`, the stream first replays (a page at a time)
-/// the current state of every rocket whose state changed at or after that
-/// position, less a margin, then follows the feed. The feed is subscribed before
-/// the replay is read, so nothing falls in between. The margin (twice
-/// `ROCKETS_WRITE_TIMEOUT`, at least 5 s) covers the writers taking "now" before
-/// they commit: a change stamped earlier can commit after one stamped later that
-/// the client already saw. So a client gets, after a dropped connection, at least
-/// the latest state of every rocket that changed meanwhile (some states twice: a
-/// client keeps, per channel, the one with the most `messagesReceived`).
+/// Resumption: with `Last-Event-ID`, the stream first replays the current state
+/// of every rocket whose state changed at or after that position (less a
+/// margin), then follows the feed. A client keeps, per channel, the state with
+/// the most `messagesReceived`.
 ///
 /// Bounded like `WatchRockets`: each stream takes one of the
 /// `ROCKETS_MAX_WATCHERS` slots (429 `RESOURCE_EXHAUSTED` when none is left). A
@@ -348,8 +319,7 @@ async fn rocket_events(
         return Err(ApiError::field(
             "Accept",
             "this route streams server-sent events: send Accept: text/event-stream",
-        )
-        .into());
+        ));
     }
     let since = match headers.get("last-event-id") {
         None => None,
@@ -363,88 +333,20 @@ async fn rocket_events(
                 })?,
         ),
     };
-    let Some(slot) = state.rockets.watch_slot() else {
-        let max = state.settings.rockets.max_watchers;
-        tracing::warn!(max, "rocket event stream refused: every slot is taken");
-        return Err(GatewayError::new(
-            Reason::TooManyStreams,
-            format!("{max} rocket streams are open, the most this server serves (ROCKETS_MAX_WATCHERS); try again later"),
-        ));
-    };
-    // Subscribed before the replay is read, so no change falls in between.
-    let changes = state.rockets.subscribe();
-    let (tx, rx) = tokio::sync::mpsc::channel(EVENTS_BUFFER);
-    tokio::spawn(async move {
-        let _slot = slot;
-        let shutdown = state.shutdown.clone();
-        tokio::select! {
-            _ = follow(&state, since, changes, &tx) => {}
-            _ = shutdown.cancelled() => {}
-            _ = tx.closed() => {}
-        }
-    });
-    let events =
-        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
+    let changes = state
+        .rockets
+        .follow(since, state.shutdown.clone())
+        .map_err(|NoSlot { max }| {
+            ApiError::refused(
+                Reason::TooManyStreams,
+                format!("{max} rocket streams are open, the most this server serves (ROCKETS_MAX_WATCHERS); try again later"),
+            )
+        })?;
+    let events = tokio_stream::wrappers::ReceiverStream::new(changes)
+        .map(|rocket| Ok::<_, std::convert::Infallible>(event(&rocket)));
     Ok(axum::response::sse::Sse::new(events)
         .keep_alive(axum::response::sse::KeepAlive::new().interval(KEEP_ALIVE))
         .into_response())
-}
-
-/// The replay since `since` (if any), then the change feed, into `tx`; returns
-/// when the client went away, lagged, or a read failed.
-async fn follow(
-    state: &ApiState,
-    since: Option<DateTime<Utc>>,
-    mut changes: tokio::sync::broadcast::Receiver<std::sync::Arc<Rocket>>,
-    tx: &tokio::sync::mpsc::Sender<axum::response::sse::Event>,
-) {
-    if let Some(since) = since {
-        let margin =
-            (state.settings.rockets.write_timeout * 2).max(std::time::Duration::from_secs(5));
-        let from = since
-            - chrono::Duration::from_std(margin).unwrap_or(chrono::Duration::MAX)
-            - chrono::Duration::microseconds(1);
-        let mut query = ListQuery {
-            sort: Sort::UpdatedAt,
-            descending: false,
-            status: None,
-            rocket_type: None,
-            mission: None,
-            channel: None,
-            limit: Some(REPLAY_PAGE),
-            // Strictly after (from, nil): every state updated at or after `from`.
-            after: Some(SortKey {
-                sort: Sort::UpdatedAt,
-                descending: false,
-                key: from.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                channel: Uuid::nil(),
-            }),
-        };
-        loop {
-            let (page, next) = match state.rockets.snapshot_page(&query).await {
-                Ok(page) => page,
-                Err(error) => {
-                    tracing::warn!(%error, "rocket event replay failed; the stream ends");
-                    return;
-                }
-            };
-            for rocket in &page {
-                if tx.send(event(rocket)).await.is_err() {
-                    return;
-                }
-            }
-            match next {
-                Some(key) => query.after = Some(key),
-                None => break,
-            }
-        }
-    }
-    // Lagged or closed: the stream ends and the client resumes with a replay.
-    while let Ok(rocket) = changes.recv().await {
-        if tx.send(event(&rocket)).await.is_err() {
-            return;
-        }
-    }
 }
 
 /// One server-sent event: the rocket's plain JSON, identified by its `updatedAt`.
