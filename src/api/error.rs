@@ -26,7 +26,7 @@ pub const ERROR_DOMAIN: &str = "spacet.v1";
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Declares [`Reason`] once: its name, gRPC code, HTTP status (grpc-gateway's for
-/// the code unless given) and when it happens (the README's error table).
+/// the code unless given) and when it happens (`docs/errors.md`, generated from it).
 macro_rules! reasons {
     ($( $variant:ident = $name:literal, $code:ident $(, $http:literal)? => $when:literal; )*) => {
         /// The `ErrorInfo.reason` of every error the service sends: stable
@@ -37,7 +37,7 @@ macro_rules! reasons {
         }
 
         impl Reason {
-            /// Every reason, in the README's order.
+            /// Every reason, in the order of `docs/errors.md`.
             pub const ALL: &'static [Reason] = &[$(Reason::$variant),*];
 
             /// The `ErrorInfo.reason` string.
