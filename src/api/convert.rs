@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 pub use crate::booking::events::{day_timestamp, timestamp};
-use crate::{booking, proto, spacex};
+use crate::{booking, launchpads, proto, spacex};
 
 /// A UTC time from a timestamp, or why it is not one (years 1–9999 only).
 pub fn from_timestamp(t: &proto::Timestamp) -> Result<DateTime<Utc>, String> {
@@ -71,8 +71,8 @@ impl From<&spacex::SyncReport> for proto::SyncReport {
 }
 
 /// A SpaceX date precision as the proto enum.
-pub fn date_precision(precision: booking::DatePrecision) -> proto::DatePrecision {
-    use booking::DatePrecision as D;
+pub fn date_precision(precision: launchpads::DatePrecision) -> proto::DatePrecision {
+    use launchpads::DatePrecision as D;
     match precision {
         D::Half => proto::DatePrecision::Half,
         D::Quarter => proto::DatePrecision::Quarter,

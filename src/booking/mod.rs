@@ -32,11 +32,6 @@ use crate::{
     outbox,
 };
 
-// Launchpad items the gRPC edge still reaches through `booking`: they belong to
-// `crate::launchpads`. Kept only until the edge calls the booking use cases
-// (issue 28's other part), which reach them directly.
-pub use crate::launchpads::{find as find_pad, is_launchpad_id, DatePrecision};
-
 /// Why a booking or cancellation was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum BookingError {
@@ -226,7 +221,7 @@ pub async fn book(
         .map(|p| p.subject.clone())
         .unwrap_or_default();
     limits.rate.check(requester)?;
-    let pad = find_pad(pool, &fields.launchpad_id).await?;
+    let pad = launchpads::find(pool, &fields.launchpad_id).await?;
     let result = match NewBooking::parse(fields, pad.as_ref(), clock.now()) {
         Ok(parsed) => {
             let booking = NewBooking {

@@ -10,14 +10,15 @@ use sqlx::PgPool;
 use tonic_types::FieldViolation;
 
 use super::{week_start, BookingError, Destination};
-use crate::{clock::Clock, launchpads::launches};
+use crate::{
+    clock::Clock,
+    launchpads::{self, launches, Launchpad, SpacexLaunch},
+};
 
 /// Longest schedule window, in days.
 pub const MAX_WINDOW_DAYS: i64 = 90;
 /// Window when the request gives no end.
 pub const DEFAULT_WINDOW_DAYS: u64 = 28;
-
-pub use crate::launchpads::{Launchpad, SpacexLaunch};
 
 /// The fields of a GetLaunchpadSchedule request, before parsing.
 #[derive(Debug, Clone, Default)]
@@ -39,13 +40,13 @@ pub async fn launchpad_schedule(
     fields: ScheduleFields,
 ) -> Result<(Launchpad, Vec<ScheduleDay>), BookingError> {
     let id = fields.id.trim();
-    if !super::is_launchpad_id(id) {
+    if !launchpads::is_launchpad_id(id) {
         return Err(BookingError::Invalid(vec![FieldViolation::new(
             "id",
             format!("{:?} is not a launchpad id", fields.id),
         )]));
     }
-    let pad = launchpad(pool, id)
+    let pad = launchpads::find(pool, id)
         .await?
         .ok_or_else(|| BookingError::LaunchpadNotFound(id.to_string()))?;
     let now = clock.now();
@@ -109,10 +110,6 @@ fn parse_day(field: &str, raw: &str) -> Result<Option<NaiveDate>, FieldViolation
         .map(Some)
         .map_err(|e| FieldViolation::new(field, e))
 }
-
-// The names the gRPC edge still calls through `schedule`: `crate::launchpads`'s
-// `find` and `all`. Kept only until the edge calls the booking use cases.
-pub use crate::launchpads::{all as launchpads, find as launchpad};
 
 /// Our flight on a day.
 #[derive(Debug, Clone)]

@@ -14,6 +14,7 @@ use crate::{
         schedule::{self, ScheduleDay, ScheduleFields},
         BookingFields, TicketStatus,
     },
+    launchpads,
     proto::{self, space_t_service_server::SpaceTService},
     spacex,
 };
@@ -76,7 +77,7 @@ pub async fn list_launchpads(
     request: Request<proto::ListLaunchpadsRequest>,
 ) -> Result<proto::ListLaunchpadsResponse, ApiError> {
     Caller::of(&request).authenticated()?;
-    let pads = schedule::launchpads(&state.pool).await?;
+    let pads = launchpads::all(&state.pool).await?;
     Ok(proto::ListLaunchpadsResponse {
         launchpads: pads.iter().map(launchpad_proto).collect(),
     })
@@ -164,7 +165,7 @@ impl From<proto::ListTicketsRequest> for ListFields {
     }
 }
 
-fn launchpad_proto(pad: &schedule::Launchpad) -> proto::Launchpad {
+fn launchpad_proto(pad: &launchpads::Launchpad) -> proto::Launchpad {
     proto::Launchpad {
         id: pad.id.clone(),
         name: pad.name.clone(),
