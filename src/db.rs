@@ -76,13 +76,6 @@ pub enum Failure {
     Other,
 }
 
-impl Failure {
-    /// True for the failures a client may retry later (UNAVAILABLE).
-    pub fn is_transient(self) -> bool {
-        self != Failure::Other
-    }
-}
-
 /// Classifies a database error.
 pub fn classify(error: &sqlx::Error) -> Failure {
     match error {
@@ -194,7 +187,6 @@ mod tests {
             ("42P01", Failure::Other),
         ] {
             assert_eq!(classify_sqlstate(code), expected, "{code}");
-            assert_eq!(expected.is_transient(), expected != Failure::Other);
         }
         assert_eq!(classify(&sqlx::Error::PoolTimedOut), Failure::Unreachable);
         assert_eq!(

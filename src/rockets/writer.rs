@@ -221,7 +221,7 @@ impl Sink {
 /// A deadlock or serialization failure: the transaction rolled back and can
 /// simply run again.
 fn is_transient(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(e) if matches!(e.code().as_deref(), Some("40P01" | "40001")))
+    crate::db::classify(error) == crate::db::Failure::Conflict
 }
 
 /// The queue all writers take from.
