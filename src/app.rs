@@ -149,14 +149,6 @@ impl App {
             .map(|listener| listener.local_addr().expect("bound listener").port())
     }
 
-    /// The bound metrics port (`METRICS_PORT`); `None` when `/metrics` is on the
-    /// HTTP port.
-    pub fn metrics_port(&self) -> Option<u16> {
-        self.metrics_http
-            .as_ref()
-            .map(|listener| listener.local_addr().expect("bound listener").port())
-    }
-
     /// The application's database pool (tests and tools read through it).
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -542,7 +534,7 @@ async fn wait_and_migrate(pool: &PgPool, wait_at_most: Duration) -> anyhow::Resu
 }
 
 /// Polls the database with exponential backoff and a log line per attempt.
-pub async fn wait_for_database(pool: &PgPool, wait_at_most: Duration) -> anyhow::Result<()> {
+pub(crate) async fn wait_for_database(pool: &PgPool, wait_at_most: Duration) -> anyhow::Result<()> {
     let started = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(100);
     let mut attempt = 1u32;

@@ -26,7 +26,7 @@ use serde::Deserialize;
 use sqlx::postgres::PgConnectOptions;
 
 pub use go::GO_KEYS;
-pub use parse::{parse_dsn, parse_duration, parse_log_level};
+pub use parse::{parse_dsn, parse_duration};
 pub use sources::SETTINGS;
 
 /// A setting that failed to load: names the setting and the problem.
@@ -67,12 +67,12 @@ pub enum EventsFormat {
 
 impl EventsFormat {
     /// True when this service's own (spacet.v1) events are published.
-    pub fn publishes_v1(self) -> bool {
+    pub(crate) fn publishes_v1(self) -> bool {
         matches!(self, EventsFormat::V1 | EventsFormat::Both)
     }
 
     /// True when the Go service's messages are published.
-    pub fn publishes_legacy(self) -> bool {
+    pub(crate) fn publishes_legacy(self) -> bool {
         matches!(self, EventsFormat::Legacy | EventsFormat::Both)
     }
 }

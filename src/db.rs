@@ -19,7 +19,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// after `lock_timeout`, and is ended when idle inside a transaction for longer
 /// than `idle_in_transaction_timeout` (releasing its locks). sqlx's `options()`
 /// appends, so options derived from these keep them.
-pub fn with_session_limits(
+pub(crate) fn with_session_limits(
     options: PgConnectOptions,
     limits: &PgSessionLimits,
 ) -> PgConnectOptions {
@@ -77,7 +77,7 @@ pub enum Failure {
 }
 
 /// Classifies a database error.
-pub fn classify(error: &sqlx::Error) -> Failure {
+pub(crate) fn classify(error: &sqlx::Error) -> Failure {
     match error {
         sqlx::Error::Io(_)
         | sqlx::Error::PoolTimedOut
@@ -89,7 +89,7 @@ pub fn classify(error: &sqlx::Error) -> Failure {
 }
 
 /// Classifies a SQLSTATE.
-pub fn classify_sqlstate(code: &str) -> Failure {
+pub(crate) fn classify_sqlstate(code: &str) -> Failure {
     match code {
         "57014" | "55P03" => Failure::TimedOut,
         "40P01" | "40001" => Failure::Conflict,
@@ -101,7 +101,7 @@ pub fn classify_sqlstate(code: &str) -> Failure {
 }
 
 /// True when the error means the connection is unusable or none could be had.
-pub fn is_unavailable(error: &sqlx::Error) -> bool {
+pub(crate) fn is_unavailable(error: &sqlx::Error) -> bool {
     classify(error) == Failure::Unreachable
 }
 

@@ -87,7 +87,7 @@ impl Health {
 
     /// True when the database answers a query within [`CHECK_TIMEOUT`], asked
     /// through the probes' own pool.
-    pub async fn database_answers(&self) -> bool {
+    pub(crate) async fn database_answers(&self) -> bool {
         let query = sqlx::query_scalar!("SELECT 1 AS one").fetch_one(&self.database);
         match tokio::time::timeout(CHECK_TIMEOUT, query).await {
             Ok(Ok(_)) => true,
@@ -100,11 +100,11 @@ impl Health {
     }
 
     /// True once migrations are applied, false again from the start of shutdown.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
 
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
@@ -137,7 +137,7 @@ impl HealthCheck for DatabaseCheck {
 }
 
 /// Runs every check concurrently; the overall status is the worst one.
-pub async fn run_all(checks: &[Arc<dyn HealthCheck>]) -> (CheckStatus, Value) {
+pub(crate) async fn run_all(checks: &[Arc<dyn HealthCheck>]) -> (CheckStatus, Value) {
     let results = futures::future::join_all(checks.iter().map(|check| async move {
         let result = match tokio::time::timeout(CHECK_TIMEOUT, check.check()).await {
             Ok(result) => result,

@@ -218,7 +218,7 @@ static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 /// The `method` label of an HTTP method: its name when it is a standard one,
 /// `OTHER` otherwise (any token is a valid method, so a client could make up
 /// one per request).
-pub fn http_method_label(method: &str) -> &'static str {
+pub(crate) fn http_method_label(method: &str) -> &'static str {
     HTTP_METHODS
         .into_iter()
         .find(|m| *m == method)
@@ -227,7 +227,7 @@ pub fn http_method_label(method: &str) -> &'static str {
 
 /// The canonical name of a gRPC status code (`INVALID_ARGUMENT`), as gRPC
 /// documents and other services label it.
-pub fn grpc_code_name(code: tonic::Code) -> &'static str {
+pub(crate) fn grpc_code_name(code: tonic::Code) -> &'static str {
     use tonic::Code;
     match code {
         Code::Ok => "OK",
@@ -252,7 +252,7 @@ pub fn grpc_code_name(code: tonic::Code) -> &'static str {
 
 /// Records one HTTP request. `route` must be a route template or another fixed
 /// label (the caller bounds it); the method is bounded here.
-pub fn record_http(method: &http::Method, route: &str, status: u16, latency_ms: f64) {
+pub(crate) fn record_http(method: &http::Method, route: &str, status: u16, latency_ms: f64) {
     let method = http_method_label(method.as_str());
     HTTP_REQUESTS
         .with_label_values(&[method, route, &status.to_string()])
@@ -264,7 +264,7 @@ pub fn record_http(method: &http::Method, route: &str, status: u16, latency_ms: 
 
 /// Records one gRPC call. `method` must be a served method's path or another
 /// fixed label (the caller bounds it).
-pub fn record_grpc(method: &str, code: tonic::Code, latency_ms: f64) {
+pub(crate) fn record_grpc(method: &str, code: tonic::Code, latency_ms: f64) {
     GRPC_REQUESTS
         .with_label_values(&[method, grpc_code_name(code)])
         .inc();
@@ -275,7 +275,7 @@ pub fn record_grpc(method: &str, code: tonic::Code, latency_ms: f64) {
 
 /// Starts the series of known HTTP routes (`(method, template)`, the method in
 /// any case) at zero, with status 200.
-pub fn declare_http_routes<'a>(routes: impl IntoIterator<Item = (&'a str, &'a str)>) {
+pub(crate) fn declare_http_routes<'a>(routes: impl IntoIterator<Item = (&'a str, &'a str)>) {
     for (method, route) in routes {
         let method = http_method_label(&method.to_ascii_uppercase());
         HTTP_REQUESTS.with_label_values(&[method, route, "200"]);
@@ -284,7 +284,7 @@ pub fn declare_http_routes<'a>(routes: impl IntoIterator<Item = (&'a str, &'a st
 }
 
 /// Starts the series of known gRPC methods (their paths) at zero, with code OK.
-pub fn declare_grpc_methods<'a>(methods: impl IntoIterator<Item = &'a str>) {
+pub(crate) fn declare_grpc_methods<'a>(methods: impl IntoIterator<Item = &'a str>) {
     for method in methods {
         GRPC_REQUESTS.with_label_values(&[method, grpc_code_name(tonic::Code::Ok)]);
         GRPC_LATENCY.with_label_values(&[method]);
@@ -335,7 +335,7 @@ static DECLARED: LazyLock<()> = LazyLock::new(|| {
 });
 
 /// Registers every family, with the known label values at zero (idempotent).
-pub fn declare() {
+pub(crate) fn declare() {
     LazyLock::force(&DECLARED);
 }
 

@@ -36,7 +36,7 @@ pub struct Timestamp {
 
 impl Timestamp {
     /// The time as chrono's UTC time, when it is one (nanos in range).
-    pub fn to_datetime(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+    pub(crate) fn to_datetime(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         u32::try_from(self.nanos)
             .ok()
             .filter(|n| *n < 1_000_000_000)

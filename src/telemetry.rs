@@ -43,7 +43,7 @@ static OTEL: AtomicBool = AtomicBool::new(false);
 /// Whether requests get OpenTelemetry spans: true once [`init_with`] installed an
 /// exporter. Without one, nothing but the trace id of an incoming `traceparent`
 /// (for the logs) is read.
-pub fn otel_enabled() -> bool {
+pub(crate) fn otel_enabled() -> bool {
     OTEL.load(Ordering::Relaxed)
 }
 
@@ -82,7 +82,7 @@ pub struct LogOptions {
 
 /// Whether the standard variables ask for an OTLP trace exporter: an endpoint is
 /// set, and neither `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none`.
-pub fn otlp_configured() -> bool {
+pub(crate) fn otlp_configured() -> bool {
     let set = |name: &str| {
         std::env::var(name)
             .ok()
@@ -423,7 +423,10 @@ pub struct TraceIds {
 /// of `span` when traces are exported, and returns the ids to log: the request
 /// span's own when exported, else the caller's trace id (none without a valid
 /// `traceparent`).
-pub fn accept_remote_parent(span: &tracing::Span, headers: &http::HeaderMap) -> Option<TraceIds> {
+pub(crate) fn accept_remote_parent(
+    span: &tracing::Span,
+    headers: &http::HeaderMap,
+) -> Option<TraceIds> {
     let otel = otel_enabled();
     let traceparent = headers.get("traceparent");
     if !otel && traceparent.is_none() {
@@ -457,7 +460,7 @@ pub fn accept_remote_parent(span: &tracing::Span, headers: &http::HeaderMap) -> 
 
 /// Writes `span`'s trace context into outgoing HTTP headers (`traceparent`,
 /// `tracestate`). Nothing without an exporter.
-pub fn inject_headers(span: &tracing::Span, headers: &mut http::HeaderMap) {
+pub(crate) fn inject_headers(span: &tracing::Span, headers: &mut http::HeaderMap) {
     if otel_enabled() {
         PROPAGATOR.inject_context(
             &span.context(),
@@ -477,7 +480,7 @@ impl Injector for Collect {
 
 /// `span`'s trace context as `traceparent` and `tracestate` (when not empty)
 /// pairs, for message attributes. Empty without an exporter or a valid context.
-pub fn context_pairs(span: &tracing::Span) -> Vec<(String, String)> {
+pub(crate) fn context_pairs(span: &tracing::Span) -> Vec<(String, String)> {
     if !otel_enabled() {
         return Vec::new();
     }
@@ -489,7 +492,7 @@ pub fn context_pairs(span: &tracing::Span) -> Vec<(String, String)> {
 
 /// The current span's `traceparent`, stored with outbox rows so that their publish
 /// joins the trace of the request that wrote them. None without an exporter.
-pub fn current_traceparent() -> Option<String> {
+pub(crate) fn current_traceparent() -> Option<String> {
     context_pairs(&tracing::Span::current())
         .into_iter()
         .find(|(k, _)| k == "traceparent")

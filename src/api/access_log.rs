@@ -60,7 +60,7 @@ static GRPC_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
 
 /// The `method` label of a gRPC request path: the path of a served method, or
 /// `unknown` (anyone can send any path to the gRPC port).
-pub fn grpc_method_label(path: &str) -> &'static str {
+pub(crate) fn grpc_method_label(path: &str) -> &'static str {
     GRPC_METHODS
         .get(path)
         .map_or(UNKNOWN_GRPC_METHOD, String::as_str)

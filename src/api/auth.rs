@@ -52,7 +52,7 @@ impl Caller {
 
     /// The principal of a valid token (`None` for a trusted caller), or
     /// UNAUTHENTICATED.
-    pub fn authenticated(&self) -> Result<Option<&Principal>, ApiError> {
+    pub(crate) fn authenticated(&self) -> Result<Option<&Principal>, ApiError> {
         match self {
             Caller::Trusted => Ok(None),
             Caller::Principal(principal) => Ok(Some(principal)),
@@ -68,7 +68,7 @@ impl Caller {
 
     /// The requester a use case acts for: the principal of a valid token, or
     /// the trusted caller; UNAUTHENTICATED without a valid token.
-    pub fn into_requester(self) -> Result<Requester, ApiError> {
+    pub(crate) fn into_requester(self) -> Result<Requester, ApiError> {
         match self {
             Caller::Trusted => Ok(Requester::Trusted),
             Caller::Principal(principal) => Ok(Requester::Principal(principal)),
@@ -79,7 +79,7 @@ impl Caller {
     }
 
     /// True for an admin or a trusted caller (for the operators' details).
-    pub fn is_admin(&self) -> bool {
+    pub(crate) fn is_admin(&self) -> bool {
         match self {
             Caller::Trusted => true,
             Caller::Principal(p) => p.has(Role::Admin),
@@ -89,7 +89,7 @@ impl Caller {
 }
 
 /// Reading rocket state: any valid token, or none with `ROCKETS_PUBLIC_READ`.
-pub fn read_rockets(caller: &Caller, state: &crate::api::ApiState) -> Result<(), ApiError> {
+pub(crate) fn read_rockets(caller: &Caller, state: &crate::api::ApiState) -> Result<(), ApiError> {
     if state.settings.auth.rockets_public_read {
         return Ok(());
     }

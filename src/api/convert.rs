@@ -7,7 +7,7 @@ pub use crate::booking::events::{day_timestamp, timestamp};
 use crate::{booking, launchpads, proto, spacex};
 
 /// A UTC time from a timestamp, or why it is not one (years 1–9999 only).
-pub fn from_timestamp(t: &proto::Timestamp) -> Result<DateTime<Utc>, String> {
+pub(crate) fn from_timestamp(t: &proto::Timestamp) -> Result<DateTime<Utc>, String> {
     if !(0..1_000_000_000).contains(&t.nanos) {
         return Err("is not a valid timestamp (nanos out of range)".into());
     }

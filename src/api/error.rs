@@ -148,7 +148,7 @@ impl Reason {
     /// unknown method, a message it could not decode or too large), by its code;
     /// `None` for codes tonic does not answer with (or only for a caller that is
     /// gone, such as CANCELLED).
-    pub fn of_transport(code: Code) -> Option<Reason> {
+    pub(crate) fn of_transport(code: Code) -> Option<Reason> {
         let reason = match code {
             Code::Unimplemented => Reason::RpcUnimplemented,
             Code::OutOfRange => Reason::MessageTooLarge,
@@ -403,7 +403,7 @@ impl Answer {
 
 impl ApiError {
     /// grpc-gateway's JSON body of this error (see [`IntoResponse`]).
-    pub fn http_body(self) -> Value {
+    pub(crate) fn http_body(self) -> Value {
         Answer::from(self).body()
     }
 }
@@ -479,7 +479,7 @@ fn duration_json(d: Duration) -> String {
 }
 
 /// `Retry-After` for a retry delay: whole seconds, rounded up, at least 1.
-pub fn retry_after_seconds(delay: Duration) -> u64 {
+pub(crate) fn retry_after_seconds(delay: Duration) -> u64 {
     (delay.as_secs() + u64::from(delay.subsec_nanos() > 0)).max(1)
 }
 

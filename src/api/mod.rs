@@ -70,7 +70,7 @@ pub struct ApiState {
 impl ApiState {
     /// What a booking is held to: `SEATS_PER_FLIGHT`,
     /// `MAX_ACTIVE_TICKETS_PER_PASSENGER` and `BOOKING_RATE_LIMIT`.
-    pub fn booking_limits(&self) -> crate::booking::BookingLimits<'_> {
+    pub(crate) fn booking_limits(&self) -> crate::booking::BookingLimits<'_> {
         crate::booking::BookingLimits {
             seats_per_flight: self.settings.seats_per_flight,
             max_active_tickets_per_owner: self.settings.auth.max_active_tickets_per_passenger,
@@ -89,7 +89,7 @@ pub fn http_routes() -> Vec<(&'static str, String)> {
 }
 
 /// The HTTP server: gateway, rocket telemetry, the dashboard, probes, metrics.
-pub fn http_router(state: ApiState) -> axum::Router {
+pub(crate) fn http_router(state: ApiState) -> axum::Router {
     let settings = state.settings.clone();
     let mut router = axum::Router::new()
         .merge(probes::router(settings.metrics_port.is_none()))
@@ -132,7 +132,7 @@ pub fn http_router(state: ApiState) -> axum::Router {
 
 /// The metrics port (`METRICS_PORT`): `GET /metrics` alone, for scrapers, so the
 /// API's port need not be reachable by them (nor the metrics by API clients).
-pub fn metrics_router(state: ApiState) -> axum::Router {
+pub(crate) fn metrics_router(state: ApiState) -> axum::Router {
     let router = axum::Router::new()
         .merge(probes::metrics_router())
         .route_layer(middleware::map_response(remember_route))
@@ -145,7 +145,7 @@ pub fn metrics_router(state: ApiState) -> axum::Router {
 /// neither send a token nor reach the HTTP port: `POST /messages` and nothing
 /// else, served by the HTTP port's own handler (the rocket routes' router, entered
 /// only for that route) under the same limits, panic catcher and access log.
-pub fn rockets_router(state: ApiState) -> axum::Router {
+pub(crate) fn rockets_router(state: ApiState) -> axum::Router {
     let settings = state.settings.clone();
     let messages = http::rockets::router().with_state(state.clone());
     let router = axum::Router::new()

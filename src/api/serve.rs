@@ -121,7 +121,7 @@ pub async fn serve_http(
 /// Accepted sockets for tonic: TCP keep-alive set (dead peers of long streams are
 /// found), accept errors logged and paused on instead of ending the server or
 /// spinning.
-pub fn grpc_incoming(listener: TcpListener, keepalive: Duration) -> GrpcIncoming {
+pub(crate) fn grpc_incoming(listener: TcpListener, keepalive: Duration) -> GrpcIncoming {
     GrpcIncoming {
         listener,
         keepalive,

@@ -88,7 +88,7 @@ pub enum Requester {
 
 impl Requester {
     /// The principal (`None` for a trusted requester).
-    pub fn principal(&self) -> Option<&Principal> {
+    pub(crate) fn principal(&self) -> Option<&Principal> {
         match self {
             Requester::Trusted => None,
             Requester::Principal(principal) => Some(principal),
@@ -167,7 +167,7 @@ const RETAIN_EVERY: u64 = 4096;
 
 impl RateLimit {
     /// `per_minute` calls of `what` per principal (0: unlimited).
-    pub fn per_minute(per_minute: u32, what: &'static str) -> RateLimit {
+    pub(crate) fn per_minute(per_minute: u32, what: &'static str) -> RateLimit {
         RateLimit {
             limiter: NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
             what,
@@ -287,7 +287,7 @@ impl Authenticator {
     }
 
     /// The mode in use, as `AUTH_MODE` names it (`oidc`, `dev`, `none`).
-    pub fn mode_name(&self) -> &'static str {
+    pub(crate) fn mode_name(&self) -> &'static str {
         match self.verifier {
             Verifier::None => "none",
             Verifier::Dev(_) => "dev",
@@ -296,12 +296,15 @@ impl Authenticator {
     }
 
     /// True when authentication is off (`AUTH_MODE=none`).
-    pub fn is_disabled(&self) -> bool {
+    pub(crate) fn is_disabled(&self) -> bool {
         matches!(self.verifier, Verifier::None)
     }
 
     /// The principal an `Authorization` header value names.
-    pub async fn verify_header(&self, header: Option<&str>) -> Result<Principal, TokenError> {
+    pub(crate) async fn verify_header(
+        &self,
+        header: Option<&str>,
+    ) -> Result<Principal, TokenError> {
         let header = header.map(str::trim).filter(|h| !h.is_empty());
         let Some(header) = header else {
             return Err(TokenError::Missing);

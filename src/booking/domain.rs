@@ -275,7 +275,7 @@ pub const FIRST_DAY: NaiveDate = NaiveDate::from_ymd_opt(1, 1, 1).unwrap();
 pub const LAST_DAY: NaiveDate = NaiveDate::from_ymd_opt(9999, 12, 31).unwrap();
 
 /// `day` when it lies in years 1–9999, or the violation's description.
-pub fn check_day(day: NaiveDate) -> Result<NaiveDate, String> {
+pub(crate) fn check_day(day: NaiveDate) -> Result<NaiveDate, String> {
     if (FIRST_DAY..=LAST_DAY).contains(&day) {
         Ok(day)
     } else {
@@ -460,7 +460,7 @@ impl NewBooking {
 
 /// Monday of the ISO week of `day` (the earliest representable day when that
 /// Monday is not; inputs are held to years 1–9999, far from it).
-pub fn week_start(day: NaiveDate) -> NaiveDate {
+pub(crate) fn week_start(day: NaiveDate) -> NaiveDate {
     use chrono::Datelike;
     day.checked_sub_days(chrono::Days::new(
         day.weekday().num_days_from_monday() as u64

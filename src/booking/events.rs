@@ -75,7 +75,7 @@ impl From<Gender> for proto::Gender {
 }
 
 /// The Go service's status string of a ticket (`Ticket.status`).
-pub fn go_status(s: TicketStatus) -> &'static str {
+pub(crate) fn go_status(s: TicketStatus) -> &'static str {
     match s {
         TicketStatus::Confirmed => "scheduled",
         TicketStatus::Cancelled => "cancelled",

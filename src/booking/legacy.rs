@@ -40,7 +40,7 @@ struct Payload {
 
 /// The message(s) for the tickets one sync cancelled, in the given order; none
 /// when it cancelled none.
-pub fn bookings_cancelled(sync_id: Uuid, tickets: &[Uuid]) -> Vec<LegacyEvent> {
+pub(crate) fn bookings_cancelled(sync_id: Uuid, tickets: &[Uuid]) -> Vec<LegacyEvent> {
     tickets
         .chunks(MAX_IDS_PER_MESSAGE)
         .map(|chunk| {

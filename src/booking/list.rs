@@ -77,7 +77,7 @@ pub struct ListQuery {
 
 /// The destinations whose name contains `text`, any case, with `_` or a space
 /// between words (`moon`, `Asteroid Belt`, `belt`), as the Go service matched them.
-pub fn destinations_matching(text: &str) -> Vec<Destination> {
+pub(crate) fn destinations_matching(text: &str) -> Vec<Destination> {
     let wanted = text.trim().to_lowercase().replace(' ', "_");
     Destination::ALL
         .into_iter()
@@ -88,7 +88,7 @@ pub fn destinations_matching(text: &str) -> Vec<Destination> {
 /// The statuses named by `text`, any case: the Go service's `scheduled` and
 /// `cancelled`, and this service's `CONFIRMED` and `CANCELLED` (a substring of a
 /// name matches, as in the Go service).
-pub fn statuses_matching(text: &str) -> Vec<TicketStatus> {
+pub(crate) fn statuses_matching(text: &str) -> Vec<TicketStatus> {
     let wanted = text.trim().to_lowercase();
     [
         (TicketStatus::Confirmed, ["scheduled", "confirmed"]),

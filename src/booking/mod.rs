@@ -133,7 +133,7 @@ impl BookingOutcome {
 }
 
 /// Starts every [`BookingOutcome`] of `spacet_bookings_total` at zero.
-pub fn declare_metrics() {
+pub(crate) fn declare_metrics() {
     for outcome in BookingOutcome::ALL {
         crate::metrics::BOOKINGS.with_label_values(&[outcome.as_str()]);
     }
@@ -265,7 +265,7 @@ pub async fn cancel(
 
 /// One page of the tickets of the requester's [`TicketScope`] that match the
 /// filters, and the cursor of the next page.
-pub async fn list_tickets(
+pub(crate) async fn list_tickets(
     pool: &PgPool,
     requester: &Requester,
     fields: list::ListFields,
@@ -678,7 +678,7 @@ pub struct Cancelled {
 /// `TicketCancelled` per ticket (`SPACEX_CONFLICT`) for `v1`, the Go service's one
 /// `BookingsCancelled` message for them all ([`legacy`], ordered by `sync_id`) for
 /// `legacy`.
-pub async fn cancel_flights_blocked_by_spacex(
+pub(crate) async fn cancel_flights_blocked_by_spacex(
     conn: &mut PgConnection,
     blocked: &[(String, NaiveDate)],
     sync_id: Uuid,
@@ -756,7 +756,7 @@ pub async fn cancel_flights_blocked_by_spacex(
 
 /// What [`cancel_flights_blocked_by_spacex`] would cancel now, in the caller's
 /// transaction, without changing anything (the SpaceX sync's circuit breaker).
-pub async fn count_flights_blocked_by_spacex(
+pub(crate) async fn count_flights_blocked_by_spacex(
     conn: &mut PgConnection,
     blocked: &[(String, NaiveDate)],
 ) -> Result<Cancelled, sqlx::Error> {

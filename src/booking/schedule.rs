@@ -34,7 +34,7 @@ pub struct ScheduleFields {
 
 /// The launchpad `fields.id` names and its schedule over the asked window (at
 /// most [`MAX_WINDOW_DAYS`] days).
-pub async fn launchpad_schedule(
+pub(crate) async fn launchpad_schedule(
     pool: &PgPool,
     clock: &Clock,
     fields: ScheduleFields,

@@ -63,7 +63,7 @@ impl GoKey {
     }
 
     /// The Go service's environment name: `POSTGRES_DSN`.
-    pub fn env_name(&self) -> String {
+    pub(crate) fn env_name(&self) -> String {
         format!("{}_{}", self.section, self.key).to_uppercase()
     }
 }

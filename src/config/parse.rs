@@ -8,7 +8,7 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 /// `LOG_LEVEL`: a level in any case (the Go service's `warning` is `warn`), or a
 /// tracing filter with directives (`spacet=debug,sqlx=warn`). A lone word that is
 /// not a level is refused: tracing would read it as a target and log nothing else.
-pub fn parse_log_level(value: &str) -> Result<String, String> {
+pub(crate) fn parse_log_level(value: &str) -> Result<String, String> {
     let value = value.trim();
     let lower = value.to_ascii_lowercase();
     let level = match lower.as_str() {

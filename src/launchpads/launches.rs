@@ -97,7 +97,7 @@ impl SpacexLaunch {
 
     /// Days the launch may happen on: one day when firm; the whole month,
     /// quarter, half or year while tentative.
-    pub fn possible_days(&self) -> (NaiveDate, NaiveDate) {
+    pub(crate) fn possible_days(&self) -> (NaiveDate, NaiveDate) {
         if let Some(day) = self.blocked_day {
             return (day, day);
         }
@@ -137,7 +137,7 @@ pub async fn blocking(
 /// The upcoming launches of `pad` that may happen between `from` and `to` (pad-local
 /// days, inclusive): those blocking a day of the range, and the tentative ones
 /// whose month, quarter, half or year may reach into it. By date.
-pub async fn on_pad_between(
+pub(crate) async fn on_pad_between(
     pool: &PgPool,
     pad: &str,
     from: NaiveDate,
@@ -162,7 +162,7 @@ pub async fn on_pad_between(
 
 /// What a sync compares SpaceX's answer with, in its transaction: every upcoming
 /// launch, and the launches the answer lists (`ids`) whatever they are now.
-pub async fn upcoming_or_listed(
+pub(crate) async fn upcoming_or_listed(
     conn: &mut PgConnection,
     ids: &[&str],
 ) -> Result<Vec<SpacexLaunch>, sqlx::Error> {
@@ -179,7 +179,7 @@ pub async fn upcoming_or_listed(
 
 /// Inserts new launches and rewrites changed ones (a moved launch gets its new
 /// date, precision, pad and blocked day). `synced_at` is when the row last changed.
-pub async fn upsert(
+pub(crate) async fn upsert(
     conn: &mut PgConnection,
     rows: &[SpacexLaunch],
     now: DateTime<Utc>,
@@ -215,7 +215,7 @@ pub async fn upsert(
 
 /// Marks launches SpaceX no longer lists as not upcoming: kept for the record, no
 /// longer blocking, so their days are free again.
-pub async fn retire(
+pub(crate) async fn retire(
     conn: &mut PgConnection,
     ids: &[String],
     now: DateTime<Utc>,

@@ -37,7 +37,7 @@ pub struct Launchpad {
 
 impl Launchpad {
     /// The pad's time zone: its days are local days.
-    pub fn tz(&self) -> Tz {
+    pub(crate) fn tz(&self) -> Tz {
         self.timezone.0
     }
 }
@@ -82,7 +82,7 @@ impl LaunchpadStatus {
     }
 
     /// Only active launchpads take bookings.
-    pub fn is_bookable(self) -> bool {
+    pub(crate) fn is_bookable(self) -> bool {
         self == LaunchpadStatus::Active
     }
 }
@@ -112,7 +112,7 @@ crate::db::text_enum!(Timezone);
 crate::db::text_enum!(LaunchpadStatus);
 
 /// A launchpad id: SpaceX's 24 lowercase hex characters.
-pub fn is_launchpad_id(raw: &str) -> bool {
+pub(crate) fn is_launchpad_id(raw: &str) -> bool {
     raw.len() == 24
         && raw
             .bytes()
@@ -150,7 +150,7 @@ pub async fn all(db: impl PgExecutor<'_>) -> Result<Vec<Launchpad>, sqlx::Error>
 
 /// The ids of the launchpads whose id contains `text` (any case), in order: a
 /// ticket list's launchpad filter.
-pub async fn ids_containing(pool: &PgPool, text: &str) -> Result<Vec<String>, sqlx::Error> {
+pub(crate) async fn ids_containing(pool: &PgPool, text: &str) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar!(
         "SELECT id FROM launchpads WHERE strpos(lower(id), lower($1)) > 0 ORDER BY id",
         text
@@ -179,7 +179,7 @@ pub enum Availability {
 /// its own snapshot, sees the launches of a sync that committed while we waited.
 /// One statement could not do both: its snapshot would predate that sync's commit.
 /// The lock is held until the caller's transaction ends.
-pub async fn hold_for_booking(
+pub(crate) async fn hold_for_booking(
     conn: &mut PgConnection,
     pad: &str,
     day: NaiveDate,
@@ -215,7 +215,7 @@ pub async fn hold_for_booking(
 /// Either the sync sees the booking or the booking sees the launch. Pads whose
 /// blocks do not change are not locked, so a sync that changes nothing never holds
 /// up a booking. Locks are taken in id order.
-pub async fn lock_for_sync(
+pub(crate) async fn lock_for_sync(
     conn: &mut PgConnection,
     ids: &BTreeSet<String>,
 ) -> Result<(), sqlx::Error> {
@@ -233,7 +233,7 @@ pub async fn lock_for_sync(
 }
 
 /// Inserts or rewrites launchpads as SpaceX describes them, refreshed at `now`.
-pub async fn upsert(
+pub(crate) async fn upsert(
     conn: &mut PgConnection,
     pads: &[Launchpad],
     now: DateTime<Utc>,

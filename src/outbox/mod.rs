@@ -56,7 +56,7 @@ pub struct LegacyEvent {
 
 /// Writes Go-contract messages in the caller's transaction with one statement, and
 /// wakes the relay on commit.
-pub async fn enqueue_legacy(
+pub(crate) async fn enqueue_legacy(
     conn: &mut PgConnection,
     events: &[LegacyEvent],
 ) -> Result<(), sqlx::Error> {
@@ -100,14 +100,17 @@ pub async fn enqueue_legacy(
 }
 
 /// Writes `event` in the caller's transaction and wakes the relay on commit.
-pub async fn enqueue(conn: &mut PgConnection, event: &NewEvent) -> Result<(), sqlx::Error> {
+pub(crate) async fn enqueue(conn: &mut PgConnection, event: &NewEvent) -> Result<(), sqlx::Error> {
     enqueue_all(conn, std::slice::from_ref(event)).await
 }
 
 /// Writes many events in the caller's transaction with one statement (the SpaceX
 /// sync cancels thousands of tickets at once) and wakes the relay on commit. Every
 /// row is labelled with this release's [`SCHEMA_VERSION`].
-pub async fn enqueue_all(conn: &mut PgConnection, events: &[NewEvent]) -> Result<(), sqlx::Error> {
+pub(crate) async fn enqueue_all(
+    conn: &mut PgConnection,
+    events: &[NewEvent],
+) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }

@@ -51,7 +51,7 @@ pub mod limits {
 
 impl OutgoingMessage {
     /// Refuses, as [`FailureKind::Rejected`], a message Pub/Sub would refuse.
-    pub fn check_limits(&self) -> Result<(), PublishError> {
+    pub(crate) fn check_limits(&self) -> Result<(), PublishError> {
         let reject = |why: String| Err(PublishError::rejected(why));
         if self.data.is_empty() && self.attributes.is_empty() {
             return reject("the message has neither data nor attributes".into());
@@ -121,7 +121,7 @@ pub struct PublishError {
 }
 
 impl PublishError {
-    pub fn rejected(message: impl Into<String>) -> PublishError {
+    pub(crate) fn rejected(message: impl Into<String>) -> PublishError {
         PublishError {
             kind: FailureKind::Rejected,
             message: message.into(),
@@ -250,7 +250,7 @@ impl PubSubPublisher {
     }
 
     /// Creates the topic unless it exists. One attempt, bounded.
-    pub async fn ensure_topic(&self) -> Result<(), google_cloud_pubsub::Error> {
+    pub(crate) async fn ensure_topic(&self) -> Result<(), google_cloud_pubsub::Error> {
         let created = self
             .admin
             .create_topic()
@@ -270,7 +270,7 @@ impl PubSubPublisher {
     }
 
     /// Whether Pub/Sub answers for our topic. One attempt, bounded.
-    pub async fn check_topic(&self) -> Result<(), google_cloud_pubsub::Error> {
+    pub(crate) async fn check_topic(&self) -> Result<(), google_cloud_pubsub::Error> {
         self.admin
             .get_topic()
             .set_topic(&self.topic)

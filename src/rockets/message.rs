@@ -92,7 +92,7 @@ pub enum Body {
 
 impl Body {
     /// The message type of this body.
-    pub fn message_type(&self) -> MessageType {
+    pub(crate) fn message_type(&self) -> MessageType {
         match self {
             Body::Launched { .. } => MessageType::Launched,
             Body::SpeedIncreased { .. } => MessageType::SpeedIncreased,
@@ -103,7 +103,7 @@ impl Body {
     }
 
     /// The `message` object, as the wire has it.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         match self {
             Body::Launched {
                 rocket_type,
@@ -146,8 +146,9 @@ impl Message {
         })
     }
 
-    /// The wire form of the message (used by tests and the load generator).
-    pub fn to_json(&self) -> Value {
+    /// The wire form of the message (the tests' messages).
+    #[cfg(test)]
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "metadata": {
                 "channel": self.channel.to_string(),

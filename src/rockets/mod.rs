@@ -83,7 +83,7 @@ crate::metrics::label_set! {
 }
 
 /// Starts every [`MessageOutcome`] of `spacet_rocket_messages_total` at zero.
-pub fn declare_metrics() {
+pub(crate) fn declare_metrics() {
     for outcome in MessageOutcome::ALL {
         crate::metrics::ROCKET_MESSAGES.with_label_values(&[outcome.as_str()]);
     }
@@ -274,7 +274,7 @@ impl Rockets {
     /// UNAVAILABLE: nothing is acknowledged that was not committed. A message whose
     /// commit comes after that deadline is simply stored, and its resend is then a
     /// duplicate.
-    pub async fn ingest(&self, message: Message) -> Result<Outcome, RocketError> {
+    pub(crate) async fn ingest(&self, message: Message) -> Result<Outcome, RocketError> {
         if !self.inner.writer_started.load(Ordering::Acquire) {
             return Err(RocketError::Unavailable(
                 "the service is starting; send the message again".into(),
@@ -311,7 +311,7 @@ impl Rockets {
     /// True when the writer has held work for longer than `ROCKETS_WRITE_TIMEOUT`
     /// without committing it (a locked table, a database that does not answer):
     /// every message would time out, so readiness reports it. Cheap: one atomic read.
-    pub fn is_stalled(&self) -> bool {
+    pub(crate) fn is_stalled(&self) -> bool {
         self.inner
             .busy
             .for_how_long()
@@ -320,7 +320,7 @@ impl Rockets {
 
     /// One page of a snapshot (`query.limit` rockets at most). At most
     /// [`SNAPSHOT_READS`] pages are read at once: the others wait their turn.
-    pub async fn snapshot_page(
+    pub(crate) async fn snapshot_page(
         &self,
         query: &list::ListQuery,
     ) -> Result<(Vec<Rocket>, Option<list::SortKey>), sqlx::Error> {
@@ -335,7 +335,7 @@ impl Rockets {
 
     /// A WatchRockets slot, held for the life of the stream, or `None` when
     /// `ROCKETS_MAX_WATCHERS` streams are open.
-    pub fn watch_slot(&self) -> Option<OwnedSemaphorePermit> {
+    pub(crate) fn watch_slot(&self) -> Option<OwnedSemaphorePermit> {
         self.inner.watchers.clone().try_acquire_owned().ok()
     }
 

@@ -28,7 +28,7 @@ pub const BATCH: i64 = 5000;
 const INTERVAL: Duration = Duration::from_secs(600);
 
 /// Deletes at most `limit` messages received before `cutoff`; returns how many.
-pub async fn delete_batch(
+pub(crate) async fn delete_batch(
     pool: &PgPool,
     cutoff: DateTime<Utc>,
     limit: i64,

@@ -17,8 +17,6 @@
 //!   launch or the explosion (the formulas have no cut-off);
 //! - the last message time is the time of the highest-numbered message.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 
 use super::message::{Body, Message};
@@ -137,8 +135,10 @@ impl Summary {
     }
 
     /// Merges the summaries of two disjoint sets of messages. Commutative and
-    /// associative; `Summary::default()` is its identity.
-    pub fn combine(self, other: Summary) -> Summary {
+    /// associative; `Summary::default()` is its identity. (The tests' model of
+    /// the database's aggregate.)
+    #[cfg(test)]
+    pub(crate) fn combine(self, other: Summary) -> Summary {
         Summary {
             launch: min_some(self.launch, other.launch),
             // Wrapping keeps the operation associative even in the (validated away)
@@ -153,8 +153,9 @@ impl Summary {
 
     /// The state of a set of messages of one rocket. Messages with a number already
     /// seen are duplicates and are skipped (the first one counts, as in the database).
-    pub fn fold<'a>(messages: impl IntoIterator<Item = &'a Message>) -> Summary {
-        let mut distinct = BTreeMap::new();
+    #[cfg(test)]
+    pub(crate) fn fold<'a>(messages: impl IntoIterator<Item = &'a Message>) -> Summary {
+        let mut distinct = std::collections::BTreeMap::new();
         for message in messages {
             distinct.entry(message.number).or_insert(message);
         }
@@ -190,6 +191,7 @@ impl Summary {
 }
 
 /// `min` where `None` means "nothing yet" rather than "smallest".
+#[cfg(test)]
 fn min_some<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),

@@ -95,7 +95,7 @@ impl Rockets {
     /// commit after one stamped later that the client already saw. So a client
     /// gets, after a dropped connection, at least the latest state of every
     /// rocket that changed meanwhile (some states twice).
-    pub fn follow(
+    pub(crate) fn follow(
         &self,
         since: Option<DateTime<Utc>>,
         shutdown: CancellationToken,

@@ -340,7 +340,7 @@ impl Writer {
 
 /// The answer for a message that could not be handed to the writer or whose
 /// writer went away before answering.
-pub fn writer_gone(channel: Uuid, number: i64) -> RocketError {
+pub(crate) fn writer_gone(channel: Uuid, number: i64) -> RocketError {
     tracing::error!(%channel, number, "the rocket writer stopped before answering");
     RocketError::Unavailable("the service is restarting; send the message again".into())
 }

@@ -190,7 +190,7 @@ impl SpaceXClient {
     /// Fails when the pages do not add up to the `totalDocs` SpaceX announces (the
     /// data changed while we paged): a launch missed that way would look cancelled.
     #[tracing::instrument(skip_all)]
-    pub async fn upcoming_launches(&self) -> Result<Upcoming, SpaceXError> {
+    pub(crate) async fn upcoming_launches(&self) -> Result<Upcoming, SpaceXError> {
         /// A page whose `docs` hold at most the launches still allowed.
         struct PageSeed(usize);
         impl<'de> DeserializeSeed<'de> for PageSeed {

@@ -135,7 +135,7 @@ pub async fn sync_now(deps: &SyncDeps) -> Result<SyncReport, SyncError> {
 
 /// Like [`sync_now`], and applied whatever it cancels or frees: an admin's
 /// confirmation of a held sync (`TriggerSync {confirm: true}`, `spacet sync --confirm`).
-pub async fn sync_confirmed(deps: &SyncDeps) -> Result<SyncReport, SyncError> {
+pub(crate) async fn sync_confirmed(deps: &SyncDeps) -> Result<SyncReport, SyncError> {
     forced(deps, Trigger::Confirmed).await
 }
 

@@ -157,7 +157,7 @@ impl Plan {
     /// The circuit breaker: why this sync must be held rather than applied, given
     /// what cancelling its blocked days would cancel now (`would`) and the most
     /// tickets a sync may cancel (`SPACEX_MAX_CANCELLATIONS`). `None`: apply it.
-    pub fn hold_reason(&self, would: Cancelled, max_tickets: usize) -> Option<String> {
+    pub(crate) fn hold_reason(&self, would: Cancelled, max_tickets: usize) -> Option<String> {
         let mut reasons = Vec::new();
         if would.tickets > max_tickets {
             reasons.push(format!(

@@ -162,7 +162,7 @@ pub enum SyncError {
 impl SyncError {
     /// The same failure for a caller that joined this sync (`sqlx::Error` cannot be
     /// cloned: a database failure is passed on as its text).
-    pub fn for_joiner(&self) -> SyncError {
+    pub(crate) fn for_joiner(&self) -> SyncError {
         match self {
             SyncError::SpaceX(e) => SyncError::SpaceX(e.clone()),
             SyncError::Database(e) => SyncError::Database(sqlx::Error::Protocol(e.to_string())),

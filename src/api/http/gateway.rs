@@ -268,7 +268,7 @@ fn known_fields(
 pub type GatewayResult = Result<Response, ApiError>;
 
 /// Serialises a message with its proto3 JSON mapping.
-pub fn json_response<T: Serialize>(message: &T) -> Response {
+pub(crate) fn json_response<T: Serialize>(message: &T) -> Response {
     match serde_json::to_vec(message) {
         Ok(body) => (
             StatusCode::OK,
@@ -282,7 +282,7 @@ pub fn json_response<T: Serialize>(message: &T) -> Response {
 
 /// Decodes a JSON body that is not a proto message (rocket messages), read as
 /// JSON whatever its content type.
-pub fn decode_body<T: DeserializeOwned>(
+pub(crate) fn decode_body<T: DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     from_json(Value::Object(json_object(body)?))
@@ -328,7 +328,7 @@ fn json_value(body: Result<Bytes, BytesRejection>) -> Result<Option<Value>, ApiE
 
 /// Decodes a GET request: query parameters by grpc-gateway's rules, then path
 /// parameters. `message` is the request's full proto name.
-pub fn decode_query<T: DeserializeOwned>(
+pub(crate) fn decode_query<T: DeserializeOwned>(
     message: &str,
     query: &[(String, String)],
     path: &[(&str, &str)],
@@ -460,6 +460,6 @@ pub async fn not_found() -> Response {
 }
 
 /// 405 for a known route with another method.
-pub async fn method_not_allowed() -> Response {
+pub(crate) async fn method_not_allowed() -> Response {
     ApiError::refused(Reason::MethodNotAllowed, "Method Not Allowed").into_response()
 }

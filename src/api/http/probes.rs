@@ -41,7 +41,7 @@ pub fn router(with_metrics: bool) -> axum::Router<ApiState> {
 }
 
 /// `GET /metrics`.
-pub fn metrics_router() -> axum::Router<ApiState> {
+pub(crate) fn metrics_router() -> axum::Router<ApiState> {
     axum::Router::new().route("/metrics", axum::routing::get(metrics))
 }
 

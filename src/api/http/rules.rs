@@ -66,7 +66,7 @@ impl Binding {
     }
 
     /// The template as OpenAPI writes a path (`{x=*}` → `{x}`).
-    pub fn openapi_path(&self) -> String {
+    pub(crate) fn openapi_path(&self) -> String {
         let mut path = self.route.clone();
         for variable in &self.variables {
             path = path.replace(
