@@ -18,6 +18,15 @@ fn yaml(path: &str) -> Value {
         .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// A setting's built-in default.
+fn default_of(key: &str) -> String {
+    SETTINGS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, default, _)| default.to_string())
+        .unwrap()
+}
+
 fn known_setting(name: &str) -> bool {
     SETTINGS
         .iter()
@@ -53,6 +62,14 @@ fn the_kustomize_base_parses_and_probes_real_routes_and_ports() {
     let setting = |name: &str| data.get(name).and_then(|v| v.as_str()).unwrap().to_string();
     assert_eq!(ports["http"].to_string(), setting("HTTP_PORT"));
     assert_eq!(ports["grpc"].to_string(), setting("GRPC_PORT"));
+    // The challenge's unauthenticated rocket port is off unless an overlay turns it on.
+    assert_eq!(setting("ROCKETS_PORT"), "0");
+    let kustomization = yaml("deploy/kubernetes/base/kustomization.yaml");
+    assert!(kustomization["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|r| r == "networkpolicy.yaml"));
     for (probe, path) in [
         ("startupProbe", "/readiness"),
         ("readinessProbe", "/readiness"),
@@ -185,6 +202,88 @@ fn the_compose_file_wires_postgres_the_emulator_the_service_and_the_subscriber()
     assert!(tools
         .iter()
         .any(|(op, args)| op == "ENTRYPOINT" && args.contains("spacet-subscriber")));
+
+    // With the external PostgreSQL the service refuses `auto`: development tokens
+    // are chosen explicitly, their key on a named volume (it survives restarts, and
+    // `spacet token` run in the container reads it) in a directory the image makes
+    // for uid 10001, so a fresh volume is writable by the service.
+    assert_eq!(env.get("AUTH_MODE").unwrap(), "dev");
+    let key_file = PathBuf::from(env.get("AUTH_DEV_KEY_FILE").unwrap().as_str().unwrap());
+    let key_dir = key_file.parent().unwrap().to_str().unwrap();
+    let volume = spacet["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find_map(|v| v.as_str().unwrap().strip_suffix(&format!(":{key_dir}")))
+        .unwrap_or_else(|| panic!("no volume at {key_dir}"));
+    assert!(
+        compose["volumes"].get(volume).is_some(),
+        "{volume} is not a named volume"
+    );
+    let final_stage = dockerfile.stages().last().unwrap().name.clone();
+    assert!(
+        dockerfile
+            .chain(&final_stage)
+            .iter()
+            .any(|(op, args)| op == "RUN"
+                && args.contains("-o 10001")
+                && args.split_whitespace().any(|w| w == key_dir)),
+        "the image does not make {key_dir} for uid 10001"
+    );
+    assert_eq!(spacet["read_only"], true);
+    // The SpaceX settings can be pointed elsewhere from the environment (CI's fake):
+    // `${NAME:-default}`, whose defaults are the service's own.
+    let at_default = |value: &str| -> String {
+        match value
+            .strip_prefix("${")
+            .and_then(|v| v.strip_suffix('}'))
+            .and_then(|v| v.split_once(":-"))
+        {
+            Some((_, default)) => default.to_string(),
+            None => value.to_string(),
+        }
+    };
+    for key in ["SPACEX_API_URL", "SPACEX_ALLOW_HTTP", "SPACEX_SYNC_ENABLED"] {
+        let value = env.get(key).unwrap().as_str().unwrap();
+        assert!(value.starts_with(&format!("${{{key}:-")), "{key}: {value}");
+        assert_eq!(at_default(value), default_of(&key.to_lowercase()), "{key}");
+    }
+    let resolved: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.as_str().unwrap().into(), at_default(v.as_str().unwrap())))
+        .collect();
+    let settings = spacet::config::Settings::load(None, |k| resolved.get(k).cloned())
+        .unwrap_or_else(|e| panic!("docker-compose.yml: {e}"));
+    assert_eq!(settings.auth.mode, spacet::config::AuthMode::Dev);
+
+    // CI's override (scripts/containers) swaps only `image:` lines for local
+    // stand-ins, and gives the built services the stand-in bases as build
+    // arguments the Dockerfile declares: it runs this file's services unchanged.
+    let ci = yaml("docker-compose.ci.yml");
+    let arguments: Vec<String> = dockerfile
+        .global_args()
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .collect();
+    for (name, service) in ci["services"].as_mapping().unwrap() {
+        let original = &services[name.as_str().unwrap()];
+        for (key, value) in service.as_mapping().unwrap() {
+            match key.as_str().unwrap() {
+                "image" => assert!(original["image"].is_string(), "{name:?} has no image"),
+                "build" => {
+                    assert!(!original["build"].is_null(), "{name:?} is not built");
+                    assert_eq!(value["target"], original["build"]["target"], "{name:?}");
+                    for arg in value["args"].as_mapping().unwrap().keys() {
+                        assert!(
+                            arguments.iter().any(|a| a == arg.as_str().unwrap()),
+                            "{name:?}: the Dockerfile has no ARG {arg:?}"
+                        );
+                    }
+                }
+                other => panic!("docker-compose.ci.yml changes {other} of {name:?}"),
+            }
+        }
+    }
 }
 
 /// Path of a compiled example (built by `cargo test --all-targets`).
@@ -208,21 +307,36 @@ pub(crate) fn example(name: &str) -> PathBuf {
 }
 
 #[tokio::test]
-async fn the_grpc_example_books_lists_and_cancels() {
-    let app = TestApp::spawn().await;
-    // tokio's Command: the app runs on this test's runtime and must keep serving.
-    let output = tokio::process::Command::new(example("book_ticket"))
-        .args([
-            "--addr",
-            &format!("http://127.0.0.1:{}", app.grpc_port),
-            "--date",
-            "2049-06-01",
-            "--destination",
-            "TITAN",
-        ])
-        .output()
-        .await
-        .unwrap();
+async fn the_grpc_example_books_lists_and_cancels_with_a_token() {
+    // As the default run does: development tokens, the token from `spacet token`.
+    let (app, key) = crate::auth::dev_app(&[]).await;
+    let token = crate::auth::cli_token(&key, "passenger", "ada");
+    let run = |token: Option<&str>| {
+        // tokio's Command: the app runs on this test's runtime and must keep serving.
+        let mut command = tokio::process::Command::new(example("book_ticket"));
+        command
+            .args([
+                "--addr",
+                &format!("http://127.0.0.1:{}", app.grpc_port),
+                "--date",
+                "2049-06-01",
+                "--destination",
+                "TITAN",
+            ])
+            .env_remove("SPACET_TOKEN");
+        if let Some(token) = token {
+            command.env("SPACET_TOKEN", token);
+        }
+        command.output()
+    };
+    let refused = run(None).await.unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("a bearer token is required"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let output = run(Some(&token)).await.unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -574,9 +688,11 @@ fn check_spacet<'a>(overlay: &str, objects: &'a [Value]) -> &'a Value {
     for port in service["spec"]["ports"].as_sequence().unwrap() {
         assert!(ports.contains_key(port["targetPort"].as_str().unwrap()));
     }
-    // The ConfigMap the pods read is known settings that load.
+    // The ConfigMap the pods read is known settings that load, beside the Secret's
+    // external PG_DSN as in the cluster. A placeholder (`REPLACE_ME...`) stops the
+    // start naming its setting; filled in, the settings load.
     let config = find(objects, "ConfigMap", "spacet");
-    let env: HashMap<String, String> = config["data"]
+    let mut env: HashMap<String, String> = config["data"]
         .as_mapping()
         .unwrap()
         .iter()
@@ -585,8 +701,127 @@ fn check_spacet<'a>(overlay: &str, objects: &'a [Value]) -> &'a Value {
     for key in env.keys() {
         assert!(known_setting(key), "{overlay}: unknown setting {key}");
     }
-    spacet::config::Settings::load(None, |k| env.get(k).cloned())
+    let secret = yaml("deploy/kubernetes/base/secret.example.yaml");
+    env.insert(
+        "PG_DSN".into(),
+        secret["stringData"]["PG_DSN"].as_str().unwrap().into(),
+    );
+    let placeholders: Vec<String> = env
+        .iter()
+        .filter(|(_, v)| v.trim_start().starts_with(spacet::config::PLACEHOLDER))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if !placeholders.is_empty() {
+        let error = spacet::config::Settings::load(None, |k| env.get(k).cloned())
+            .expect_err("settings with placeholders load");
+        assert!(
+            placeholders.contains(&error.setting),
+            "{overlay}: {error} does not name a placeholder of {placeholders:?}"
+        );
+        for key in &placeholders {
+            let filled = match key.as_str() {
+                "AUTH_ISSUER" => "https://issuer.example.com",
+                _ => "spacet",
+            };
+            env.insert(key.clone(), filled.into());
+        }
+    }
+    let settings = spacet::config::Settings::load(None, |k| env.get(k).cloned())
         .unwrap_or_else(|e| panic!("{overlay}: {e}"));
+    // With an external database the authentication mode is decided, never `auto`
+    // falling back to development keys, nor off.
+    assert!(
+        matches!(
+            env.get("AUTH_MODE").map(String::as_str),
+            Some("dev" | "oidc")
+        ),
+        "{overlay}: AUTH_MODE {:?}",
+        env.get("AUTH_MODE")
+    );
+    assert!(matches!(
+        settings.auth.mode,
+        spacet::config::AuthMode::Dev | spacet::config::AuthMode::Oidc
+    ));
+    // The root filesystem is read-only: the development key is written to a volume.
+    if settings.auth.mode == spacet::config::AuthMode::Dev {
+        let key = &settings.auth.dev_key_file;
+        let mount = container["volumeMounts"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|m| key.starts_with(m["mountPath"].as_str().unwrap()))
+            .unwrap_or_else(|| panic!("{overlay}: {} is on no volume", key.display()));
+        let volume = pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap();
+        assert!(volume.get("emptyDir").is_some(), "{overlay}: {volume:?}");
+    }
+
+    // No Kubernetes API token and no service-link variables in the pods. The
+    // NetworkPolicy lets in the HTTP and gRPC ports; the rocket port takes messages
+    // without a token, so when an overlay turns it on only the senders reach it.
+    assert_eq!(pod["automountServiceAccountToken"], false, "{overlay}");
+    assert_eq!(pod["enableServiceLinks"], false, "{overlay}");
+    let policy = find(objects, "NetworkPolicy", "spacet");
+    assert!(selects(
+        &policy["spec"]["podSelector"]["matchLabels"],
+        labels
+    ));
+    assert!(policy["spec"]["policyTypes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|t| t == "Ingress"));
+    let rockets: u64 = env
+        .get("ROCKETS_PORT")
+        .cloned()
+        .unwrap_or_else(|| default_of("rockets_port"))
+        .parse()
+        .unwrap();
+    let mut allowed = Vec::new();
+    for rule in policy["spec"]["ingress"].as_sequence().unwrap() {
+        let rule_ports: Vec<u64> = rule["ports"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{overlay}: an ingress rule for every port"))
+            .iter()
+            .map(|p| match &p["port"] {
+                Value::Number(n) => n.as_u64().unwrap(),
+                name => *ports.get(name.as_str().unwrap()).unwrap_or_else(|| {
+                    panic!("{overlay}: the NetworkPolicy names {name:?}, not a container port")
+                }),
+            })
+            .collect();
+        if rockets != 0 && rule_ports.contains(&rockets) {
+            let senders_only = rule["from"].as_sequence().is_some_and(|peers| {
+                !peers.is_empty()
+                    && peers.iter().all(|peer| {
+                        peer.as_mapping().unwrap().len() == 1
+                            && peer["podSelector"]["matchLabels"]["spacet.io/rocket-sender"]
+                                == "true"
+                    })
+            });
+            assert!(
+                senders_only,
+                "{overlay}: the rocket port is open to {rule:?}"
+            );
+        }
+        allowed.extend(rule_ports);
+    }
+    for name in ["http", "grpc"] {
+        assert!(
+            allowed.contains(&ports[name]),
+            "{overlay}: {name} not let in"
+        );
+    }
+    if rockets != 0 {
+        assert!(
+            ports.values().any(|p| *p == rockets) && allowed.contains(&rockets),
+            "{overlay}: ROCKETS_PORT {rockets} is on but not a container port let in"
+        );
+    }
     // Every image of every workload is pinned.
     for object in objects {
         for container in pod_spec(object)["containers"]
@@ -606,6 +841,11 @@ fn the_development_overlay_runs_one_replica_publishing_to_an_in_cluster_emulator
     let objects = kustomize("development");
     let deployment = check_spacet("development", &objects);
     assert_eq!(deployment["spec"]["replicas"], 1);
+    // One replica with development tokens (its key on the pod's emptyDir: every
+    // token comes from it), and the rocket port on for the senders.
+    let data = &find(&objects, "ConfigMap", "spacet")["data"];
+    assert_eq!(data["AUTH_MODE"], "dev");
+    assert_ne!(data["ROCKETS_PORT"], "0");
 
     let emulator = find(&objects, "Deployment", "pubsub-emulator");
     let service = find(&objects, "Service", "pubsub-emulator");
@@ -703,6 +943,42 @@ fn the_production_overlay_spreads_replicas_under_a_disruption_budget_with_worklo
     assert!(google.ends_with(".iam.gserviceaccount.com"), "{google}");
     let config = find(&objects, "ConfigMap", "spacet");
     assert!(config["data"].get("PUBSUB_EMULATOR_HOST").is_none());
+    // Cloud Logging's JSON; tokens of the operator's issuer only, whose URL and
+    // audience are placeholders that stop the start until they are set.
+    assert_eq!(config["data"]["LOG_FORMAT"], "gcp");
+    assert_eq!(config["data"]["AUTH_MODE"], "oidc");
+    for key in ["AUTH_ISSUER", "AUTH_AUDIENCE"] {
+        assert!(
+            config["data"][key]
+                .as_str()
+                .unwrap()
+                .starts_with(spacet::config::PLACEHOLDER),
+            "{key}"
+        );
+    }
+    assert_eq!(
+        config["data"].get("ROCKETS_PORT").and_then(Value::as_str),
+        Some("0")
+    );
+    // Managed Prometheus scrapes /metrics on the pods' HTTP port.
+    let monitoring = find(&objects, "PodMonitoring", "spacet");
+    assert_eq!(monitoring["apiVersion"], "monitoring.googleapis.com/v1");
+    assert!(selects(
+        &monitoring["spec"]["selector"]["matchLabels"],
+        labels
+    ));
+    let endpoints = monitoring["spec"]["endpoints"].as_sequence().unwrap();
+    assert!(!endpoints.is_empty());
+    for endpoint in endpoints {
+        assert_eq!(endpoint["path"], "/metrics");
+        assert!(routed(endpoint["path"].as_str().unwrap()));
+        assert_eq!(endpoint["port"], "http");
+        assert!(pod["containers"][0]["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "http"));
+    }
     assert!(config["data"]
         .get("GOOGLE_APPLICATION_CREDENTIALS")
         .is_none());
@@ -787,6 +1063,38 @@ impl Dockerfile {
         self.stages().into_iter().find(|s| s.name == name)
     }
 
+    /// The `ARG`s declared before the first `FROM` (usable in `FROM` lines):
+    /// `(name, default, comment above)`.
+    fn global_args(&self) -> Vec<(String, String, String)> {
+        self.instructions
+            .iter()
+            .take_while(|(op, _, _)| op != "FROM")
+            .filter(|(op, _, _)| op == "ARG")
+            .map(|(_, args, comment)| {
+                let (name, default) = args.split_once('=').unwrap_or((args, ""));
+                (name.to_string(), default.to_string(), comment.clone())
+            })
+            .collect()
+    }
+
+    /// What a `FROM` names with the global `ARG`s at their defaults: `${RUST_IMAGE}`
+    /// becomes the pinned image a plain `docker build` uses.
+    fn resolve(&self, image: &str) -> String {
+        match image
+            .strip_prefix("${")
+            .and_then(|rest| rest.strip_suffix('}'))
+            .or_else(|| image.strip_prefix('$'))
+        {
+            Some(name) => self
+                .global_args()
+                .into_iter()
+                .find(|(arg, _, _)| arg == name)
+                .map(|(_, default, _)| default)
+                .unwrap_or_else(|| panic!("FROM {image}: no ARG {name} before the first FROM")),
+            None => image.to_string(),
+        }
+    }
+
     /// A stage's instructions and those of the stages it is built `FROM`.
     fn chain(&self, name: &str) -> Vec<(String, String)> {
         let mut all = Vec::new();
@@ -812,22 +1120,31 @@ fn the_dockerfile_pins_its_bases_and_ships_only_the_service_as_non_root_without_
     let dockerfile = Dockerfile::read();
     let stages = dockerfile.stages();
     let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
-    // Every base that is not an earlier stage is pinned by digest, and the comment
-    // above names the version that digest is.
-    for (op, args, comment) in &dockerfile.instructions {
-        if op != "FROM" {
+    // Every base that is not an earlier stage is a build argument (CI builds on
+    // local stand-ins: scripts/containers) whose default is pinned by digest, and
+    // the comment above the ARG names the version that digest is.
+    let global_args = dockerfile.global_args();
+    for stage in &stages {
+        if names.contains(&stage.base.as_str()) {
             continue;
         }
-        let image = args
-            .split_whitespace()
-            .find(|w| !w.starts_with("--"))
-            .unwrap();
-        if names.contains(&image) {
-            continue;
-        }
+        let name = stage
+            .base
+            .strip_prefix("${")
+            .and_then(|rest| rest.strip_suffix('}'))
+            .unwrap_or_else(|| {
+                panic!(
+                    "FROM {}: a base image is a build argument (ARG ..._IMAGE=...)",
+                    stage.base
+                )
+            });
+        let (_, image, comment) = global_args
+            .iter()
+            .find(|(arg, _, _)| arg == name)
+            .unwrap_or_else(|| panic!("no ARG {name} before the first FROM"));
         let (reference, digest) = image
             .split_once("@sha256:")
-            .unwrap_or_else(|| panic!("{image} is not pinned by digest"));
+            .unwrap_or_else(|| panic!("{name}={image} is not pinned by digest"));
         assert!(
             digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit()),
             "{image}"
@@ -837,9 +1154,15 @@ fn the_dockerfile_pins_its_bases_and_ships_only_the_service_as_non_root_without_
         let version = tag.split('-').next().unwrap();
         assert!(
             comment.contains(version),
-            "the comment above FROM {image} does not name its version {version}"
+            "the comment above ARG {name} does not name its version {version}"
         );
     }
+    // No `# syntax=` directive: BuildKit would fetch that frontend from a registry.
+    let text = std::fs::read_to_string(repo("Dockerfile")).unwrap();
+    assert!(
+        !text.trim_start().starts_with("# syntax="),
+        "a syntax directive"
+    );
 
     // rust-toolchain.toml, the builder's image and its RUSTUP_TOOLCHAIN agree.
     let toolchain = std::fs::read_to_string(repo("rust-toolchain.toml")).unwrap();
@@ -848,7 +1171,7 @@ fn the_dockerfile_pins_its_bases_and_ships_only_the_service_as_non_root_without_
         .find_map(|l| l.trim().strip_prefix("channel = "))
         .expect("a channel")
         .trim_matches('"');
-    let rust_image = dockerfile.stage("chef").unwrap().base;
+    let rust_image = dockerfile.resolve(&dockerfile.stage("chef").unwrap().base);
     let rust_tag = rust_image.split(['@', ':']).nth(1).unwrap();
     assert!(
         channel.starts_with(rust_tag.split('-').next().unwrap()),
